@@ -1,0 +1,48 @@
+# llava-dymoe: two commands on a fresh machine.
+#   make test   - create .venv if missing, install in the verified order, run the test suite
+#   make demo   - same setup, then run the main job on the embedded default (tiny LLaVA, CPU)
+#
+# Install order (shared/docs/stack.md): torch first, then llava-torch WITHOUT its dependencies
+# (its metadata pins torch==2.0.1 and would pull a CUDA build), then this package.
+#
+# Variables:
+#   TORCH_SPEC  what to install as torch (default torch==2.13.0, the CPU build on these machines).
+#               Bring your own CUDA torch: install it in the venv first and run with TORCH_SPEC=
+#               (empty) so the torch step is skipped and your build is kept.
+#   VENV        virtual environment to create/use (default .venv); point it at an existing env to reuse it.
+#   PYTHON      interpreter used to create the venv (default python3).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+LLAVA_SPEC ?= llava-torch==1.2.2.post1
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.llava_dymoe_installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-slow demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PIP) install -q "$(TORCH_SPEC)"; \
+	 else echo "TORCH_SPEC is empty: keeping the torch already in $(VENV)"; $(PY) -c "import torch"; fi
+	$(PIP) install -q --no-deps "$(LLAVA_SPEC)"
+	$(PIP) install -q -e ".[test,plots]"
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m llava_dymoe.demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_layer.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

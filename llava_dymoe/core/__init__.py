@@ -1,0 +1,1 @@
+"""core layer of llava_dymoe (see README, "Where things live")."""

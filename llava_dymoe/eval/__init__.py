@@ -1,0 +1,1 @@
+"""eval layer of llava_dymoe (see README, "Where things live")."""
