@@ -1,0 +1,72 @@
+"""Command line entry point: ``python -m llava_dymoe.cli <command> [options]``.
+
+This module only wires commands; each lives in its own module that defines
+
+* ``add_arguments(parser)`` — add the command's options to its ``argparse`` sub-parser;
+* ``run(args) -> int`` — do the work and return the exit status.
+
+To add a command, write ``llava_dymoe/commands/<name>.py`` with those two functions and add
+one line to :data:`SUBCOMMANDS`.  Only the module of the command being run is imported,
+so a command with heavy imports (torch, llava) does not slow down or break the others.
+A ``ValueError``, ``KeyError``, ``FileNotFoundError`` or ``ImportError`` escaping ``run`` is
+printed as ``error: ...`` and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# command name -> (implementing module, one-line help)
+SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
+    "metrics": ("llava_dymoe.commands.metrics",
+                "print MFN, MAA, BWT, forgetting and MFT of a matrix.csv as one JSON object"),
+    "report": ("llava_dymoe.commands.report",
+               "compare run output folders: Markdown table to stdout, report.md and comparison.png"),
+    "score": ("llava_dymoe.commands.score",
+              "score a merged answers JSONL against references with a registered scorer"),
+    "convert-coin": ("llava_dymoe.commands.convert_coin",
+                     "convert CoIN's test JSON into upstream question files and reference JSONL"),
+}
+
+
+def _chosen(argv: Sequence[str]) -> Optional[str]:
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The top-level parser; the chosen command's module adds its own arguments."""
+    parser = argparse.ArgumentParser(prog="python -m llava_dymoe.cli",
+                                     description="LLaVA-DyMoE continual-learning tools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = _chosen(argv)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
