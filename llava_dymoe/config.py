@@ -1,0 +1,175 @@
+"""``DyMoEConfig``: the architecture and routing hyper-parameters of a DyMoE model, persisted as JSON.
+
+Standard library only (style.md §6.2): importable without torch, transformers or LLaVA.
+
+Every field has a default and a ``metadata["help"]`` string that cites ``docs/method.md`` (the
+reconstructed method spec) with its provenance tag: [C] = the port of the official code, [N] = the paper
+notes, [I] = our inference, [?] = unknown upstream value.  ``from_dict`` accepts missing keys (defaults)
+but rejects unknown keys and newer ``format_version`` values, so a checkpoint written by a newer
+``llava_dymoe`` fails loudly instead of being half-read.
+
+Example::
+
+    cfg = DyMoEConfig(top_k=8)
+    cfg.save("out/dymoe_config.json")
+    assert DyMoEConfig.load("out/dymoe_config.json") == cfg
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+FORMAT_VERSION = 1
+
+#: The seven Llama projections DyMoE adapts (method.md §1.2 [C]).
+KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DyMoEConfig:
+    """Architecture + routing configuration of DyMoE (method.md §1–§3).
+
+    Derived quantities: ``bank_rank = experts_per_task * expert_rank`` (rank of one task's LoRA bank,
+    64 by default) and ``scaling = lora_alpha / bank_rank`` (method.md §1.3: the same factor multiplies
+    old and new experts).
+    """
+
+    target_modules: List[str] = _f(
+        list(KNOWN_TARGET_MODULES),
+        "Linear projections of every LLM decoder layer that get experts (method.md §1.2 [C]: all seven).")
+    experts_per_task: int = _f(16, "Experts added per task per projection (method.md §1.3 [C]).")
+    expert_rank: int = _f(4, "Rank of one LoRA expert; the task bank has rank experts_per_task*expert_rank "
+                             "= 64 (method.md §1.3 [C]).")
+    lora_alpha: float = _f(128.0, "LoRA alpha; scaling = alpha / bank_rank (method.md §1.3). Upstream value "
+                                  "[?]; the port uses 128 [C], which matches CoIN's alpha = 2r [I].")
+    lora_dropout: float = _f(0.05, "Dropout on the input of A (method.md §1.3; port default 0.05 [C], "
+                                   "upstream [?]).")
+    top_k: int = _f(16, "Experts kept per token before the softmax, for routing and RSR "
+                        "(method.md §1.4, §3.2 [C]).")
+    router_scale: float = _f(1.0, "Cosine router scale s: z = s*cos(x, w). s <= 0 falls back to the plain "
+                                  "dot product x.w (method.md §1.4 [C]).")
+    router_temperature: float = _f(0.01, "Routing softmax temperature T_route (method.md §1.4 [C]).")
+    tau: float = _f(0.2, "TAG ambiguity threshold on D_rel (method.md §2, §3.1 [N][C]).")
+    use_tag: bool = _f(True, "Apply Token Assignment Guidance while training task >= 2 (method.md §3.1).")
+    rsr_temperature: float = _f(0.1, "Softmax temperature of the RSR soft weights (method.md §3.2 [C]).")
+    c_exc: float = _f(1e-3, "Coefficient of the RSR exclusivity loss (method.md §3.3 [C]); 0 = off.")
+    c_spe: float = _f(1e-3, "Coefficient of the RSR specialization loss (method.md §3.3 [C]); 0 = off.")
+    c_aux: float = _f(0.0, "Coefficient of the Switch-style balance loss over the new experts "
+                           "(method.md §3.3 [N]; not in the upstream code [C], hence 0).")
+    rsr_start: float = _f(0.5, "Fraction of a task's steps before the RSR ramp starts; the factor then "
+                               "rises linearly to 1 at the end of the task (method.md §3.3 [C]).")
+    num_tasks: int = _f(0, "Number of task banks present in the saved state (0 for a fresh model).")
+    format_version: int = _f(FORMAT_VERSION, "Version of this JSON layout.")
+
+    # ------------------------------------------------------------------ validation
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, (str, bytes)) or not isinstance(self.target_modules, (list, tuple)):
+            raise ValueError(f"target_modules must be a list of module names, got {self.target_modules!r}")
+        self.target_modules = list(self.target_modules)
+        if not self.target_modules:
+            raise ValueError("target_modules must not be empty")
+        unknown = [m for m in self.target_modules if m not in KNOWN_TARGET_MODULES]
+        if unknown:
+            raise ValueError(f"target_modules: unknown module name(s) {unknown}; known: {list(KNOWN_TARGET_MODULES)}")
+        if len(set(self.target_modules)) != len(self.target_modules):
+            raise ValueError(f"target_modules contains duplicates: {self.target_modules}")
+        for name in ("experts_per_task", "expert_rank", "top_k"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("num_tasks", self.num_tasks, minimum=0)
+        _check_int("format_version", self.format_version, minimum=1)
+        if self.format_version > FORMAT_VERSION:
+            raise ValueError(f"format_version {self.format_version} is newer than this llava_dymoe supports "
+                             f"({FORMAT_VERSION}); upgrade llava_dymoe to read this checkpoint")
+        for name in ("lora_alpha", "router_temperature", "rsr_temperature"):
+            _check_real(name, getattr(self, name))
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        _check_real("router_scale", self.router_scale)
+        for name in ("c_exc", "c_spe", "c_aux"):
+            _check_real(name, getattr(self, name))
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("tau", "rsr_start"):
+            _check_real(name, getattr(self, name))
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        _check_real("lora_dropout", self.lora_dropout)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout!r}")
+        if not isinstance(self.use_tag, bool):
+            raise ValueError(f"use_tag must be a bool, got {self.use_tag!r}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def bank_rank(self) -> int:
+        """Rank of one task's bank: ``experts_per_task * expert_rank`` (method.md §1.3)."""
+        return self.experts_per_task * self.expert_rank
+
+    @property
+    def scaling(self) -> float:
+        """LoRA scaling ``lora_alpha / bank_rank`` (method.md §1.3 [C])."""
+        return float(self.lora_alpha) / self.bank_rank
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "DyMoEConfig":
+        """Build from a dict; missing keys take defaults, unknown keys raise ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"DyMoEConfig.from_dict expects a dict, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"DyMoEConfig: unknown key(s) {unknown} (format_version "
+                             f"{data.get('format_version', '?')}); this file was probably written by a newer "
+                             f"llava_dymoe. Known keys: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DyMoEConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"DyMoEConfig.from_json: invalid JSON ({e})") from e
+        return cls.from_dict(data)
+
+    def save(self, path: str) -> None:
+        """Write the config as JSON to ``path`` (parent directories are created)."""
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str) -> "DyMoEConfig":
+        with open(path, "r", encoding="utf-8") as fh:
+            return cls.from_json(fh.read())
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_real(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")

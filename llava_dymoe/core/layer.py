@@ -1,0 +1,314 @@
+"""``DyMoELinear``: an ``nn.Linear`` with one LoRA-expert bank per task and a cosine router.
+
+    y = W0 x + b + (alpha / r) * sum_e g_e(x) B_e A_e dropout(x)              (method.md §1.3–§1.4)
+
+r = experts_per_task * expert_rank is the rank of one task's bank; expert e is a contiguous rank slice
+(``expert_rank`` rows of A, columns of B).  Banks are kept per task in ``ParameterDict``s keyed
+``"t0", "t1", ...`` (``dymoe_A`` [r, in], ``dymoe_B`` [out, r], ``dymoe_router`` [experts, in]); the base
+``weight``/``bias`` are the wrapped layer's own Parameters (no copy; state-dict names unchanged).
+
+Routing (fp32 whatever the input dtype): cosine logits over all experts; while training task >= 2 the
+TAG mask (method.md §3.1) restricts each token to the old or to the new group; top-k + softmax(z / T).
+The "new" group is always the last bank.  Eval mode routes over all experts with no TAG and no aux.
+RSR (and the optional balance loss) are computed on the unmasked logits and their gradient is injected
+on the layer output (``transport.py``) when a ``DyMoEContext`` is attached (``attach_context``); without a
+context the layer computes no aux terms.
+
+Speed: no Python loop over experts.  Per forward, contiguous frozen banks are concatenated into one part
+(cached in eval mode under no_grad, i.e. inference; the cache is keyed on the parameters' storage and
+version counters and dropped by ``train()``) and each trainable bank is its own part, so weight
+gradients are only formed for trainable banks: x_a = dropout(x) A_part^T, gate on the rank dimension
+(view [N, E, r] * g[..., None]), delta = sum_parts x_a B_part^T.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import DyMoEConfig
+from .losses import masked_mean, new_expert_balance_loss, rsr_losses
+from .routing import cosine_logits_parts, gate, new_token_mask
+from .transport import DyMoEContext, inject_aux
+
+_BANKS = ("dymoe_A", "dymoe_B", "dymoe_router")
+
+
+class DyMoELinear(nn.Linear):
+    """DyMoE wrapper around an existing ``nn.Linear`` (see module docstring).
+
+    Architecture fields (experts_per_task, expert_rank, lora_alpha, lora_dropout) are fixed at
+    construction; routing fields (top_k, temperatures, tau, use_tag, coefficients) are read from
+    ``self.dymoe_config`` at every forward, so one shared config object steers all layers.
+    """
+
+    adapter_layer_names = _BANKS
+
+    def __init__(self, base: nn.Linear, cfg: DyMoEConfig):
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"DyMoELinear wraps an nn.Linear, got {type(base).__name__}")
+        if isinstance(base, DyMoELinear):
+            raise ValueError("DyMoELinear: the layer is already a DyMoELinear; call add_task() to extend it")
+        if not isinstance(cfg, DyMoEConfig):
+            raise TypeError(f"DyMoELinear needs a DyMoEConfig, got {type(cfg).__name__}")
+        nn.Module.__init__(self)  # not nn.Linear.__init__: it would allocate a second weight
+        self.in_features = base.in_features  # never read weight.shape (ZeRO-3 partitions it to [0])
+        self.out_features = base.out_features
+        self.weight = base.weight
+        if base.bias is None:
+            self.register_parameter("bias", None)
+        else:
+            self.bias = base.bias
+        self.dymoe_config = cfg
+        self.experts_per_task = cfg.experts_per_task
+        self.expert_rank = cfg.expert_rank
+        self.scaling = cfg.scaling
+        self.dymoe_A = nn.ParameterDict()
+        self.dymoe_B = nn.ParameterDict()
+        self.dymoe_router = nn.ParameterDict()
+        self.dymoe_dropout = nn.Dropout(cfg.lora_dropout) if cfg.lora_dropout > 0 else nn.Identity()
+        self._dymoe_ctx: Optional[DyMoEContext] = None
+        self._dymoe_cache: Dict[Tuple[str, ...], Tuple[tuple, Tuple[Tensor, Tensor, Tensor]]] = {}
+
+    @classmethod
+    def from_linear(cls, base: nn.Linear, cfg: DyMoEConfig) -> "DyMoELinear":
+        return cls(base, cfg)
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def num_tasks(self) -> int:
+        return len(self.dymoe_A)
+
+    @property
+    def num_experts(self) -> int:
+        return self.num_tasks * self.experts_per_task
+
+    @property
+    def bank_rank(self) -> int:
+        return self.experts_per_task * self.expert_rank
+
+    def task_keys(self) -> List[str]:
+        return list(self.dymoe_A.keys())
+
+    def dymoe_parameters(self) -> Iterator[nn.Parameter]:
+        for name in _BANKS:
+            yield from getattr(self, name).values()
+
+    def add_task(self, dtype: Optional[torch.dtype] = None) -> str:
+        """Freeze every existing bank and add a trainable one; returns its key ``"t{k}"``.
+
+        New A and router rows ~ kaiming_uniform(a=sqrt(5)), B = 0 (method.md §1.3), created on the base
+        weight's device in ``dtype`` (fp32 by default).  The base weight's ``requires_grad`` is untouched.
+        """
+        for p in self.dymoe_parameters():
+            p.requires_grad_(False)
+        key = f"t{self.num_tasks}"
+        kw = dict(device=self.weight.device, dtype=dtype or torch.float32)
+        a = torch.empty(self.bank_rank, self.in_features, **kw)
+        router = torch.empty(self.experts_per_task, self.in_features, **kw)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(router, a=math.sqrt(5))
+        self.dymoe_A[key] = nn.Parameter(a)
+        self.dymoe_B[key] = nn.Parameter(torch.zeros(self.out_features, self.bank_rank, **kw))
+        self.dymoe_router[key] = nn.Parameter(router)
+        self._dymoe_cache.clear()
+        return key
+
+    def set_trainable_tasks(self, keys: Sequence[str]) -> None:
+        """``requires_grad`` True for the banks in ``keys``, False for the others."""
+        unknown = set(keys) - set(self.task_keys())
+        if unknown:
+            raise ValueError(f"set_trainable_tasks: unknown task keys {sorted(unknown)}; have {self.task_keys()}")
+        for name in _BANKS:
+            for k, p in getattr(self, name).items():
+                p.requires_grad_(k in keys)
+
+    def expected_bank_shapes(self) -> Dict[str, Tuple[int, int]]:
+        return {"dymoe_A": (self.bank_rank, self.in_features), "dymoe_B": (self.out_features, self.bank_rank),
+                "dymoe_router": (self.experts_per_task, self.in_features)}
+
+    def bank_state_dict(self, keys: Optional[Sequence[str]] = None) -> Dict[str, Tensor]:
+        """Banks (all, or the tasks in ``keys``) as detached tensors ``{"dymoe_A.t0": ..., ...}`` (storage
+        shared; under ZeRO-3 gather the parameters first)."""
+        return {f"{name}.{k}": p.detach() for name in _BANKS for k, p in getattr(self, name).items()
+                if keys is None or k in keys}
+
+    def load_banks(self, state: Mapping[str, Tensor], dtype: Optional[torch.dtype] = torch.float32) -> int:
+        """Rebuild frozen banks ``t0..t{n-1}`` from ``bank_state_dict()``-style tensors; returns n.
+
+        The layer must have no bank yet.  Keys must be exactly ``{dymoe_A,dymoe_B,dymoe_router}.t{k}`` for
+        k = 0..n-1 and shapes must match the config (structure is never inferred from shapes).
+        """
+        if self.num_tasks:
+            raise ValueError(f"load_banks: the layer already has {self.num_tasks} bank(s)")
+        n = len({k.split(".", 1)[1] for k in state if "." in k})
+        expected = {f"{name}.t{i}" for name in _BANKS for i in range(n)}
+        if set(state) != expected:
+            raise ValueError(f"load_banks: expected keys {sorted(expected)}; missing "
+                             f"{sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}")
+        shapes = self.expected_bank_shapes()
+        for key, t in state.items():
+            want = shapes[key.split(".", 1)[0]]
+            if tuple(t.shape) != want:
+                raise ValueError(f"load_banks: {key} has shape {tuple(t.shape)}, the config expects {want}")
+        for i in range(n):
+            for name in _BANKS:
+                t = state[f"{name}.t{i}"]
+                p = t.detach().to(device=self.weight.device, dtype=dtype or t.dtype, copy=True)
+                getattr(self, name)[f"t{i}"] = nn.Parameter(p, requires_grad=False)
+        self._dymoe_cache.clear()
+        return n
+
+    def merge(self, *args, **kwargs):
+        raise NotImplementedError("DyMoELinear.merge: token-routed experts cannot be merged into the base "
+                                  "weight (the mixture weights depend on each token); keep the DyMoE layers")
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` sharing this layer's base weight and bias (experts dropped)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        lin.weight, lin.bias = self.weight, self.bias
+        return lin
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"tasks={self.num_tasks}, experts={self.num_experts}, expert_rank={self.expert_rank}, "
+                f"top_k={self.dymoe_config.top_k}")
+
+    def train(self, mode: bool = True):
+        if mode:  # the no-grad concatenation cache is for inference; free it when training resumes
+            self._dymoe_cache.clear()
+        return super().train(mode)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> Tensor:
+        if self.num_tasks == 0:
+            return F.linear(x, self.weight, self.bias)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"DyMoELinear: input has {x.shape[-1]} features, expected {self.in_features}")
+        cfg = self.dymoe_config
+        xf = x.reshape(-1, self.in_features)
+        parts = self._parts()
+        logits = cosine_logits_parts(xf, [p[2] for p in parts], cfg.router_scale)  # fp32 [N, E]
+        multi = self.training and self.num_tasks >= 2
+        n_old = self.num_experts - self.experts_per_task if multi else 0
+        use_new = allowed = None
+        if multi and cfg.use_tag:
+            use_new = new_token_mask(logits, n_old, cfg.tau)
+            is_new = torch.arange(self.num_experts, device=logits.device) >= n_old
+            allowed = use_new[:, None] == is_new[None, :]
+        g = gate(logits, cfg.top_k, cfg.router_temperature, allowed)
+        aux = None
+        if self.training and self._dymoe_ctx is not None:
+            aux = self._aux(logits, n_old, use_new)
+        y = self._mix(xf, g, parts, aux)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def _mix(self, xf: Tensor, g: Tensor, parts, aux: Optional[Tuple[Tensor, float]]) -> Tensor:
+        """``W0 x + b + sum_parts (dropout(x) A^T  *_rank  g*scaling) B^T``; the expert part runs in the
+        banks' dtype and is cast back to the input dtype.  ``aux`` = (loss, scale) is injected on the
+        gated activations of the last (trainable) part."""
+        dt = self.dymoe_A[self.task_keys()[-1]].dtype
+        base = F.linear(xf, self.weight, self.bias)
+        fused = base.dtype == dt  # accumulate the expert products straight into the base output (addmm)
+        xd = self.dymoe_dropout(xf.to(dt))
+        gs = (g * self.scaling).to(dt)
+        n, r = xf.shape[0], self.expert_rank
+        acc, offset = (base if fused else None), 0
+        for i, (a, b, _, ne) in enumerate(parts):
+            xa = (F.linear(xd, a.to(dt)).view(n, ne, r) * gs[:, offset:offset + ne, None]).view(n, ne * r)
+            if aux is not None and i == len(parts) - 1:
+                xa = inject_aux(xa, *aux)
+            if acc is None:
+                acc = F.linear(xa, b.to(dt))
+            else:  # in place: neither the base product nor earlier addmm_ results are saved for backward
+                acc = acc.addmm_(xa, b.to(dt).t())
+            offset += ne
+        return acc if fused else base + acc.to(base.dtype)
+
+    def _parts(self) -> List[Tuple[Tensor, Tensor, Tensor, int]]:
+        """(A, B, router, n_experts) per part: runs of frozen banks concatenated, trainable banks alone
+        (with grad disabled every bank counts as frozen)."""
+        grad = torch.is_grad_enabled()
+        runs: List[Tuple[bool, List[str]]] = []
+        for k in self.task_keys():
+            trainable = grad and any(getattr(self, n)[k].requires_grad for n in _BANKS)
+            if runs and not trainable and not runs[-1][0]:
+                runs[-1][1].append(k)
+            else:
+                runs.append((trainable, [k]))
+        parts = []
+        for _, keys in runs:
+            ne = self.experts_per_task * len(keys)
+            if len(keys) == 1:
+                k = keys[0]
+                parts.append((self.dymoe_A[k], self.dymoe_B[k], self.dymoe_router[k], ne))
+            else:
+                # cache only for inference (eval mode, no grad); the no-grad first pass of a reentrant
+                # checkpoint runs in training mode and must not pin a copy of the banks (ZeRO-3 memory)
+                parts.append((*self._frozen_cat(tuple(keys), cache=not grad and not self.training), ne))
+        return parts
+
+    def _frozen_cat(self, keys: Tuple[str, ...], cache: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        params = [(self.dymoe_A[k], self.dymoe_B[k], self.dymoe_router[k]) for k in keys]
+        sig = tuple((p.data_ptr(), p._version, p.dtype, p.device, tuple(p.shape)) for ps in params for p in ps)
+        hit = self._dymoe_cache.get(keys)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        out = (torch.cat([p[0] for p in params], 0), torch.cat([p[1] for p in params], 1),
+               torch.cat([p[2] for p in params], 0))
+        if cache:
+            self._dymoe_cache[keys] = (sig, out)
+        return out
+
+    def _aux(self, logits: Tensor, n_old: int, use_new: Optional[Tensor]) -> Optional[Tuple[Tensor, float]]:
+        """RSR / balance terms on the unmasked logits (n_old > 0 only while training task >= 2).
+
+        Records detached values in the context's collector while its window is open and returns
+        ``(aux, scale)`` for injection when a gradient is wanted, else None.
+        """
+        ctx, cfg = self._dymoe_ctx, self.dymoe_config
+        multi = n_old > 0
+        scale = ctx.aux_grad_scale()
+        want = (multi and (cfg.c_exc > 0 or cfg.c_spe > 0)) or cfg.c_aux > 0
+        grad_path = want and scale != 0.0 and torch.is_grad_enabled()
+        if not (grad_path or ctx.recording):
+            return None
+        valid = ctx.token_valid(logits.shape[0], logits.device)
+        terms: Dict[str, Tensor] = {}
+        with torch.set_grad_enabled(grad_path):
+            aux = logits.new_zeros(())
+            if multi:
+                exc, spe = rsr_losses(logits, n_old, cfg.top_k, cfg.rsr_temperature, valid)
+                terms.update(rsr_exc=exc, rsr_spe=spe)
+                aux = aux + cfg.c_exc * exc + cfg.c_spe * spe
+            if cfg.c_aux > 0:
+                bal_valid = valid
+                if use_new is not None:  # balance over the tokens TAG actually sends to the new experts
+                    bal_valid = use_new if valid is None else use_new & valid
+                bal = new_expert_balance_loss(logits, n_old, cfg.top_k, cfg.router_temperature, bal_valid)
+                terms["balance"] = bal
+                aux = aux + cfg.c_aux * bal
+        if use_new is not None:
+            terms["tag_new_frac"] = masked_mean(use_new.to(logits.dtype), valid)
+        if ctx.recording:
+            ctx.collector.record(terms)
+        return (aux, scale) if grad_path else None
+
+
+def dymoe_layers(model: nn.Module) -> Iterator[Tuple[str, DyMoELinear]]:
+    """``(name, layer)`` for every ``DyMoELinear`` in ``model``."""
+    for name, m in model.named_modules():
+        if isinstance(m, DyMoELinear):
+            yield name, m
+
+
+def attach_context(model: nn.Module, ctx: Optional[DyMoEContext]) -> int:
+    """Point every DyMoE layer of ``model`` at ``ctx`` (None detaches); returns the number of layers."""
+    n = 0
+    for _, layer in dymoe_layers(model):
+        layer._dymoe_ctx = ctx
+        n += 1
+    return n

@@ -1,0 +1,154 @@
+"""Routing functions of DyMoE: cosine router logits, TAG mask, top-k tempered softmax gate.
+
+Pure functions over tensors (torch only).  All of them work in fp32 whatever the input dtype
+(bf16/fp16 inputs are up-cast; fp64 inputs stay fp64 so ``torch.autograd.gradcheck`` can be used):
+cosine logits divided by T_route = 0.01 reach +-100, which half precision cannot softmax safely
+(llava-integration.md §6.2).
+
+Notation: N tokens, d features, E experts; the first ``n_old`` expert columns are the frozen experts of
+earlier tasks ("old group"), the remaining ones the current task's experts ("new group").
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+#: Norms below this value are replaced by it in the cosine router (x / max(||x||, NORM_EPS)).
+NORM_EPS = 1e-6
+
+
+def routing_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half/bf16/fp32 inputs, fp64 for fp64 inputs."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def cosine_logits(x: Tensor, router_weight: Tensor, scale: float = 1.0) -> Tensor:
+    """Cosine router logits (method.md §1.4).
+
+    ``z[n, e] = scale * <x_n / max(||x_n||, eps), w_e / max(||w_e||, eps)>`` with eps = ``NORM_EPS``;
+    if ``scale <= 0`` the plain dot product ``z[n, e] = <x_n, w_e>`` is used (upstream fallback).
+
+    Args:
+        x: ``[..., d]`` token features (any float dtype; leading dims are flattened).
+        router_weight: ``[E, d]`` one row per expert.
+    Returns:
+        ``[N, E]`` logits in fp32 (fp64 for fp64 inputs), N = prod(leading dims of x).
+    """
+    return cosine_logits_parts(x, [router_weight], scale)
+
+
+def cosine_logits_parts(x: Tensor, router_weights: Sequence[Tensor], scale: float = 1.0) -> Tensor:
+    """``cosine_logits(x, cat(router_weights))`` without concatenating the weights.
+
+    Used by the layer so that the weight gradient is only formed for router parts that need one
+    (frozen old routers are a separate part).  The token norm is computed once.
+    """
+    if x.dim() < 1:
+        raise ValueError("cosine_logits: x must have a feature dimension")
+    if not router_weights:
+        raise ValueError("cosine_logits: no router weights given")
+    d = x.shape[-1]
+    dt = routing_dtype(x.dtype)
+    xf = x.reshape(-1, d).to(dt)
+    outs = []
+    for w in router_weights:
+        if w.dim() != 2 or w.shape[1] != d:
+            raise ValueError(f"cosine_logits: router weight must be [E, {d}], got {tuple(w.shape)}")
+        wf = w.to(dt)
+        if scale > 0:
+            wf = wf / wf.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
+        outs.append(xf @ wf.t())
+    z = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    if scale > 0:
+        inv = xf.norm(dim=1, keepdim=True).clamp_min(NORM_EPS).reciprocal()
+        z = z * (inv * float(scale))
+    return z
+
+
+@torch.no_grad()
+def new_token_mask(logits: Tensor, n_old: int, tau: float) -> Tensor:
+    """Per-token TAG decision ``use_new`` (method.md §2, §3.1), bool ``[N]``.
+
+    ``c_old = max_{e<n_old} z_e``, ``c_new = max_{e>=n_old} z_e``,
+    ``D_rel = |c_new - c_old| / max(|c_new|, |c_old|)`` (defined as 0 when both maxima are 0),
+    ``use_new = (D_rel > tau) & (c_new > c_old)``.  All False when there is no old or no new group.
+    """
+    _check_logits(logits)
+    n, e = logits.shape
+    _check_n_old(n_old, e, allow_all_old=True)
+    if n_old == 0 or n_old == e:
+        return torch.zeros(n, dtype=torch.bool, device=logits.device)
+    z = logits.to(routing_dtype(logits.dtype))
+    c_old = z[:, :n_old].amax(dim=1)
+    c_new = z[:, n_old:].amax(dim=1)
+    denom = torch.maximum(c_new.abs(), c_old.abs())
+    d_rel = torch.where(denom > 0, (c_new - c_old).abs() / denom.clamp_min(torch.finfo(z.dtype).tiny),
+                        torch.zeros_like(denom))
+    return (d_rel > tau) & (c_new > c_old)
+
+
+@torch.no_grad()
+def tag_mask(logits: Tensor, n_old: int, tau: float) -> Tensor:
+    """Token Assignment Guidance mask (method.md §3.1), bool ``[N, E]``, True where allowed.
+
+    Mutually exclusive partition: a "new" token (``new_token_mask``) may use only the new experts,
+    every other token (old or ambiguous) only the old experts.  ``n_old == 0`` allows every expert.
+    """
+    _check_logits(logits)
+    n, e = logits.shape
+    _check_n_old(n_old, e, allow_all_old=True)
+    if n_old == 0 or n_old == e:
+        return torch.ones(n, e, dtype=torch.bool, device=logits.device)
+    use_new = new_token_mask(logits, n_old, tau)
+    is_new_col = torch.arange(e, device=logits.device) >= n_old
+    return use_new[:, None] == is_new_col[None, :]
+
+
+def gate(logits: Tensor, top_k: int, temperature: float, allowed: Optional[Tensor] = None) -> Tensor:
+    """Routing weights: masked logits -> top-k -> ``softmax(z / temperature)`` (method.md §1.4).
+
+    ``g[n] = softmax_{e in TopK_n}(z[n, e] / T)`` and 0 outside the top-k, where TopK_n are the
+    ``top_k`` largest logits among the allowed experts (``allowed`` False -> logit -inf).
+    ``top_k >= E`` is a plain (masked) softmax.  Rows sum to 1, except rows where no expert is allowed:
+    those are all zero (the token gets no expert) and carry zero gradient, never NaN.
+
+    Returns ``[N, E]`` in fp32 (fp64 for fp64 logits).
+    """
+    _check_logits(logits)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"gate: top_k must be an int >= 1, got {top_k!r}")
+    if not temperature > 0:
+        raise ValueError(f"gate: temperature must be > 0, got {temperature!r}")
+    z = logits.to(routing_dtype(logits.dtype))
+    n, e = z.shape
+    if allowed is not None:
+        if allowed.shape != z.shape or allowed.dtype != torch.bool:
+            raise ValueError(f"gate: allowed must be a bool tensor of shape {tuple(z.shape)}, "
+                             f"got {allowed.dtype} {tuple(allowed.shape)}")
+        z = z.masked_fill(~allowed, float("-inf"))
+    if top_k < e:
+        vals, idx = torch.topk(z, top_k, dim=1)
+    else:
+        vals, idx = z, None
+    # rows whose best logit is -inf (nothing allowed) or NaN: softmax a dummy row, then zero it
+    ok = torch.isfinite(vals.amax(dim=1, keepdim=True)) if n else vals.new_ones(0, 1, dtype=torch.bool)
+    safe = torch.where(ok, vals, torch.zeros_like(vals))
+    p = torch.softmax(safe / temperature, dim=1) * ok
+    if idx is None:
+        return p
+    return torch.zeros_like(z).scatter(1, idx, p)
+
+
+def _check_logits(logits: Tensor) -> None:
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [N, E], got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
+
+
+def _check_n_old(n_old: int, e: int, allow_all_old: bool) -> None:
+    hi = e if allow_all_old else e - 1
+    if isinstance(n_old, bool) or not isinstance(n_old, int) or not 0 <= n_old <= hi:
+        raise ValueError(f"n_old must be an int in [0, {hi}] for {e} experts, got {n_old!r}")
