@@ -85,6 +85,7 @@ def run_python(code_or_module: str, argv: Iterable[str], *, module: bool = False
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     full_env.update(env or {})
     if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         with open(log_path, "w") as log:
             proc = subprocess.run(cmd, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                   timeout=timeout, text=True)
@@ -101,3 +102,22 @@ def run_python(code_or_module: str, argv: Iterable[str], *, module: bool = False
         raise RuntimeError(f"command failed with exit code {proc.returncode}{where}:\n"
                            f"{' '.join(cmd[:4])} ...\n{tail}")
     return proc
+
+
+#: The DyMoE training entry point (LLaVA's train() with the patches applied).
+DYMOE_TRAIN_MODULE = "llava_dymoe.train"
+
+
+def dymoe_flags(method: str = "dymoe", task_id: int = 1, prev_ckpt: Optional[str] = None,
+                **config_values) -> List[str]:
+    """``--dymoe_*`` flags: ``dymoe_flags("dymoe", 2, "ckpt/1", experts_per_task=4)``."""
+    if (task_id > 1) != bool(prev_ckpt):
+        raise ValueError("task 1 takes no prev_ckpt; every later task needs the previous task's directory")
+    argv = ["--dymoe_method", method, "--dymoe_task_id", str(task_id)]
+    if prev_ckpt:
+        argv += ["--dymoe_prev_ckpt", prev_ckpt]
+    for key, value in config_values.items():
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        argv += [f"--dymoe_{key}", _fmt(value)]
+    return argv

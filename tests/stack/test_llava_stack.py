@@ -1,39 +1,23 @@
 """The upstream LLaVA stack works on the tiny model: multimodal forward/backward, generate, builder reload."""
 import os
-from types import SimpleNamespace
-
 import pytest
 import torch
 from PIL import Image
 
 
 def _build(tiny):
-    from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+    from llava_dymoe.integration.tiny_model import build_llava_model
 
-    torch.manual_seed(0)
-    model = LlavaLlamaForCausalLM.from_pretrained(tiny.llm)
-    model.get_model().initialize_vision_modules(model_args=SimpleNamespace(
-        vision_tower=tiny.clip, mm_vision_select_layer=-2, mm_vision_select_feature="patch",
-        pretrain_mm_mlp_adapter=None, mm_patch_merge_type="flat", mm_projector_type="mlp2x_gelu"))
-    model.config.image_aspect_ratio = "pad"
-    model.config.tokenizer_padding_side = "right"
-    model.config.tokenizer_model_max_length = 256
-    model.config.mm_use_im_patch_token = False  # as LLaVA-1.5 recipes (train() writes these)
-    model.config.mm_use_im_start_end = False
-    return model
+    return build_llava_model(tiny.llm, tiny.clip)
 
 
 def _inputs(tiny, model, n_images=2):
     from transformers import AutoTokenizer
-    from llava.conversation import conv_templates
-    from llava.constants import DEFAULT_IMAGE_TOKEN
-    from llava.mm_utils import process_images, tokenizer_image_token
+    from llava.mm_utils import process_images
+    from llava_dymoe.integration.tiny_model import vicuna_prompt_ids
 
     tok = AutoTokenizer.from_pretrained(tiny.llm, use_fast=False)
-    conv = conv_templates["vicuna_v1"].copy()
-    conv.append_message(conv.roles[0], DEFAULT_IMAGE_TOKEN + "\nWhat color is the square?")
-    conv.append_message(conv.roles[1], None)
-    ids = tokenizer_image_token(conv.get_prompt(), tok, return_tensors="pt").unsqueeze(0)
+    ids = vicuna_prompt_ids(tok, "What color is the square?")
     images = [Image.new("RGB", (40 + 8 * i, 32), (200, 30 * i, 30)) for i in range(n_images)]
     pix = process_images(images, model.get_vision_tower().image_processor, model.config)
     return tok, ids, pix

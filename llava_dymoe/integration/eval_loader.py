@@ -1,0 +1,75 @@
+"""Rebuild a DyMoE task checkpoint for inference, with upstream ``load_pretrained_model``'s contract.
+
+Used by the eval patch (E1): ``load_pretrained_model(model_path, model_base, model_name, ...)``
+returns ``(tokenizer, model, image_processor, context_len)``; for a DyMoE checkpoint this function
+does the work, mirroring upstream's LoRA branch and tail (llava-integration.md §1.6):
+
+1. tokenizer from ``model_base`` (slow, like upstream); LLaVA config from the checkpoint;
+2. ``LlavaLlamaForCausalLM.from_pretrained(model_base, config=ckpt_config, ...)``;
+3. ``non_lora_trainables.bin`` (projector) loaded, every key must land;
+4. ``DyMoELinear`` injected with the saved ``DyMoEConfig`` and **every** bank loaded (strict:
+   upstream's ``disable_torch_init()`` leaves new modules uninitialised, so a missing key must be an
+   error, never a silent base model);
+5. upstream's tail: image tokens, ``resize_token_embeddings``, vision tower load, dtype/device move.
+
+Inference routes over all experts with no TAG and no task id (method.md §1.6).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .checkpoint import CheckpointError, load_non_lora, load_task_state
+from .inject import inject, load_bank_state, num_tasks
+
+log = logging.getLogger("llava_dymoe.eval")
+
+
+def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, load_4bit=False,
+                        device_map="auto", device="cuda", use_flash_attn=False, **kwargs):
+    from transformers import AutoConfig, AutoTokenizer
+    from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+    from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+
+    if model_base is None:
+        raise CheckpointError(f"{model_path} is a DyMoE checkpoint: it stores the experts and the projector, "
+                              "not the LLM. Pass --model-base with the base LLM the sequence was trained from "
+                              "(the --model_name_or_path of training, e.g. lmsys/vicuna-7b-v1.5).")
+    if load_8bit or load_4bit:
+        raise CheckpointError("8/4-bit loading is not supported for DyMoE checkpoints (the routed experts "
+                              "need fp16/bf16/fp32 base weights); drop --load-8bit/--load-4bit")
+    state = load_task_state(model_path)
+    kw = {"device_map": device_map, **kwargs}
+    if device != "cuda":
+        kw["device_map"] = {"": device}
+    kw.setdefault("torch_dtype", torch.float16)
+    if use_flash_attn:
+        kw["attn_implementation"] = "flash_attention_2"
+
+    tokenizer = AutoTokenizer.from_pretrained(model_base, use_fast=False)
+    cfg = AutoConfig.from_pretrained(model_path)
+    log.info("DyMoE checkpoint %s: %d task bank(s), method %s; base %s", model_path,
+             state["config"].num_tasks, state["dymoe"].get("method"), model_base)
+    model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=cfg, **kw)
+    load_non_lora(model, state["non_lora"], model_path)
+    inject(model, state["config"])
+    dtype = next(model.parameters()).dtype
+    n = load_bank_state(model, state["experts"], dtype=dtype)
+    if n != state["config"].num_tasks or num_tasks(model) != n:
+        raise CheckpointError(f"{model_path}: config says {state['config'].num_tasks} task banks, found {n}")
+    model.requires_grad_(False)
+
+    if getattr(model.config, "mm_use_im_patch_token", True):
+        tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
+    if getattr(model.config, "mm_use_im_start_end", False):
+        tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+    model.resize_token_embeddings(len(tokenizer))
+    vision_tower = model.get_vision_tower()
+    if not vision_tower.is_loaded:
+        vision_tower.load_model(device_map=device_map)
+    if device_map != "auto":
+        vision_tower.to(device=device_map, dtype=torch.float16)
+    context_len = getattr(model.config, "max_sequence_length", 2048)
+    model.eval()
+    return tokenizer, model, vision_tower.image_processor, context_len

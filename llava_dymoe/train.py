@@ -1,0 +1,70 @@
+"""DyMoE training entry: LLaVA's ``train()`` with the DyMoE patches applied.
+
+    python -m llava_dymoe.train <LLaVA train args> --dymoe_method dymoe --dymoe_task_id 1 ...
+    deepspeed llava_dymoe/train.py <same args> --deepspeed scripts/zero3.json
+    deepspeed --module llava_dymoe.train <same args> ...
+
+This is the analogue of LLaVA's ``llava/train/train_mem.py``: the only change to a LLaVA command
+line is the script path (plus the ``--dymoe_*`` flags, and ``--lora_enable False``, the default).
+``--attn_implementation flash_attention_2`` (what ``train_mem.py`` hard-codes) is passed through to
+``train()``; without it transformers picks SDPA.  Absolute imports only: the DeepSpeed launcher runs
+this file as a script.
+"""
+import logging
+import sys
+from typing import List, Optional, Tuple
+
+
+def split_attn_implementation(argv: List[str]) -> Tuple[Optional[str], List[str]]:
+    """Remove ``--attn_implementation X`` / ``--attn_implementation=X`` from argv (LLaVA's parser lacks it)."""
+    out, attn, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--attn_implementation":
+            if i + 1 >= len(argv):
+                raise SystemExit("error: --attn_implementation needs a value (eager, sdpa or flash_attention_2)")
+            attn, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--attn_implementation="):
+            attn = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+        i += 1
+    if attn is not None and attn not in ("eager", "sdpa", "flash_attention_2"):
+        raise SystemExit(f"error: --attn_implementation {attn!r}: choose eager, sdpa or flash_attention_2")
+    return attn, out
+
+
+def seed_from_argv(argv: List[str]) -> int:
+    """The ``--seed`` of the command line (HF's default 42): LLaVA's ``train()`` builds the projector
+    before ``Trainer`` seeds anything, so without this a run's task-1 projector is not reproducible."""
+    seed = 42
+    for i, arg in enumerate(argv):
+        if arg == "--seed" and i + 1 < len(argv):
+            seed = int(argv[i + 1])
+        elif arg.startswith("--seed="):
+            seed = int(arg.split("=", 1)[1])
+    return seed
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    attn, rest = split_attn_implementation(argv)
+    sys.argv = [sys.argv[0]] + rest  # LLaVA's train() parses sys.argv itself
+    from llava_dymoe.patches.train import train_patch_set
+
+    from transformers import set_seed
+
+    set_seed(seed_from_argv(rest))
+    patches = train_patch_set().apply()
+    try:
+        from llava.train.train import train
+
+        train(attn_implementation=attn)
+    finally:
+        patches.revert()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""``--dymoe_*`` training flags, added to LLaVA's ``TrainingArguments`` by patch T1.
+
+``DyMoEArguments`` is a plain dataclass (no LLaVA import); ``make_training_arguments(base)`` builds
+``DyMoETrainingArguments(DyMoEArguments, base)`` at patch time, so ``HfArgumentParser`` inside
+LLaVA's ``train()`` accepts the flags.  Every ``DyMoEConfig`` field has a flag
+``--dymoe_<field>`` whose default ``None`` means "the method recipe's value" (which, unless the
+recipe says otherwise, is method.md's default); ``--dymoe_target_modules`` takes a comma list.
+
+No ``from __future__ import annotations`` here: transformers' ``HfArgumentParser`` resolves the
+field types with ``typing.get_type_hints``.
+"""
+import dataclasses
+from dataclasses import dataclass, field, make_dataclass
+from typing import Any, Dict, Optional
+
+from ..config import DyMoEConfig
+
+#: DyMoEConfig fields that are not user flags (derived from the checkpoint / bookkeeping).
+_NOT_FLAGS = ("num_tasks", "format_version")
+
+_FIXED = [
+    ("dymoe_method", str, field(default="dymoe", metadata={
+        "help": "Method recipe (llava_dymoe.methods): dymoe, incmoelora, ...; 'none' trains as upstream LLaVA"})),
+    ("dymoe_task_id", int, field(default=1, metadata={
+        "help": "1-based index of the task this run trains (CoIN script numbering); task t needs "
+                "--dymoe_prev_ckpt pointing at task t-1's output_dir"})),
+    ("dymoe_prev_ckpt", Optional[str], field(default=None, metadata={
+        "help": "Finished output_dir of the previous task (read only); its banks are loaded and frozen"})),
+    ("dymoe_train_projector", bool, field(default=True, metadata={
+        "help": "Train the mm_projector together with the new experts (LLaVA/CoIN recipes do; "
+                "method.md §1.1 [?] for DyMoE). --freeze_mm_mlp_adapter True also freezes it"})),
+    ("dymoe_load_prev_projector", Optional[bool], field(default=None, metadata={
+        "help": "Load the previous task's projector (non_lora_trainables.bin). Default: yes, unless "
+                "--pretrain_mm_mlp_adapter is passed explicitly"})),
+    ("dymoe_use_reentrant", bool, field(default=True, metadata={
+        "help": "use_reentrant for gradient checkpointing (reentrant works with ZeRO-3 and frozen "
+                "parameters; llava-integration.md §2)"})),
+]
+
+
+def _config_flag_fields():
+    for f in dataclasses.fields(DyMoEConfig):
+        if f.name in _NOT_FLAGS:
+            continue
+        typ = Optional[str] if f.name == "target_modules" else Optional[type(f.default)]
+        yield (f"dymoe_{f.name}", typ, field(default=None, metadata={
+            "help": f.metadata.get("help", "") + " [flag default: the method recipe's value]"}))
+
+
+DyMoEArguments = make_dataclass("DyMoEArguments", _FIXED + list(_config_flag_fields()))
+DyMoEArguments.__doc__ = "The --dymoe_* flags (see module docstring)."
+DyMoEArguments.__module__ = __name__
+
+
+def config_overrides(args: Any) -> Dict[str, Any]:
+    """``DyMoEConfig`` values the user set explicitly (flags left at ``None`` are omitted)."""
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(DyMoEConfig):
+        if f.name in _NOT_FLAGS:
+            continue
+        value = getattr(args, f"dymoe_{f.name}", None)
+        if value is None:
+            continue
+        if f.name == "target_modules":
+            value = [m.strip() for m in str(value).split(",") if m.strip()]
+        out[f.name] = value
+    return out
+
+
+def dymoe_args_dict(args: Any) -> Dict[str, Any]:
+    """Every ``dymoe_*`` attribute of ``args`` (what ``dymoe_args.json`` records)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(DyMoEArguments)}
+
+
+#: ``--dymoe_method none``: no DyMoE; the trainer and the saver behave exactly as upstream.
+NO_METHOD = "none"
+
+
+def make_training_arguments(base: type, default_method: str = "dymoe") -> type:
+    """``@dataclass class DyMoETrainingArguments(DyMoEArguments, base)`` for ``HfArgumentParser``.
+
+    ``default_method`` is the ``--dymoe_method`` default: ``"dymoe"`` for ``python -m
+    llava_dymoe.train``, ``"none"`` for a patched fork (upstream behaviour unless asked)."""
+    ns = {"__module__": __name__, "__doc__": base.__doc__}
+    if default_method != "dymoe":  # redefine the field: same position, another default
+        help_text = dataclasses.fields(DyMoEArguments)[0].metadata["help"]
+        ns["__annotations__"] = {"dymoe_method": str}
+        ns["dymoe_method"] = field(default=default_method, metadata={"help": help_text})
+    # DyMoEArguments first in the bases = last in the field order (its fields all have defaults)
+    return dataclass(type("DyMoETrainingArguments", (DyMoEArguments, base), ns))

@@ -1,0 +1,63 @@
+"""patches/llava-torch-1.2.2.post1-dymoe.diff: applies to llava-torch 1.2.2.post1 and gives the same
+DyMoE training and loading through the patched copy, with no run-time patch applied."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from llava_dymoe.integration.llava_args import UPSTREAM_TRAIN, dymoe_flags, llava_train_argv, run_python
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DIFF = os.path.join(REPO, "patches", "llava-torch-1.2.2.post1-dymoe.diff")
+
+
+@pytest.fixture(scope="module")
+def forked(tmp_path_factory):
+    if shutil.which("patch") is None:
+        pytest.skip("GNU patch is not installed (apt-get install patch)")
+    site = tmp_path_factory.mktemp("fork_site")
+    src = importlib.util.find_spec("llava").submodule_search_locations[0]
+    shutil.copytree(src, site / "llava", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(DIFF) as f:
+        dry = subprocess.run(["patch", "-p1", "--dry-run"], stdin=f, cwd=site, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    with open(DIFF) as f:
+        real = subprocess.run(["patch", "-p1"], stdin=f, cwd=site, capture_output=True, text=True)
+    assert real.returncode == 0 and "FAILED" not in real.stdout
+    env = {"PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    where = run_python("import llava, os; print(os.path.dirname(llava.__file__))", [], env=env)
+    assert where.stdout.strip().splitlines()[-1] == str(site / "llava")
+    return env
+
+
+def _train(tiny, data, out, env, extra):
+    argv = llava_train_argv(tiny.llm, tiny.clip, data.train_json, data.image_folder, str(out), lora=False,
+                            max_steps=2, extra=extra)
+    return run_python(UPSTREAM_TRAIN, argv, env=env, log_path=str(out) + ".log", timeout=600)
+
+
+def test_two_dymoe_tasks_through_the_patched_fork(forked, tiny, smoke_data, tmp_path):
+    t1, t2 = tmp_path / "1_a_llava_dymoe", tmp_path / "2_b_llava_dymoe"
+    _train(tiny, smoke_data, t1, forked, dymoe_flags("dymoe", 1, experts_per_task=2))
+    proc = _train(tiny, smoke_data, t2, forked, dymoe_flags("dymoe", 2, str(t1), experts_per_task=2))
+    assert "llava_dymoe.patches: patched" not in proc.stdout  # no run-time patch was applied
+    block = json.load(open(t2 / "config.json"))["dymoe"]
+    assert block["task_id"] == 2 and block["config"]["num_tasks"] == 2
+    code = ("import sys; from llava.model.builder import load_pretrained_model as L; "
+            "t, m, p, c = L(sys.argv[1], sys.argv[2], 'x', device='cpu', device_map='cpu'); "
+            "q = m.model.layers[0].self_attn.q_proj; print('RESULT', type(q).__name__, q.num_tasks, q.num_experts, flush=True)")
+    out = run_python(code, [str(t2), tiny.llm], env=forked)
+    assert "RESULT DyMoELinear 2 4" in out.stdout.splitlines()
+
+
+def test_the_fork_keeps_upstream_lora_training(forked, tiny, smoke_data, tmp_path):
+    out = tmp_path / "llava-tiny-lora"
+    argv = llava_train_argv(tiny.llm, tiny.clip, smoke_data.train_json, smoke_data.image_folder, str(out),
+                            max_steps=2)
+    run_python(UPSTREAM_TRAIN, argv, env=forked, log_path=str(out) + ".log", timeout=600)
+    assert {"adapter_model.safetensors", "non_lora_trainables.bin"} <= set(os.listdir(out))
+    assert not os.path.exists(out / "dymoe_task.json")
