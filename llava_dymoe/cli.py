@@ -26,6 +26,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
                "compare run output folders: Markdown table to stdout, report.md and comparison.png"),
     "score": ("llava_dymoe.commands.score",
               "score a merged answers JSONL against references with a registered scorer"),
+    "run": ("llava_dymoe.commands.run",
+            "train a suite's tasks in order, evaluate all tasks seen so far after each; resumable"),
     "convert-coin": ("llava_dymoe.commands.convert_coin",
                      "convert CoIN's test JSON into upstream question files and reference JSONL"),
 }

@@ -3,6 +3,10 @@
 The format is documented in ``eval_suites/README.md``.  Paths in a suite are relative to a
 data root given at run time (``load_suite(path, data_root=...)``); absolute paths are kept.
 Every problem raises ``ValueError`` naming the file, the task and the field.
+
+An optional top-level ``training:`` mapping holds LLaVA training-argument overrides for every
+stage of a run of the suite (``{"max_steps": 3}`` -> ``--max_steps 3``); the sequence runner
+(:mod:`llava_dymoe.protocol.runner`) applies them over its defaults and under ``--train-arg``.
 """
 from __future__ import annotations
 
@@ -23,7 +27,10 @@ GENERATORS: Dict[str, str] = {
 }
 PATH_FIELDS = ("train_json", "question_file", "annotation_file", "reference_file", "image_root", "official_answers")
 _REQUIRED = ("name", "train_json", "question_file", "annotation_file", "image_root", "generator", "scorer")
-_TOP_LEVEL = ("name", "description", "defaults", "tasks")
+_TOP_LEVEL = ("name", "description", "defaults", "training", "tasks")
+#: training keys a suite may not set: the runner derives them from the task, the run and its stage
+RESERVED_TRAINING = ("model_name_or_path", "vision_tower", "data_path", "image_folder", "output_dir",
+                     "deepspeed", "pretrain_mm_mlp_adapter")
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class Suite:
     description: str = ""
     data_root: Optional[str] = None
     source: Optional[str] = None
+    training: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def task_names(self) -> List[str]:
@@ -90,7 +98,7 @@ class Suite:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "description": self.description, "data_root": self.data_root,
-                "tasks": [dataclasses.asdict(t) for t in self.tasks]}
+                "training": dict(self.training), "tasks": [dataclasses.asdict(t) for t in self.tasks]}
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TaskSpec)}
@@ -128,6 +136,24 @@ def _check_task(raw: Any, pos: int, defaults: Dict[str, Any], where: str) -> Tas
     return TaskSpec(**values)
 
 
+def _check_training(raw: Any, where: str) -> Dict[str, Any]:
+    """The ``training:`` block: LLaVA ``train()`` flag names (no ``--``) mapped to scalar values."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: 'training' must be a mapping of LLaVA training arguments, e.g. "
+                         "{max_steps: 3, learning_rate: 2e-4}")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"{where}: 'training' key {key!r} is not a flag name (write max_steps, not --max_steps)")
+        if key in RESERVED_TRAINING or key.startswith("dymoe_"):
+            raise ValueError(f"{where}: 'training' may not set {key!r}; the runner sets it (model, data and "
+                             "paths come from the run's options and the task; --dymoe_* from --dymoe-arg)")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"{where}: 'training' value of {key!r} must be a scalar, got {type(value).__name__}")
+    return dict(raw)
+
+
 def load_suite(path: str, data_root: Optional[str] = None) -> Suite:
     """Read and validate a suite YAML; with ``data_root``, resolve its relative paths against it."""
     if not os.path.isfile(path):
@@ -156,5 +182,6 @@ def load_suite(path: str, data_root: Optional[str] = None) -> Suite:
         if task.name in [t.name for t in tasks]:
             raise ValueError(f"{path}, task {task.name!r}: field 'name' is duplicated (task #{pos}); task names must be unique")
         tasks.append(task)
-    suite = Suite(name=raw["name"], tasks=tasks, description=str(raw.get("description") or ""), source=path)
+    suite = Suite(name=raw["name"], tasks=tasks, description=str(raw.get("description") or ""), source=path,
+                  training=_check_training(raw.get("training"), path))
     return suite.resolve(data_root) if data_root is not None else suite

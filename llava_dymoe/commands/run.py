@@ -1,0 +1,68 @@
+"""``run``: train a suite's tasks in order, evaluate every task seen so far after each, report.
+
+    python -m llava_dymoe.cli run --suite eval_suites/coin.yaml --data-root $DATA --method dymoe \\
+        --output-dir runs/coin_dymoe --base lmsys/vicuna-7b-v1.5 \\
+        --vision-tower openai/clip-vit-large-patch14-336 --pretrain-mm-mlp-adapter mm_projector.bin \\
+        --launcher deepspeed --deepspeed scripts/zero2.json --num-gpus 8 \\
+        --train-arg bf16=True --train-arg per_device_train_batch_size=16
+
+Rerunning the same command resumes (finished stages are verified and skipped).  The work is
+done by :func:`llava_dymoe.protocol.runner.run_sequence`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", required=True, help="suite YAML (task order, data files, generator, scorer)")
+    parser.add_argument("--data-root", required=True, help="folder the suite's relative paths start from")
+    parser.add_argument("--method", required=True, help="method recipe: dymoe, incmoelora")
+    parser.add_argument("--output-dir", required=True, help="run folder (new, empty, or this run's, to resume)")
+    parser.add_argument("--base", help="base LLM (LLaVA --model_name_or_path; also --model-base at eval)")
+    parser.add_argument("--vision-tower", help="CLIP vision tower (LLaVA --vision_tower)")
+    parser.add_argument("--pretrain-mm-mlp-adapter", help="stage-1 projector (mm_projector.bin) for task 1")
+    parser.add_argument("--launcher", default="python", choices=("python", "deepspeed"),
+                        help="how each task is trained (default: python, one process)")
+    parser.add_argument("--deepspeed", help="DeepSpeed config, e.g. scripts/zero2.json (required by --launcher "
+                                            "deepspeed; with --launcher python: a one-process DeepSpeed world)")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes for --launcher deepspeed (default 1)")
+    parser.add_argument("--train-arg", action="append", metavar="KEY=VALUE", default=[],
+                        help="LLaVA training argument, e.g. max_steps=3 (repeatable; KEY= removes a default)")
+    parser.add_argument("--dymoe-arg", action="append", metavar="KEY=VALUE", default=[],
+                        help="DyMoE flag --dymoe_KEY, e.g. experts_per_task=2 (repeatable)")
+    parser.add_argument("--stages", type=int, help="run only the first N stages (rerun with more to continue)")
+    parser.add_argument("--eval-max-new-tokens", type=int,
+                        help="override the suite's max_new_tokens (generators that accept it)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the subprocesses (default: 1 on CPU "
+                                                    "unless OMP_NUM_THREADS is set; inherited with CUDA)")
+    parser.add_argument("--no-plot", action="store_true", help="skip matrix.png (no matplotlib needed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from llava_dymoe.eval.report import matrix_markdown
+    from llava_dymoe.protocol.launch import StageFailed
+    from llava_dymoe.protocol.options import RunOptions, parse_key_values
+    from llava_dymoe.protocol.runner import run_sequence
+
+    opts = RunOptions(
+        suite=args.suite, data_root=args.data_root, method=args.method, output_dir=args.output_dir,
+        base=args.base, vision_tower=args.vision_tower, pretrain_mm_mlp_adapter=args.pretrain_mm_mlp_adapter,
+        launcher=args.launcher, deepspeed=args.deepspeed, num_gpus=args.num_gpus,
+        train_args=parse_key_values(args.train_arg, "--train-arg"),
+        dymoe_args=parse_key_values(args.dymoe_arg, "--dymoe-arg", strip_prefix="dymoe_"),
+        stages=args.stages, eval_max_new_tokens=args.eval_max_new_tokens, threads=args.threads,
+        plot=not args.no_plot)
+    try:
+        result = run_sequence(opts)
+    except StageFailed as e:
+        print(f"error: {e}\nRerun the same command to resume after fixing the cause.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun the same command to resume {args.output_dir}", file=sys.stderr)
+        return 130
+    print(matrix_markdown(result.matrix))
+    print(json.dumps({k: result.summary[k] for k in ("mfn", "maa", "bwt", "forgetting", "mft")}))
+    return 0

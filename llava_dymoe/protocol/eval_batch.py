@@ -1,0 +1,41 @@
+"""Internal entry: run several upstream eval modules, one after another, in ONE process.
+
+    python -m llava_dymoe.protocol.eval_batch JOBS.json
+
+``JOBS.json`` is a list of ``{"task": name, "module": "llava.eval.model_vqa_loader", "argv": [...]}``.
+Each job is exactly ``python -m llava_dymoe.eval MODULE ARGV`` (the shim's
+:func:`~llava_dymoe.eval.shim.run_upstream`: the unchanged upstream module, run as ``__main__``
+under the eval patches), so ``torch``, ``transformers`` and ``llava`` are imported once per stage
+instead of once per evaluated task.  The first failing job stops the batch with a non-zero exit
+status; answers of the jobs before it are complete.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import List, Optional
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) != 1:
+        print("usage: python -m llava_dymoe.protocol.eval_batch JOBS.json", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as f:
+        jobs = json.load(f)
+    logging.basicConfig(level=logging.INFO, format="[llava_dymoe] %(levelname)s %(name)s: %(message)s")
+    from llava_dymoe.eval.shim import run_upstream
+
+    for n, job in enumerate(jobs, start=1):
+        start = time.perf_counter()
+        print(f"[eval_batch] job {n}/{len(jobs)}: {job['task']} ({job['module']})", flush=True)
+        run_upstream(job["module"], job["argv"])
+        print(f"[eval_batch] job {n}/{len(jobs)}: {job['task']} done in {time.perf_counter() - start:.1f} s",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The command lines of one stage (train, eval batch) and how they run: subprocess, log file, commands.log.
+
+Training is one process per task, as in LLaVA and CoIN, through the integration entry
+``llava_dymoe.train`` (:data:`~llava_dymoe.integration.llava_args.DYMOE_TRAIN_MODULE`):
+
+* ``--launcher python``: ``python -m llava_dymoe.train ARGS`` (with ``--deepspeed CFG``: a one-process
+  DeepSpeed world, :func:`~llava_dymoe.integration.llava_args.single_rank_env`);
+* ``--launcher deepspeed``: ``deepspeed --num_gpus N --master_port P --module llava_dymoe.train ARGS
+  --deepspeed CFG``.
+
+Evaluation of the tasks seen so far runs in one process (:mod:`llava_dymoe.protocol.eval_batch`);
+``commands.log`` also records, per task, the equivalent stand-alone ``python -m llava_dymoe.eval ...``
+command, which reproduces that task's answers on its own.
+
+Threads: on a machine without CUDA and without ``OMP_NUM_THREADS`` in the environment, every
+subprocess gets ``OMP_NUM_THREADS=1`` (``--threads`` overrides).  Measured with the tiny LLaVA on
+2 cores: 1 thread is as fast as 2 for one process and two concurrent trainings took 4.3 s with 1
+thread each against 64 s with 2 (OpenMP spin-waiting on oversubscribed cores).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from llava_dymoe.eval.suite import TaskSpec
+from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, dymoe_flags, free_port, llava_train_argv,
+                                                single_rank_env)
+from llava_dymoe.protocol.options import RunOptions
+
+EVAL_SHIM_MODULE = "llava_dymoe.eval"
+EVAL_BATCH_MODULE = "llava_dymoe.protocol.eval_batch"
+#: upstream generators that accept --max_new_tokens (model_vqa and model_vqa_science hard-code 1024)
+TAKES_MAX_NEW_TOKENS = ("llava.eval.model_vqa_loader",)
+#: flags LLaVA's own eval scripts pass to a generator (scripts/v1_5/eval/sqa.sh)
+EXTRA_EVAL_FLAGS: Dict[str, Tuple[str, ...]] = {"llava.eval.model_vqa_science": ("--single-pred-prompt",)}
+
+
+class StageFailed(RuntimeError):
+    """A train or eval subprocess exited with an error; the message names its log file."""
+
+
+def thread_env(threads: Optional[int], cuda: bool) -> Dict[str, str]:
+    """``OMP_NUM_THREADS`` for the subprocesses (see the module docstring); empty = inherit."""
+    if threads:
+        return {"OMP_NUM_THREADS": str(threads)}
+    if cuda or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": "1"}
+
+
+def _deepspeed_executable() -> str:
+    found = shutil.which("deepspeed", path=os.path.dirname(sys.executable)) or shutil.which("deepspeed")
+    if not found:
+        raise FileNotFoundError("--launcher deepspeed: no `deepspeed` executable next to this Python or on PATH; "
+                                "install deepspeed (pip install deepspeed) or use --launcher python")
+    return found
+
+
+def train_command(opts: RunOptions, task: TaskSpec, t: int, output_dir: str, prev_ckpt: Optional[str],
+                  train_args: Mapping[str, Optional[str]]) -> Tuple[List[str], Dict[str, str]]:
+    """``(command, extra environment)`` training stage ``t`` (1-based) on ``task`` into ``output_dir``.
+
+    Stage 1 gets ``--pretrain_mm_mlp_adapter`` when given; later stages load the previous
+    stage's projector from ``prev_ckpt`` (the DyMoE entry's default).
+    """
+    argv = llava_train_argv(opts.base, opts.vision_tower, task.train_json, task.image_root, output_dir,
+                            lora=False, max_steps=None, deepspeed=opts.deepspeed, overrides=train_args)
+    if t == 1 and opts.pretrain_mm_mlp_adapter:
+        argv += ["--pretrain_mm_mlp_adapter", opts.pretrain_mm_mlp_adapter]
+    argv += dymoe_flags(opts.method, t, prev_ckpt, **opts.dymoe_args)
+    if opts.launcher == "deepspeed":
+        return [_deepspeed_executable(), "--num_gpus", str(opts.num_gpus), "--master_port", str(free_port()),
+                "--module", DYMOE_TRAIN_MODULE, *argv], {}
+    env = single_rank_env() if opts.deepspeed else {}
+    return [sys.executable, "-m", DYMOE_TRAIN_MODULE, *argv], env
+
+
+def eval_job(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: str) -> Dict[str, object]:
+    """One upstream eval of ``task`` with ``checkpoint``: ``{"task", "module", "argv"}`` for eval_batch."""
+    argv = ["--model-path", checkpoint, "--model-base", opts.base, "--question-file", task.question_file,
+            "--image-folder", task.image_root, "--answers-file", answers_file,
+            "--temperature", repr(task.temperature), "--conv-mode", task.conv_mode]
+    if task.generator in TAKES_MAX_NEW_TOKENS:
+        argv += ["--max_new_tokens", str(opts.eval_max_new_tokens or task.max_new_tokens)]
+    argv += list(EXTRA_EVAL_FLAGS.get(task.generator, ()))
+    return {"task": task.name, "module": task.generator, "argv": argv}
+
+
+def shim_command(job: Mapping[str, object]) -> List[str]:
+    """The stand-alone command equivalent to one eval_batch job."""
+    return [sys.executable, "-m", EVAL_SHIM_MODULE, str(job["module"]), *job["argv"]]
+
+
+def batch_command(jobs_file: str) -> List[str]:
+    return [sys.executable, "-m", EVAL_BATCH_MODULE, jobs_file]
+
+
+def format_command(cmd: Sequence[str], env: Mapping[str, str]) -> str:
+    """A shell line: ``VAR=value ... cmd args`` (only the variables the runner sets)."""
+    return " ".join([f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())] + [shlex.join(cmd)])
+
+
+def log_command(commands_log: str, label: str, cmd: Sequence[str], env: Mapping[str, str]) -> None:
+    with open(commands_log, "a", encoding="utf-8") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{label}] {format_command(cmd, env)}\n")
+
+
+def run_logged(cmd: Sequence[str], *, env: Mapping[str, str], log_path: str, commands_log: str,
+               label: str) -> float:
+    """Run ``cmd`` with ``env`` added, output appended to ``log_path``; returns its wall time in seconds.
+
+    The command goes to ``commands_log`` first.  A non-zero exit raises :class:`StageFailed`
+    with the tail of the log; an interruption of the runner kills the child.
+    """
+    log_command(commands_log, label, cmd, env)
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    start = time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')} {label}\n$ {format_command(cmd, env)}\n")
+        log.flush()
+        proc = subprocess.Popen(list(cmd), env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    seconds = time.perf_counter() - start
+    if rc != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            tail = "\n".join(f.read().splitlines()[-30:])
+        raise StageFailed(f"{label} failed (exit code {rc}) after {seconds:.1f} s; full log: {log_path}\n"
+                          f"--- last lines ---\n{tail}")
+    return seconds
