@@ -8,6 +8,13 @@ recipe's values, and the recipe's values override ``DyMoEConfig``'s defaults.
   tau 0.2, RSR ramp from 50 %, c_aux 0 as in the reference code, method.md §3.3).
 * ``incmoelora``: the same expandable experts and cosine router, old banks frozen, but TAG off and
   the RSR weights 0 (method.md §6.1: "IncMoELoRA == the DyMoE layer with TAG off and RSR weights 0").
+* The cumulative ablation ladder of method.md §6.2: ``incmoelora_aux`` (+ L_aux),
+  ``incmoelora_aux_tag`` (+ TAG), ``incmoelora_aux_tag_exc`` (+ L_exc), ``dymoe_aux`` (+ L_spe: the
+  full method plus L_aux).  The paper gives no lambda for L_aux ([?] in method.md §3.3); the ladder
+  uses ``AUX_LADDER_COEF`` = 0.01 (the usual Switch/MoE-LLaVA balance coefficient, [I]).  With the
+  default top-16 over 16 new experts the balance loss is a constant (every new-group token activates
+  all new experts), so "+aux" only acts with ``--dymoe_top_k`` below ``--dymoe_experts_per_task``.
+* A tau sweep needs no recipe: ``--dymoe_tau 0.1`` etc. on ``dymoe``.
 """
 from __future__ import annotations
 
@@ -59,6 +66,16 @@ register_method(Method(
 register_method(Method(
     "incmoelora", config={"use_tag": False, "c_exc": 0.0, "c_spe": 0.0, "c_aux": 0.0},
     description="IncMoELoRA: the same expandable experts with TAG off and RSR weights 0 (method.md §6.1)"))
+
+
+AUX_LADDER_COEF = 0.01
+_OFF = {"use_tag": False, "c_exc": 0.0, "c_spe": 0.0}
+for _name, _cfg, _what in (
+        ("incmoelora_aux", {**_OFF, "c_aux": AUX_LADDER_COEF}, "IncMoELoRA + L_aux"),
+        ("incmoelora_aux_tag", {**_OFF, "use_tag": True, "c_aux": AUX_LADDER_COEF}, "+ TAG"),
+        ("incmoelora_aux_tag_exc", {"c_spe": 0.0, "c_aux": AUX_LADDER_COEF}, "+ L_exc"),
+        ("dymoe_aux", {"c_aux": AUX_LADDER_COEF}, "+ L_spe = LLaVA-DyMoE with L_aux")):
+    register_method(Method(_name, config=_cfg, description=f"ablation ladder (method.md §6.2): {_what}"))
 
 
 def get_method(name: str) -> Method:
