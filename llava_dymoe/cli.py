@@ -28,6 +28,10 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
               "score a merged answers JSONL against references with a registered scorer"),
     "run": ("llava_dymoe.commands.run",
             "train a suite's tasks in order, evaluate all tasks seen so far after each; resumable"),
+    "drift": ("llava_dymoe.commands.drift",
+              "routing drift of old-task inputs between checkpoints, per layer and projection (JSON, MD, PNG)"),
+    "tokens": ("llava_dymoe.commands.tokens",
+               "new/old/ambiguous token fractions of a new task's data against a checkpoint's experts"),
     "convert-coin": ("llava_dymoe.commands.convert_coin",
                      "convert CoIN's test JSON into upstream question files and reference JSONL"),
 }

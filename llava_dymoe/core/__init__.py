@@ -8,6 +8,7 @@ Public API (method.md §1–§3, §8):
 - layer:     ``DyMoELinear``, ``dymoe_layers``, ``attach_context``
 - transport: ``DyMoEContext``, ``AuxCollector``, ``AuxLossInjector``, ``inject_aux``
 - schedule:  ``rsr_schedule``
+- stats:     ``RoutingStats``, ``attach_stats`` (routing statistics on demand, off by default)
 
 Trainer usage (one context for the whole model; works with and without gradient checkpointing, reentrant
 or not, and under ZeRO-3, because the aux gradient rides on each layer's output)::
@@ -31,10 +32,12 @@ from .losses import (exclusivity_loss, masked_mean, new_expert_balance_loss, rsr
                      specialization_loss)
 from .routing import cosine_logits, gate, new_token_mask, tag_mask
 from .schedule import rsr_schedule
+from .stats import RoutingStats, attach_stats
 from .transport import AuxCollector, AuxLossInjector, DyMoEContext, inject_aux
 
 __all__ = [
-    "AuxCollector", "AuxLossInjector", "DyMoEContext", "DyMoELinear", "attach_context", "cosine_logits",
+    "AuxCollector", "AuxLossInjector", "DyMoEContext", "DyMoELinear", "RoutingStats", "attach_context",
+    "attach_stats", "cosine_logits",
     "dymoe_layers", "exclusivity_loss", "gate", "inject_aux", "masked_mean", "new_expert_balance_loss",
     "new_token_mask", "rsr_losses", "rsr_schedule", "specialization_loss", "tag_mask",
 ]

@@ -12,7 +12,8 @@ TAG mask (method.md §3.1) restricts each token to the old or to the new group; 
 The "new" group is always the last bank.  Eval mode routes over all experts with no TAG and no aux.
 RSR (and the optional balance loss) are computed on the unmasked logits and their gradient is injected
 on the layer output (``transport.py``) when a ``DyMoEContext`` is attached (``attach_context``); without a
-context the layer computes no aux terms.
+context the layer computes no aux terms.  Routing statistics (``stats.py``) are recorded only when a
+``RoutingStats`` is attached (``attach_stats``); otherwise the forward pays one attribute check.
 
 Speed: no Python loop over experts.  Per forward, contiguous frozen banks are concatenated into one part
 (cached in eval mode under no_grad, i.e. inference; the cache is keyed on the parameters' storage and
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from ..config import DyMoEConfig
 from .losses import masked_mean, new_expert_balance_loss, rsr_losses
 from .routing import cosine_logits_parts, gate, new_token_mask
+from .stats import RoutingStats
 from .transport import DyMoEContext, inject_aux
 
 _BANKS = ("dymoe_A", "dymoe_B", "dymoe_router")
@@ -46,6 +48,8 @@ class DyMoELinear(nn.Linear):
     """
 
     adapter_layer_names = _BANKS
+    _dymoe_stats: Optional[RoutingStats] = None  # set by ``stats.attach_stats``; None = no statistics
+    _dymoe_stats_name = ""
 
     def __init__(self, base: nn.Linear, cfg: DyMoEConfig):
         if not isinstance(base, nn.Linear):
@@ -200,11 +204,21 @@ class DyMoELinear(nn.Linear):
             is_new = torch.arange(self.num_experts, device=logits.device) >= n_old
             allowed = use_new[:, None] == is_new[None, :]
         g = gate(logits, cfg.top_k, cfg.router_temperature, allowed)
+        if self._dymoe_stats is not None:
+            self._record_stats(logits, g)
         aux = None
         if self.training and self._dymoe_ctx is not None:
             aux = self._aux(logits, n_old, use_new)
         y = self._mix(xf, g, parts, aux)
         return y.view(*x.shape[:-1], self.out_features)
+
+    def _record_stats(self, logits: Tensor, g: Tensor) -> None:
+        """Hand this forward's routing to the attached ``RoutingStats`` (valid tokens/kinds from the context)."""
+        ctx, n = self._dymoe_ctx, logits.shape[0]
+        valid = ctx.token_valid(n, logits.device) if ctx is not None else None
+        kind = ctx.token_kinds(n, logits.device) if ctx is not None else None
+        self._dymoe_stats.record(self._dymoe_stats_name, logits, g, self.experts_per_task, self.dymoe_config.tau,
+                                 valid, kind)
 
     def _mix(self, xf: Tensor, g: Tensor, parts, aux: Optional[Tuple[Tensor, float]]) -> Tensor:
         """``W0 x + b + sum_parts (dropout(x) A^T  *_rank  g*scaling) B^T``; the expert part runs in the

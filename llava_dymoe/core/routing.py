@@ -80,13 +80,28 @@ def new_token_mask(logits: Tensor, n_old: int, tau: float) -> Tensor:
     _check_n_old(n_old, e, allow_all_old=True)
     if n_old == 0 or n_old == e:
         return torch.zeros(n, dtype=torch.bool, device=logits.device)
+    c_old, c_new, d_rel = group_scores(logits, n_old)
+    return (d_rel > tau) & (c_new > c_old)
+
+
+@torch.no_grad()
+def group_scores(logits: Tensor, n_old: int):
+    """``(c_old, c_new, d_rel)``, each ``[N]`` in fp32 (method.md §2); needs ``0 < n_old < E``.
+
+    ``c_old = max_{e<n_old} z_e``, ``c_new = max_{e>=n_old} z_e``,
+    ``D_rel = |c_new - c_old| / max(|c_new|, |c_old|)`` (0 when both maxima are 0).
+    """
+    _check_logits(logits)
+    _check_n_old(n_old, logits.shape[1], allow_all_old=False)
+    if n_old == 0:
+        raise ValueError("group_scores: n_old must be >= 1 (there is no old group)")
     z = logits.to(routing_dtype(logits.dtype))
     c_old = z[:, :n_old].amax(dim=1)
     c_new = z[:, n_old:].amax(dim=1)
     denom = torch.maximum(c_new.abs(), c_old.abs())
     d_rel = torch.where(denom > 0, (c_new - c_old).abs() / denom.clamp_min(torch.finfo(z.dtype).tiny),
                         torch.zeros_like(denom))
-    return (d_rel > tau) & (c_new > c_old)
+    return c_old, c_new, d_rel
 
 
 @torch.no_grad()

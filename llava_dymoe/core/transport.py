@@ -129,6 +129,8 @@ class DyMoEContext:
         valid_mask: bool ``[B, S]`` token validity (post-splice attention mask) or None = all valid;
             keep it on the model's device (it is read by every layer).
         collector: ``AuxCollector`` for logging, or None.
+        token_kind: int ``[B, S]`` token kinds for the routing statistics (``core/stats.py``
+            ``KIND_NAMES``: 0 image, 1 instruction, 2 answer, < 0 none) or None.
     """
 
     rho: float = 1.0
@@ -137,6 +139,7 @@ class DyMoEContext:
     grad_scale: float = 1.0
     valid_mask: Optional[Tensor] = None
     collector: Optional[AuxCollector] = None
+    token_kind: Optional[Tensor] = None
 
     def aux_grad_scale(self) -> float:
         """``rho * grad_scale / (grad_accum * num_modules)``."""
@@ -154,6 +157,15 @@ class DyMoEContext:
                              f"{tuple(self.valid_mask.shape)}) but the layer input has {n_tokens} tokens; set "
                              f"it from the attention mask of the current (post-splice) batch")
         return self.valid_mask.reshape(-1).to(device=device, dtype=torch.bool)
+
+    def token_kinds(self, n_tokens: int, device: torch.device) -> Optional[Tensor]:
+        """The token-kind mask flattened to ``[n_tokens]`` (None = no kinds given)."""
+        if self.token_kind is None:
+            return None
+        if self.token_kind.numel() != n_tokens:
+            raise ValueError(f"DyMoEContext.token_kind has {self.token_kind.numel()} elements but the layer input "
+                             f"has {n_tokens} tokens; set it for the current (post-splice) batch")
+        return self.token_kind.reshape(-1).to(device=device, dtype=torch.long)
 
     @property
     def recording(self) -> bool:

@@ -9,6 +9,7 @@ A finished task's directory is self-contained (llava-integration.md §6.3 item 7
   upstream key style (``model.mm_projector.0.weight``), so ``--pretrain_mm_mlp_adapter`` and
   upstream loaders accept it;
 * ``dymoe_args.json``: this run's ``--dymoe_*`` arguments;
+* optional extra files (``routing_stats.json`` with ``--dymoe_log_routing True``);
 * ``dymoe_task.json``: the completion marker, written last, with a SHA-256 of every file above.
 
 A directory with a completion marker is never written again (``assert_writable``); later tasks
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +42,8 @@ class CheckpointError(ValueError):
     """A DyMoE checkpoint is missing, incomplete or does not fit the requested run."""
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes (streamed)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -76,7 +78,7 @@ def verify(path: str) -> Dict[str, Any]:
         marker = json.load(f)
     for name, digest in marker.get("sha256", {}).items():
         fp = os.path.join(path, name)
-        if not os.path.isfile(fp) or _sha256(fp) != digest:
+        if not os.path.isfile(fp) or sha256_file(fp) != digest:
             raise CheckpointError(f"{fp} is missing or was modified after the task finished; the checkpoint "
                                   "cannot be trusted. Restore it or re-run that task into a new --output_dir.")
     return marker
@@ -156,10 +158,20 @@ def _gathered(params):
 
 def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConfig, method: str, task_id: int,
                           experts: Mapping[str, Tensor], non_lora: Mapping[str, Tensor],
-                          run_args: Mapping[str, Any], prev_ckpt: Optional[str] = None) -> str:
-    """Write one finished task's directory (rank 0 only); the marker goes last."""
+                          run_args: Mapping[str, Any], prev_ckpt: Optional[str] = None,
+                          extra_files: Optional[Mapping[str, Union[str, bytes]]] = None) -> str:
+    """Write one finished task's directory (rank 0 only); the marker goes last.
+
+    ``extra_files`` maps plain file names (no directory part, none of the standard names) to text or
+    bytes written next to the standard files, e.g. ``routing_stats.json``; their hashes are in the marker.
+    """
     from safetensors.torch import save_file
 
+    extra = dict(extra_files or {})
+    for name in extra:
+        if not name or os.path.basename(name) != name or name in (*CHECKPOINT_FILES, MARKER, MARKER + ".tmp"):
+            raise CheckpointError(f"write_task_checkpoint: extra file name {name!r} must be a plain file name "
+                                  f"other than {', '.join((*CHECKPOINT_FILES, MARKER))}")
     assert_writable(output_dir, prev_ckpt)
     os.makedirs(output_dir, exist_ok=True)
     block = {"config": dymoe_cfg.to_dict(), "method": method, "task_id": int(task_id),
@@ -172,8 +184,11 @@ def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConf
     torch.save(dict(non_lora), os.path.join(output_dir, NON_LORA))
     with open(os.path.join(output_dir, ARGS), "w") as f:
         json.dump(dict(run_args), f, indent=2, sort_keys=True, default=str)
+    for name, content in extra.items():
+        with open(os.path.join(output_dir, name), "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else bytes(content))
     marker = {"task_id": int(task_id), "method": method, "num_tasks": dymoe_cfg.num_tasks,
-              "sha256": {n: _sha256(os.path.join(output_dir, n)) for n in CHECKPOINT_FILES}}
+              "sha256": {n: sha256_file(os.path.join(output_dir, n)) for n in (*CHECKPOINT_FILES, *sorted(extra))}}
     tmp = os.path.join(output_dir, MARKER + ".tmp")
     with open(tmp, "w") as f:
         json.dump(marker, f, indent=2, sort_keys=True)

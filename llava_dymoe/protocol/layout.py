@@ -22,11 +22,12 @@ names through :func:`safe_name`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 from typing import Any, Dict, Iterator
+
+from llava_dymoe.integration.checkpoint import sha256_file  # noqa: F401 (re-exported)
 
 RUN_JSON = "run.json"
 LOCK = "run.lock"
@@ -39,15 +40,6 @@ SCORE_JSON = "score.json"
 def safe_name(name: str) -> str:
     """``name`` with every run of characters outside ``[A-Za-z0-9._-]`` replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "task"
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_json_atomic(path: str, obj: Any) -> str:

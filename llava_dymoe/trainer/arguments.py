@@ -35,6 +35,10 @@ _FIXED = [
     ("dymoe_use_reentrant", bool, field(default=True, metadata={
         "help": "use_reentrant for gradient checkpointing (reentrant works with ZeRO-3 and frozen "
                 "parameters; llava-integration.md §2)"})),
+    ("dymoe_log_routing", bool, field(default=False, metadata={
+        "help": "Log routing statistics: per logged step dymoe/frac_new, frac_old, frac_ambiguous, g_new "
+                "(means over layers, rank 0's batches) and a per-layer routing_stats.json in the task's "
+                "checkpoint directory. Off by default (no cost)"})),
 ]
 
 

@@ -13,15 +13,23 @@ original ``llava.train.llava_trainer.LLaVATrainer``.
 * ``create_optimizer``: drops empty parameter groups (stack.md fix A; LLaVA's four groups with
   ``--mm_projector_lr`` leave one empty and DeepSpeed + torch 2.13's strict LR-scheduler zip fail).
 * ``log``: adds ``dymoe/rho``, ``dymoe/rsr_exc``, ``dymoe/rsr_spe``, ``dymoe/tag_new_frac`` (and
-  ``dymoe/balance``) averaged over the steps since the last log.
+  ``dymoe/balance``) averaged over the steps since the last log; with ``--dymoe_log_routing True``
+  also ``dymoe/frac_new``, ``frac_old``, ``frac_ambiguous`` (token types at tau on the raw logits,
+  task >= 2) and ``dymoe/g_new`` (gate mass on the new bank), each the mean over layers, and a
+  per-layer ``routing_stats.json`` in the checkpoint (``saving.py``).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, Optional
 
-from ..core import rsr_schedule
+from ..core import RoutingStats, attach_stats, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
+
+#: ``RoutingStats.layer_mean`` keys -> trainer log keys (``dymoe/<key>``).
+_ROUTING_KEYS = {"frac_new": "frac_new", "frac_old": "frac_old", "frac_ambiguous": "frac_ambiguous",
+                 "mean_g_new": "g_new"}
 
 
 class DyMoETrainerMixin:
@@ -36,6 +44,11 @@ class DyMoETrainerMixin:
         self.dymoe = None
         if getattr(args, "dymoe_method", NO_METHOD) != NO_METHOD:
             self.dymoe = prepare_model(model, args, pretrain_adapter_given=self._dymoe_pretrain_adapter_given())
+        self._dymoe_step_stats = self._dymoe_task_stats = None
+        if self.dymoe is not None and getattr(args, "dymoe_log_routing", False):
+            self._dymoe_step_stats = RoutingStats(active=False)  # recorded only inside the forward window
+            self._dymoe_task_stats = RoutingStats()
+            attach_stats(model, self._dymoe_step_stats)
         self._dymoe_sums: Dict[str, float] = {}
         self._dymoe_n = 0
         super().__init__(model, args, *pos, **kwargs)
@@ -62,11 +75,17 @@ class DyMoETrainerMixin:
         run.ctx.grad_scale = self._dymoe_loss_scale()
         collector = run.ctx.collector
         collector.reset()
-        with collector.window():
+        routing = self._dymoe_step_stats
+        with collector.window(), (routing.window() if routing is not None else contextlib.nullcontext()):
+            if routing is not None:
+                routing.reset()
             result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
         if model.training:
             stats = collector.summary(expected=run.num_modules)
             stats["rho"] = run.ctx.rho
+            if routing is not None:
+                stats.update({_ROUTING_KEYS[k]: v for k, v in routing.layer_mean().items()})
+                self._dymoe_task_stats.merge(routing)
             for key, value in stats.items():
                 self._dymoe_sums[key] = self._dymoe_sums.get(key, 0.0) + value
             self._dymoe_n += 1
