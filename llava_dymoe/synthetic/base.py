@@ -1,0 +1,230 @@
+"""The base-model stage: a tiny LLaVA that already sees, before continual tuning starts.
+
+The analogue of LLaVA-1.5's starting point (a pretrained LLM plus a stage-1 projector): the
+tiny LLaVA (:mod:`llava_dymoe.tiny`, CLIP patch = one grid cell of the image world) is FULLY
+trained with upstream ``llava.train.train.train()`` (``--lora_enable False``; projector and
+LLM trained, CLIP frozen as always in LLaVA) on the base mixture of
+:data:`~llava_dymoe.synthetic.tasks.BASE_TASKS`: different questions over the same image world
+that use every answer word of the continual suite.  The result is exported as
+
+* ``OUT/llm``: a plain ``LlamaForCausalLM`` + tokenizer, a Vicuna-like ``--model_name_or_path``
+  (also what the DyMoE eval loader takes as ``--model-base``);
+* ``OUT/mm_projector.bin``: the trained projector, keys ``model.mm_projector.*``, for
+  ``--pretrain_mm_mlp_adapter``;
+* ``OUT/clip``: the vision tower (``--vision_tower``); ``OUT/llava-base``: the full LLaVA
+  checkpoint as upstream saved it (tokenizer added, loadable with ``load_pretrained_model``);
+* ``OUT/base.json``: the request (seed, sizes, steps, data) and the results (held-out accuracy
+  per base task, wall times).  A later call with the same request reuses the directory.
+
+``python -m llava_dymoe.synthetic.base OUT_DIR [--seed N] [--steps N] [--hidden-size N] ...``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Dict, Optional
+
+from .tasks import BASE_TASKS
+from .world import GRID
+from .writer import IMAGE_ROOT, TaskFiles, write_task
+
+FORMAT = 1
+META = "base.json"
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def default_sizes(image_size: int = 64, **overrides):
+    """Tiny LLaVA sizes for the suite: d=128, 2 layers, CLIP patch = one grid cell."""
+    from llava_dymoe.tiny import TinySizes
+
+    values = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=image_size, patch_size=image_size // GRID)
+    values.update(overrides)
+    return TinySizes(**values)
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """Everything that determines the base model (the cache key)."""
+
+    seed: int = 0
+    steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    n_train: int = 4000          # per base task
+    n_test: int = 50             # per base task, held out
+    image_size: int = 64
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """Paths of a built base model and its ``base.json`` record."""
+
+    root: str
+    llm: str
+    projector: str
+    clip: str
+    llava: str
+    data: str
+    meta: dict
+
+    @property
+    def accuracy(self) -> Dict[str, float]:
+        return {k: v["score"] for k, v in self.meta.get("results", {}).get("accuracy", {}).items()}
+
+
+def write_base_mixture(root: str, seed: int, n_train: int, n_test: int, image_size: int) -> str:
+    """Write each base task (train and held-out test) and ``mixture.json``, their shuffled union."""
+    mixture = []
+    for task in BASE_TASKS:
+        files = write_task(root, task, seed, n_train, n_test, image_size)
+        with open(os.path.join(root, files.train_json)) as f:
+            mixture += json.load(f)
+    random.Random(f"llava-dymoe-base-mixture/{seed}").shuffle(mixture)
+    path = os.path.join(root, "mixture.json")
+    with open(path, "w") as f:
+        json.dump(mixture, f, indent=1)
+    return path
+
+
+def _train_code(seed: int) -> str:
+    # upstream train() builds the projector before the Trainer seeds anything: seed first
+    return f"from transformers import set_seed; set_seed({seed}); from llava.train.train import train; train()"
+
+
+def export_base(llava_dir: str, tiny_llm_dir: str, llm_dir: str, projector_path: str) -> None:
+    """Split upstream's full LLaVA checkpoint into a plain Llama dir and ``mm_projector.bin``."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    state = load_file(os.path.join(llava_dir, "model.safetensors"))
+    projector = {k: v for k, v in state.items() if k.startswith("model.mm_projector.")}
+    llm_state = {k: v for k, v in state.items()
+                 if not k.startswith(("model.mm_projector.", "model.vision_tower."))}
+    if not projector:
+        raise RuntimeError(f"{llava_dir}: no model.mm_projector.* weights in the checkpoint")
+    llama_cfg = LlamaConfig.from_pretrained(tiny_llm_dir)  # the tiny LLM: train() adds no tokens here
+    model = LlamaForCausalLM(llama_cfg)
+    model.load_state_dict(llm_state, strict=True)
+    model.save_pretrained(llm_dir, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(os.path.join(tiny_llm_dir, name), os.path.join(llm_dir, name))
+    torch.save(projector, projector_path)
+
+
+def base_eval_tasks(data_root: str):
+    """The held-out base-mixture tasks as :class:`~llava_dymoe.synthetic.evaluate.EvalTask`."""
+    from .evaluate import EvalTask
+
+    out = []
+    for t in BASE_TASKS:
+        f = TaskFiles.for_task(t.name)
+        out.append(EvalTask(t.name, os.path.join(data_root, f.question_file),
+                            os.path.join(data_root, f.reference_file), t.scorer, t.max_new_tokens))
+    return out
+
+
+def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=None, evaluate: bool = True,
+                     overwrite: bool = False, threads: int = 1, log: Callable[[str], None] = print) -> BaseModel:
+    """Build (or reuse, when ``base.json`` records the same request) the base model under ``out_dir``.
+
+    ``threads`` is the training process's ``OMP_NUM_THREADS``.  One thread is the default: the
+    model is tiny, the data pipeline is single-threaded, and on a shared 2-core machine two
+    OpenMP threads competing with another process made steps about 10x slower (measured).
+    """
+    from llava_dymoe.integration.llava_args import llava_train_argv, run_python
+    from llava_dymoe.tiny import build_tiny_llava
+
+    config = config or BaseConfig()
+    sizes = sizes or default_sizes(config.image_size)
+    if sizes.image_size != config.image_size or sizes.patch_size * GRID != config.image_size:
+        raise ValueError(f"the CLIP must see one grid cell per patch: image_size {config.image_size} needs "
+                         f"TinySizes(image_size={config.image_size}, patch_size={config.image_size // GRID})")
+    root = os.path.abspath(out_dir)
+    paths = dict(root=root, llm=os.path.join(root, "llm"), projector=os.path.join(root, "mm_projector.bin"),
+                 clip=os.path.join(root, "tiny", "clip"), llava=os.path.join(root, "llava-base"),
+                 data=os.path.join(root, "data"))
+    request = {"format": FORMAT, "config": asdict(config), "sizes": asdict(sizes), "evaluated": evaluate}
+    meta_path = os.path.join(root, META)
+    if not overwrite and os.path.isfile(meta_path):
+        meta = json.load(open(meta_path))
+        if meta.get("request") == request:
+            log(f"base model: reusing {root}")
+            return BaseModel(meta=meta, **paths)
+    if os.path.exists(meta_path):
+        os.remove(meta_path)
+    os.makedirs(root, exist_ok=True)
+    times = {}
+
+    t0 = time.time()
+    tiny = build_tiny_llava(os.path.join(root, "tiny"), seed=config.seed, sizes=sizes, overwrite=True)
+    shutil.rmtree(paths["data"], ignore_errors=True)
+    mixture = write_base_mixture(paths["data"], config.seed, config.n_train, config.n_test, config.image_size)
+    times["build_and_data"] = time.time() - t0
+
+    log(f"base model: full training with upstream train(), {config.steps} steps of batch {config.batch_size} "
+        f"on {config.n_train * len(BASE_TASKS)} samples (log: {paths['llava']}.log)")
+    t0 = time.time()
+    shutil.rmtree(paths["llava"], ignore_errors=True)
+    argv = llava_train_argv(tiny.llm, tiny.clip, mixture, os.path.join(paths["data"], IMAGE_ROOT), paths["llava"],
+                            lora=False, max_steps=config.steps, overrides={
+                                "learning_rate": config.learning_rate, "seed": config.seed,
+                                "per_device_train_batch_size": config.batch_size, "gradient_checkpointing": False,
+                                "logging_steps": max(1, config.steps // 50), "save_strategy": "no"})
+    run_python(_train_code(config.seed), argv, log_path=paths["llava"] + ".log",
+               env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    times["train"] = time.time() - t0
+    for name in TOKENIZER_FILES:  # upstream saves no tokenizer for a full fine-tune; load_pretrained_model needs one
+        shutil.copy(os.path.join(tiny.llm, name), os.path.join(paths["llava"], name))
+    shutil.rmtree(paths["llm"], ignore_errors=True)
+    export_base(paths["llava"], tiny.llm, paths["llm"], paths["projector"])
+    state = json.load(open(os.path.join(paths["llava"], "trainer_state.json")))
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    results = {"final_loss": losses[-1] if losses else None, "steps": state["global_step"], "accuracy": {}}
+
+    if evaluate:
+        from .evaluate import evaluate as run_eval
+
+        t0 = time.time()
+        results["accuracy"] = run_eval(paths["llava"], None, base_eval_tasks(paths["data"]),
+                                       os.path.join(paths["data"], IMAGE_ROOT),
+                                       answers_dir=os.path.join(root, "eval"))
+        times["eval"] = time.time() - t0
+    results["wall_s"] = {k: round(v, 1) for k, v in times.items()}
+    results["train_threads"] = threads
+    meta = {"request": request, "results": results}
+    with open(meta_path, "w") as f:  # written last: an interrupted build is never reused
+        json.dump(meta, f, indent=2)
+    return BaseModel(meta=meta, **paths)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llava_dymoe.synthetic.base", description=__doc__.split("\n")[0])
+    p.add_argument("out_dir")
+    defaults = BaseConfig()
+    for name, value in asdict(defaults).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, dest=name)
+    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=None, dest="size_" + name)
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the training process (default 1)")
+    p.add_argument("--no-eval", action="store_true", help="skip the held-out accuracy of the base mixture")
+    p.add_argument("--overwrite", action="store_true", help="rebuild even if OUT_DIR matches")
+    a = p.parse_args(argv)
+    config = BaseConfig(**{k: getattr(a, k) for k in asdict(defaults)})
+    sizes = default_sizes(config.image_size, **{k[5:]: v for k, v in vars(a).items()
+                                                 if k.startswith("size_") and v is not None})
+    base = build_base_model(a.out_dir, config, sizes, evaluate=not a.no_eval, overwrite=a.overwrite,
+                            threads=a.threads)
+    print(json.dumps({"llm": base.llm, "projector": base.projector, "clip": base.clip,
+                      "accuracy": base.accuracy, **base.meta["results"].get("wall_s", {})}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

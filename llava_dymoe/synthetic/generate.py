@@ -1,0 +1,86 @@
+"""Generate the synthetic continual suite under a data root, cached by a manifest.
+
+:func:`generate_suite` writes every task of :data:`~llava_dymoe.synthetic.tasks.SUITE_TASKS`
+(or a chosen subset, in suite order) with :mod:`~llava_dymoe.synthetic.writer`, then
+``suite.yaml`` (the suite file for the sequence runner, paths relative to the data root) and
+``synthetic.json`` (the manifest: format, seed, sizes, tasks).  A second call with the same
+arguments finds a matching manifest and returns at once; ``overwrite=True`` rewrites.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from .tasks import SUITE_TASKS, TaskDef, get_task
+from .writer import IMAGE_ROOT, TaskFiles, suite_yaml, write_task
+
+FORMAT = 1
+SUITE_NAME = "synthetic"
+DESCRIPTION = ("Five CoIN-like tasks (multiple choice, text reading, classification, short-answer VQA, "
+               "grounding) over one shared world of coloured shapes and glyphs on a 4x4 grid "
+               "(llava_dymoe.synthetic); tiny PNG images, LLaVA formats, CoIN scorers.")
+MANIFEST = "synthetic.json"
+SUITE_FILE = "suite.yaml"
+
+
+@dataclass(frozen=True)
+class SyntheticSuite:
+    """A generated suite: its data root, suite file and per-task files (relative to ``root``)."""
+
+    root: str
+    suite_yaml: str
+    manifest: dict
+    tasks: Dict[str, TaskFiles]
+
+    @property
+    def task_names(self) -> List[str]:
+        return list(self.tasks)
+
+    def path(self, relative: str) -> str:
+        return os.path.join(self.root, relative)
+
+    @property
+    def image_folder(self) -> str:
+        return os.path.join(self.root, IMAGE_ROOT)
+
+
+def _select(tasks: Optional[Sequence[str]]) -> List[TaskDef]:
+    if not tasks:
+        return list(SUITE_TASKS)
+    chosen = [get_task(t) for t in tasks]
+    bad = [t.name for t in chosen if t not in SUITE_TASKS]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: base-mixture tasks are not continual tasks; "
+                         f"choose from {', '.join(t.name for t in SUITE_TASKS)}")
+    return [t for t in SUITE_TASKS if t in chosen]  # keep the suite's training order
+
+
+def generate_suite(root: str, seed: int = 0, n_train: int = 1000, n_test: int = 100, image_size: int = 64,
+                   tasks: Optional[Sequence[str]] = None, overwrite: bool = False) -> SyntheticSuite:
+    """Write (or reuse) the suite under ``root``; deterministic for the arguments."""
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
+    chosen = _select(tasks)
+    root = os.path.abspath(root)
+    manifest = {"format": FORMAT, "kind": "suite", "seed": seed, "n_train": n_train, "n_test": n_test,
+                "image_size": image_size, "tasks": [t.name for t in chosen]}
+    files = {t.name: TaskFiles.for_task(t.name) for t in chosen}
+    man_path, yaml_path = os.path.join(root, MANIFEST), os.path.join(root, SUITE_FILE)
+    if not overwrite and os.path.isfile(man_path) and os.path.isfile(yaml_path):
+        with open(man_path) as f:
+            if json.load(f) == manifest:
+                return SyntheticSuite(root, yaml_path, manifest, files)
+    if os.path.isfile(man_path):  # a different suite lives here: clear what it wrote
+        for name in [IMAGE_ROOT] + [t.name for t in SUITE_TASKS]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    os.makedirs(root, exist_ok=True)
+    for task in chosen:
+        write_task(root, task, seed, n_train, n_test, image_size)
+    with open(yaml_path, "w") as f:
+        f.write(suite_yaml(SUITE_NAME, chosen, DESCRIPTION))
+    with open(man_path, "w") as f:  # written last: a crash leaves no matching manifest behind
+        json.dump(manifest, f, indent=2)
+    return SyntheticSuite(root, yaml_path, manifest, files)

@@ -1,0 +1,81 @@
+"""The base-model stage in a reduced mode: files, export, cache, and a DyMoE task trained and evaluated on top."""
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llava_dymoe.integration import checkpoint as ckpt
+from llava_dymoe.integration.llava_args import DYMOE_TRAIN_MODULE, dymoe_flags, llava_train_argv, run_python
+from llava_dymoe.synthetic.base import BaseConfig, build_base_model, default_sizes
+
+CONFIG = BaseConfig(seed=0, steps=2, batch_size=2, n_train=4, n_test=1)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    sizes = default_sizes(64, hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    return build_base_model(str(tmp_path_factory.mktemp("base")), CONFIG, sizes, evaluate=True, log=lambda m: None)
+
+
+def test_files_and_record(base):
+    for path in (base.llm, base.clip, base.llava, base.data):
+        assert os.path.isdir(path), path
+    assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"} <= set(os.listdir(base.llm))
+    assert json.load(open(os.path.join(base.llm, "config.json")))["model_type"] == "llama"
+    assert json.load(open(os.path.join(base.llava, "config.json")))["model_type"] == "llava_llama"
+    meta = json.load(open(os.path.join(base.root, "base.json")))
+    assert meta["request"]["config"]["steps"] == 2 and meta["results"]["steps"] == 2
+    assert set(meta["results"]["accuracy"]) == {"describe", "cell", "count", "letter", "point"}
+    assert all(0.0 <= v <= 100.0 for v in base.accuracy.values())
+    mixture = json.load(open(os.path.join(base.data, "mixture.json")))
+    assert len(mixture) == 5 * CONFIG.n_train
+
+
+def test_export_is_the_trained_llava_split_in_two(base):
+    full = load_file(os.path.join(base.llava, "model.safetensors"))
+    llm = load_file(os.path.join(base.llm, "model.safetensors"))
+    projector = torch.load(base.projector, map_location="cpu")
+    assert sorted(projector) == ["model.mm_projector.0.bias", "model.mm_projector.0.weight",
+                                 "model.mm_projector.2.bias", "model.mm_projector.2.weight"]
+    assert set(llm) == {k for k in full if not k.startswith(("model.mm_projector.", "model.vision_tower."))}
+    for key, value in list(llm.items()) + list(projector.items()):
+        assert torch.equal(value, full[key]), key
+    tiny = load_file(os.path.join(base.root, "tiny", "llm", "model.safetensors"))
+    assert not torch.equal(tiny["model.layers.0.mlp.up_proj.weight"], llm["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_same_request_is_reused(base):
+    said = []
+    again = build_base_model(base.root, CONFIG, default_sizes(64, hidden_size=32, intermediate_size=64,
+                                                              num_attention_heads=2), log=said.append)
+    assert said and "reusing" in said[0] and again.meta == base.meta
+
+
+def test_wrong_patch_size_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="one grid cell per patch"):
+        build_base_model(str(tmp_path), CONFIG, default_sizes(64, patch_size=8))
+
+
+def test_dymoe_task_on_top_of_the_base(base, synthetic_suite, tmp_path):
+    """Two DyMoE steps from BASE/llm + BASE/mm_projector.bin, then the DyMoE eval loader answers."""
+    from llava_dymoe.synthetic.evaluate import EvalTask, evaluate
+
+    files = synthetic_suite.tasks["vqa"]
+    out = tmp_path / "1_task_llava_dymoe"
+    argv = llava_train_argv(base.llm, base.clip, synthetic_suite.path(files.train_json), synthetic_suite.image_folder,
+                            str(out), lora=False, max_steps=2,
+                            overrides={"pretrain_mm_mlp_adapter": base.projector, "gradient_checkpointing": False},
+                            extra=dymoe_flags("dymoe", 1, None, experts_per_task=2))
+    run_python(DYMOE_TRAIN_MODULE, argv, module=True, log_path=str(out) + ".log", timeout=300)
+    assert json.load(open(out / "trainer_state.json"))["global_step"] == 2
+    # the projector started from BASE/mm_projector.bin: two steps at lr 2e-4 moved it only a little
+    start = torch.load(base.projector, map_location="cpu")
+    trained = torch.load(out / ckpt.NON_LORA, map_location="cpu")
+    assert set(trained) == set(start)
+    assert all((trained[k].float() - start[k]).abs().max() < 0.01 for k in start)
+    task = EvalTask("vqa", synthetic_suite.path(files.question_file), synthetic_suite.path(files.reference_file),
+                    "exact", 4)
+    res = evaluate(str(out), base.llm, [task], synthetic_suite.image_folder, answers_dir=str(tmp_path / "ans"), limit=3)
+    assert res["vqa"]["n"] == 3 and res["vqa"]["n_answered"] == 3
