@@ -1,18 +1,25 @@
-"""``make demo``: an end-to-end smoke run of the embedded default (tiny LLaVA, CPU).
+"""``make demo``: the main job on the embedded default (tiny LLaVA, synthetic suite, CPU).
 
-Stages, all real: build the tiny LLaVA (``llava_dymoe.tiny``), write a small LLaVA-format
-dataset (``llava_dymoe.smoke_data``), run upstream ``llava.train.train.train()`` with LoRA
-for a short while, reload the trained checkpoint through upstream
-``llava.model.builder.load_pretrained_model`` and let it answer held-out questions.
+``python -m llava_dymoe.demo [--output-dir demo_out] [--quick]``:
 
-The continual demo (a task sequence with DyMoE against IncMoELoRA, accuracy matrix, MFN/MAA/BWT)
-replaces this smoke run once the continual runner lands; this module says so when it runs.
+1. the base-model stage (``llava_dymoe.synthetic.base``: the tiny LLaVA fully trained on a base
+   mixture over the image world; cached);
+2. the synthetic continual suite (``llava_dymoe.synthetic``: five CoIN-like tasks; cached);
+3. ``cli run`` with ``dymoe`` and with ``incmoelora`` (train each task, evaluate all tasks seen so
+   far with the upstream eval modules, accuracy matrix, MFN/MAA/BWT, heatmap; resumable);
+4. ``cli report``: the comparison table (printed) and ``comparison.png``, under one output folder.
+
+``--quick`` is the reduced mode CI runs (fewer steps and questions; same pipeline).
+``--smoke`` keeps the foundation smoke run (upstream LoRA train + reload + answers).
+Numbers from this demo are not the paper's claim: see pilot-drift.md for what a tiny CPU model can
+and cannot show.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 
 from llava_dymoe.integration.llava_args import UPSTREAM_TRAIN, llava_train_argv, run_python
@@ -51,8 +58,8 @@ def generate_answers(ckpt: str, model_base: str, questions: str, image_folder: s
     return answers
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m llava_dymoe.demo", description=__doc__.split("\n")[0])
+def smoke_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llava_dymoe.demo --smoke", description="foundation smoke run")
     p.add_argument("--output-dir", default="demo_out")
     p.add_argument("--steps", type=int, default=int(os.environ.get("DYMOE_DEMO_STEPS", 80)))
     p.add_argument("--seed", type=int, default=0)
@@ -86,9 +93,68 @@ def main(argv=None) -> int:
     with open(os.path.join(out, "answers.jsonl"), "w") as f:
         f.writelines(json.dumps(a) + "\n" for a in answers)
     print(f"\nexact match {correct}/{len(answers)}; wall time {time.time() - t0:.0f} s; outputs in {out}")
-    print("Note: this is the foundation smoke run. The continual demo (DyMoE vs IncMoELoRA over a task\n"
-          "sequence, accuracy matrix, MFN/MAA/BWT, heatmaps) arrives with the continual-runner work.")
+    print("Note: this is the foundation smoke run; `python -m llava_dymoe.demo` runs the continual demo.")
     return 0
+
+
+#: (base steps, per-task steps, train samples per task, test questions per task)
+FULL = dict(base_steps=2000, task_steps=150, n_train=600, n_test=40)
+QUICK = dict(base_steps=30, task_steps=4, n_train=24, n_test=4)
+METHODS = ("dymoe", "incmoelora")
+
+
+def continual_main(argv=None) -> int:
+    from tqdm import tqdm
+
+    from llava_dymoe.cli import main as cli
+    from llava_dymoe.synthetic import generate_suite
+    from llava_dymoe.synthetic.base import BaseConfig, build_base_model
+
+    p = argparse.ArgumentParser(prog="python -m llava_dymoe.demo", description=__doc__.split("\n")[0])
+    p.add_argument("--output-dir", default="demo_out")
+    p.add_argument("--quick", action="store_true", default=os.environ.get("DYMOE_DEMO_QUICK") == "1",
+                   help="reduced mode (CI): fewer steps and questions, same pipeline")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    size = QUICK if args.quick else FULL
+    out = os.path.abspath(args.output_dir)
+    t0 = time.time()
+    bar = tqdm(total=2 + len(METHODS) + 1, desc="demo", unit="phase")
+    bar.set_postfix_str("base model")
+    base = build_base_model(os.path.join(out, "base"), BaseConfig(seed=args.seed, steps=size["base_steps"]),
+                            evaluate=not args.quick, log=lambda m: tqdm.write("  " + m))
+    bar.update()
+    bar.set_postfix_str("synthetic suite")
+    suite = generate_suite(os.path.join(out, "suite"), seed=args.seed, n_train=size["n_train"],
+                           n_test=size["n_test"])
+    bar.update()
+    runs = []
+    for method in METHODS:
+        bar.set_postfix_str(method)
+        run_dir = os.path.join(out, "runs", method)
+        rc = cli(["run", "--suite", suite.suite_yaml, "--data-root", suite.root, "--method", method,
+                  "--output-dir", run_dir, "--base", base.llm, "--vision-tower", base.clip,
+                  "--pretrain-mm-mlp-adapter", base.projector, "--train-arg", f"max_steps={size['task_steps']}",
+                  "--train-arg", f"seed={args.seed}"])
+        if rc:
+            return rc
+        runs.append(run_dir)
+        bar.update()
+    bar.set_postfix_str("report")
+    rc = cli(["report", *runs, "--output-dir", out])
+    bar.update()
+    bar.close()
+    print(f"\ndemo finished in {time.time() - t0:.0f} s; per-run reports: {', '.join(runs)}; comparison: "
+          f"{os.path.join(out, 'report.md')}")
+    return rc
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--smoke" in argv:
+        argv.remove("--smoke")
+        return smoke_main(argv)
+    return continual_main(argv)
 
 
 if __name__ == "__main__":
