@@ -28,6 +28,9 @@ FORMAT_VERSION = 1
 #: The seven Llama projections DyMoE adapts (method.md §1.2 [C]).
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
+#: Router kinds (``DyMoEConfig.router``); "cosine" is DyMoE's, the others serve the baselines.
+ROUTERS = ("cosine", "linear", "none")
+
 
 def _f(default: Any, help: str) -> Any:
     if isinstance(default, list):
@@ -56,6 +59,10 @@ class DyMoEConfig:
                                    "upstream [?]).")
     top_k: int = _f(16, "Experts kept per token before the softmax, for routing and RSR "
                         "(method.md §1.4, §3.2 [C]).")
+    router: str = _f("cosine", "Router kind. 'cosine': DyMoE's cosine router z = s*cos(x, w) (method.md §1.4 [C]); "
+                               "'linear': plain dot-product logits z = x.w (CoIN's MoELoRA gate, a baseline); "
+                               "'none': no router, every expert has weight 1, so the banks are summed (LoRA, "
+                               "O-LoRA baselines).")
     router_scale: float = _f(1.0, "Cosine router scale s: z = s*cos(x, w). s <= 0 falls back to the plain "
                                   "dot product x.w (method.md §1.4 [C]).")
     router_temperature: float = _f(0.01, "Routing softmax temperature T_route (method.md §1.4 [C]).")
@@ -68,7 +75,14 @@ class DyMoEConfig:
                            "(method.md §3.3 [N]; not in the upstream code [C], hence 0).")
     rsr_start: float = _f(0.5, "Fraction of a task's steps before the RSR ramp starts; the factor then "
                                "rises linearly to 1 at the end of the task (method.md §3.3 [C]).")
-    num_tasks: int = _f(0, "Number of task banks present in the saved state (0 for a fresh model).")
+    expand: bool = _f(True, "Add a new trainable bank (and router rows) per task and freeze the old ones "
+                            "(method.md §1.5 [C]). False = one bank for the whole sequence, trained again on "
+                            "every task (the sequential LoRA and MoELoRA baselines).")
+    c_orth: float = _f(0.0, "O-LoRA orthogonality coefficient lambda_1: adds lambda_1 * sum over adapted "
+                            "projections of sum_{old banks} |A_new A_old^T| (entrywise L1) to the loss. 0 = off "
+                            "(not part of DyMoE; the olora baseline uses O-LoRA's 0.5).")
+    num_tasks: int = _f(0, "Number of task banks present in the saved state (0 for a fresh model). Equals the "
+                           "number of tasks learned when expand is True; 1 after any task when it is False.")
     format_version: int = _f(FORMAT_VERSION, "Version of this JSON layout.")
 
     # ------------------------------------------------------------------ validation
@@ -95,7 +109,7 @@ class DyMoEConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         _check_real("router_scale", self.router_scale)
-        for name in ("c_exc", "c_spe", "c_aux"):
+        for name in ("c_exc", "c_spe", "c_aux", "c_orth"):
             _check_real(name, getattr(self, name))
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -106,8 +120,17 @@ class DyMoEConfig:
         _check_real("lora_dropout", self.lora_dropout)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout!r}")
-        if not isinstance(self.use_tag, bool):
-            raise ValueError(f"use_tag must be a bool, got {self.use_tag!r}")
+        for name in ("use_tag", "expand"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"router must be one of {list(ROUTERS)}, got {self.router!r}")
+        if self.router == "none":
+            routed = [n for n in ("use_tag", "c_exc", "c_spe", "c_aux") if getattr(self, n)]
+            if routed:
+                raise ValueError(f"router='none' sums the banks with weight 1, so there are no routing scores "
+                                 f"for {routed}: set --dymoe_use_tag False and --dymoe_c_exc/c_spe/c_aux 0, or "
+                                 f"use --dymoe_router cosine")
 
     # ------------------------------------------------------------------ derived
     @property

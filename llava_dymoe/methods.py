@@ -15,6 +15,21 @@ recipe's values, and the recipe's values override ``DyMoEConfig``'s defaults.
   default top-16 over 16 new experts the balance loss is a constant (every new-group token activates
   all new experts), so "+aux" only acts with ``--dymoe_top_k`` below ``--dymoe_experts_per_task``.
 * A tau sweep needs no recipe: ``--dymoe_tau 0.1`` etc. on ``dymoe``.
+
+Baselines of method.md §6.1 (Table 1), as configurations of the same layer family, so that training,
+checkpoints and evaluation are shared.  Their sizes are not given by the paper: ours are labelled [I].
+
+* ``lora``: LLaVA's LoRA fine-tuned sequentially, one adapter carried forward (``expand=False``,
+  one expert of rank 64 with ``router="none"``, i.e. ``y = W0 x + (alpha/r) B A dropout(x)``, the
+  peft LoRA forward; a test compares it with peft).  Rank 64 / alpha 128 = the per-task rank and
+  scaling of DyMoE's bank [I] (LLaVA-1.5's own recipe is r 128, alpha 256: pass
+  ``--dymoe_expert_rank 128 --dymoe_lora_alpha 256``).
+* ``moelora``: CoIN's MoELoRA, a fixed set of experts behind a dense softmax router shared by all
+  tasks: ``expand=False``, 16 experts of rank 4 (the layout of one DyMoE bank [I]),
+  ``router="linear"`` (gate logits ``x W_g^T``), temperature 1, all experts (``top_k`` = 16).
+* ``olora``: O-LoRA: a new LoRA per task (rank 8, alpha 16 = 2r [I]; O-LoRA's rank is 8), the old
+  ones frozen, all summed (``router="none"``), plus ``lambda_1 * sum |A_new A_old^T|`` over
+  projections with O-LoRA's lambda_1 = 0.5 (its lambda_2 = 0, so no L2 term).
 """
 from __future__ import annotations
 
@@ -66,6 +81,20 @@ register_method(Method(
 register_method(Method(
     "incmoelora", config={"use_tag": False, "c_exc": 0.0, "c_spe": 0.0, "c_aux": 0.0},
     description="IncMoELoRA: the same expandable experts with TAG off and RSR weights 0 (method.md §6.1)"))
+
+_NO_DYMOE = {"use_tag": False, "c_exc": 0.0, "c_spe": 0.0, "c_aux": 0.0}
+register_method(Method(
+    "lora", config={**_NO_DYMOE, "experts_per_task": 1, "expert_rank": 64, "top_k": 1, "router": "none",
+                    "expand": False},
+    description="baseline: sequential LoRA, one adapter (rank 64) trained on every task in turn"))
+register_method(Method(
+    "moelora", config={**_NO_DYMOE, "router": "linear", "router_temperature": 1.0, "expand": False},
+    description="baseline: CoIN's MoELoRA, 16 fixed rank-4 experts, dense softmax router shared by all tasks"))
+OLORA_LAMBDA = 0.5
+register_method(Method(
+    "olora", config={**_NO_DYMOE, "experts_per_task": 1, "expert_rank": 8, "lora_alpha": 16.0, "top_k": 1,
+                     "router": "none", "c_orth": OLORA_LAMBDA},
+    description="baseline: O-LoRA, a rank-8 LoRA per task (old ones frozen, all summed) + orthogonality loss"))
 
 
 AUX_LADDER_COEF = 0.01

@@ -4,7 +4,7 @@ Public API (method.md §1–§3, §8):
 
 - routing:   ``cosine_logits``, ``tag_mask``, ``new_token_mask``, ``gate``
 - losses:    ``exclusivity_loss``, ``specialization_loss``, ``rsr_losses``, ``new_expert_balance_loss``,
-             ``masked_mean``
+             ``orthogonality_loss`` (O-LoRA baseline), ``masked_mean``
 - layer:     ``DyMoELinear``, ``dymoe_layers``, ``attach_context``
 - transport: ``DyMoEContext``, ``AuxCollector``, ``AuxLossInjector``, ``inject_aux``
 - schedule:  ``rsr_schedule``
@@ -28,7 +28,7 @@ or not, and under ZeRO-3, because the aux gradient rides on each layer's output)
     return out.loss                               # do NOT add the aux terms: their gradient is injected
 """
 from .layer import DyMoELinear, attach_context, dymoe_layers
-from .losses import (exclusivity_loss, masked_mean, new_expert_balance_loss, rsr_losses,
+from .losses import (exclusivity_loss, masked_mean, new_expert_balance_loss, orthogonality_loss, rsr_losses,
                      specialization_loss)
 from .routing import cosine_logits, gate, new_token_mask, tag_mask
 from .schedule import rsr_schedule
@@ -39,5 +39,5 @@ __all__ = [
     "AuxCollector", "AuxLossInjector", "DyMoEContext", "DyMoELinear", "RoutingStats", "attach_context",
     "attach_stats", "cosine_logits",
     "dymoe_layers", "exclusivity_loss", "gate", "inject_aux", "masked_mean", "new_expert_balance_loss",
-    "new_token_mask", "rsr_losses", "rsr_schedule", "specialization_loss", "tag_mask",
+    "new_token_mask", "orthogonality_loss", "rsr_losses", "rsr_schedule", "specialization_loss", "tag_mask",
 ]

@@ -10,6 +10,9 @@ r = experts_per_task * expert_rank is the rank of one task's bank; expert e is a
 Routing (fp32 whatever the input dtype): cosine logits over all experts; while training task >= 2 the
 TAG mask (method.md §3.1) restricts each token to the old or to the new group; top-k + softmax(z / T).
 The "new" group is always the last bank.  Eval mode routes over all experts with no TAG and no aux.
+Baselines reuse the layer through ``DyMoEConfig``: ``router="linear"`` (dot-product logits, MoELoRA's
+dense softmax gate), ``router="none"`` (every expert weight 1: the banks are summed, LoRA / O-LoRA),
+``c_orth`` (O-LoRA's orthogonality loss between the trainable bank's A and the frozen ones).
 RSR (and the optional balance loss) are computed on the unmasked logits and their gradient is injected
 on the layer output (``transport.py``) when a ``DyMoEContext`` is attached (``attach_context``); without a
 context the layer computes no aux terms.  Routing statistics (``stats.py``) are recorded only when a
@@ -31,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import DyMoEConfig
-from .losses import masked_mean, new_expert_balance_loss, rsr_losses
-from .routing import cosine_logits_parts, gate, new_token_mask
+from .losses import masked_mean, new_expert_balance_loss, orthogonality_loss, rsr_losses
+from .routing import cosine_logits_parts, gate, new_token_mask, routing_dtype
 from .stats import RoutingStats
 from .transport import DyMoEContext, inject_aux
 
@@ -195,18 +198,23 @@ class DyMoELinear(nn.Linear):
         cfg = self.dymoe_config
         xf = x.reshape(-1, self.in_features)
         parts = self._parts()
-        logits = cosine_logits_parts(xf, [p[2] for p in parts], cfg.router_scale)  # fp32 [N, E]
         multi = self.training and self.num_tasks >= 2
         n_old = self.num_experts - self.experts_per_task if multi else 0
-        use_new = allowed = None
-        if multi and cfg.use_tag:
-            use_new = new_token_mask(logits, n_old, cfg.tau)
-            is_new = torch.arange(self.num_experts, device=logits.device) >= n_old
-            allowed = use_new[:, None] == is_new[None, :]
-        g = gate(logits, cfg.top_k, cfg.router_temperature, allowed)
-        if self._dymoe_stats is not None:
-            self._record_stats(logits, g)
-        aux = None
+        use_new = logits = None
+        if cfg.router == "none":  # LoRA / O-LoRA: every expert (bank) with weight 1
+            g = torch.ones(xf.shape[0], self.num_experts, dtype=routing_dtype(xf.dtype), device=xf.device)
+        else:
+            scale = cfg.router_scale if cfg.router == "cosine" else 0.0  # scale <= 0: dot product
+            logits = cosine_logits_parts(xf, [p[2] for p in parts], scale)  # fp32 [N, E]
+            allowed = None
+            if multi and cfg.use_tag:
+                use_new = new_token_mask(logits, n_old, cfg.tau)
+                is_new = torch.arange(self.num_experts, device=logits.device) >= n_old
+                allowed = use_new[:, None] == is_new[None, :]
+            g = gate(logits, cfg.top_k, cfg.router_temperature, allowed)
+            if self._dymoe_stats is not None:
+                self._record_stats(logits, g)
+        aux: List[Tuple[Tensor, float]] = []
         if self.training and self._dymoe_ctx is not None:
             aux = self._aux(logits, n_old, use_new)
         y = self._mix(xf, g, parts, aux)
@@ -220,10 +228,10 @@ class DyMoELinear(nn.Linear):
         self._dymoe_stats.record(self._dymoe_stats_name, logits, g, self.experts_per_task, self.dymoe_config.tau,
                                  valid, kind)
 
-    def _mix(self, xf: Tensor, g: Tensor, parts, aux: Optional[Tuple[Tensor, float]]) -> Tensor:
+    def _mix(self, xf: Tensor, g: Tensor, parts, aux: Sequence[Tuple[Tensor, float]]) -> Tensor:
         """``W0 x + b + sum_parts (dropout(x) A^T  *_rank  g*scaling) B^T``; the expert part runs in the
-        banks' dtype and is cast back to the input dtype.  ``aux`` = (loss, scale) is injected on the
-        gated activations of the last (trainable) part."""
+        banks' dtype and is cast back to the input dtype.  Each ``(loss, scale)`` of ``aux`` is injected
+        on the gated activations of the last (trainable) part."""
         dt = self.dymoe_A[self.task_keys()[-1]].dtype
         base = F.linear(xf, self.weight, self.bias)
         fused = base.dtype == dt  # accumulate the expert products straight into the base output (addmm)
@@ -233,8 +241,9 @@ class DyMoELinear(nn.Linear):
         acc, offset = (base if fused else None), 0
         for i, (a, b, _, ne) in enumerate(parts):
             xa = (F.linear(xd, a.to(dt)).view(n, ne, r) * gs[:, offset:offset + ne, None]).view(n, ne * r)
-            if aux is not None and i == len(parts) - 1:
-                xa = inject_aux(xa, *aux)
+            if i == len(parts) - 1:
+                for term in aux:
+                    xa = inject_aux(xa, *term)
             if acc is None:
                 acc = F.linear(xa, b.to(dt))
             else:  # in place: neither the base product nor earlier addmm_ results are saved for backward
@@ -277,39 +286,59 @@ class DyMoELinear(nn.Linear):
             self._dymoe_cache[keys] = (sig, out)
         return out
 
-    def _aux(self, logits: Tensor, n_old: int, use_new: Optional[Tensor]) -> Optional[Tuple[Tensor, float]]:
-        """RSR / balance terms on the unmasked logits (n_old > 0 only while training task >= 2).
+    def _aux(self, logits: Optional[Tensor], n_old: int,
+             use_new: Optional[Tensor]) -> List[Tuple[Tensor, float]]:
+        """Aux terms as ``[(loss, gradient scale), ...]`` for injection (empty when no gradient is wanted).
 
-        Records detached values in the context's collector while its window is open and returns
-        ``(aux, scale)`` for injection when a gradient is wanted, else None.
+        * RSR / balance (n_old > 0 only while training task >= 2) on the unmasked ``logits``, scaled by
+          the ramped ``ctx.aux_grad_scale()`` (mean over adapted projections, method.md §3.2–3.3);
+        * O-LoRA's orthogonality ``sum_old |A_new A_old^T|`` (entrywise L1) when ``c_orth > 0`` and the
+          last bank is trainable, scaled by ``ctx.sum_grad_scale()`` (no ramp; summed over projections
+          as in O-LoRA).
+
+        Records detached values in the context's collector while its window is open.
         """
         ctx, cfg = self._dymoe_ctx, self.dymoe_config
         multi = n_old > 0
-        scale = ctx.aux_grad_scale()
-        want = (multi and (cfg.c_exc > 0 or cfg.c_spe > 0)) or cfg.c_aux > 0
-        grad_path = want and scale != 0.0 and torch.is_grad_enabled()
-        if not (grad_path or ctx.recording):
-            return None
-        valid = ctx.token_valid(logits.shape[0], logits.device)
+        grad_on = torch.is_grad_enabled()
+        out: List[Tuple[Tensor, float]] = []
         terms: Dict[str, Tensor] = {}
-        with torch.set_grad_enabled(grad_path):
-            aux = logits.new_zeros(())
-            if multi:
-                exc, spe = rsr_losses(logits, n_old, cfg.top_k, cfg.rsr_temperature, valid)
-                terms.update(rsr_exc=exc, rsr_spe=spe)
-                aux = aux + cfg.c_exc * exc + cfg.c_spe * spe
-            if cfg.c_aux > 0:
-                bal_valid = valid
-                if use_new is not None:  # balance over the tokens TAG actually sends to the new experts
-                    bal_valid = use_new if valid is None else use_new & valid
-                bal = new_expert_balance_loss(logits, n_old, cfg.top_k, cfg.router_temperature, bal_valid)
-                terms["balance"] = bal
-                aux = aux + cfg.c_aux * bal
-        if use_new is not None:
-            terms["tag_new_frac"] = masked_mean(use_new.to(logits.dtype), valid)
-        if ctx.recording:
+        if logits is not None:
+            scale = ctx.aux_grad_scale()
+            want = (multi and (cfg.c_exc > 0 or cfg.c_spe > 0)) or cfg.c_aux > 0
+            grad_path = want and scale != 0.0 and grad_on
+            if grad_path or ctx.recording:
+                valid = ctx.token_valid(logits.shape[0], logits.device)
+                with torch.set_grad_enabled(grad_path):
+                    aux = logits.new_zeros(())
+                    if multi:
+                        exc, spe = rsr_losses(logits, n_old, cfg.top_k, cfg.rsr_temperature, valid)
+                        terms.update(rsr_exc=exc, rsr_spe=spe)
+                        aux = aux + cfg.c_exc * exc + cfg.c_spe * spe
+                    if cfg.c_aux > 0:
+                        bal_valid = valid
+                        if use_new is not None:  # balance over the tokens TAG actually sends to the new experts
+                            bal_valid = use_new if valid is None else use_new & valid
+                        bal = new_expert_balance_loss(logits, n_old, cfg.top_k, cfg.router_temperature, bal_valid)
+                        terms["balance"] = bal
+                        aux = aux + cfg.c_aux * bal
+                if use_new is not None:
+                    terms["tag_new_frac"] = masked_mean(use_new.to(logits.dtype), valid)
+                if grad_path:
+                    out.append((aux, scale))
+        if cfg.c_orth > 0 and self.num_tasks >= 2:
+            keys = self.task_keys()
+            a_new = self.dymoe_A[keys[-1]]
+            grad_path = grad_on and a_new.requires_grad
+            if grad_path or ctx.recording:
+                with torch.set_grad_enabled(grad_path):
+                    orth = orthogonality_loss(a_new, [self.dymoe_A[k] for k in keys[:-1]])
+                terms["orth"] = orth
+                if grad_path:
+                    out.append((cfg.c_orth * orth, ctx.sum_grad_scale()))
+        if ctx.recording:  # once per forward, even with no term (the collector counts layers)
             ctx.collector.record(terms)
-        return (aux, scale) if grad_path else None
+        return out
 
 
 def dymoe_layers(model: nn.Module) -> Iterator[Tuple[str, DyMoELinear]]:

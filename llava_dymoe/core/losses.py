@@ -136,3 +136,22 @@ def _check_split(n_old: int, e: int, need_old: bool) -> None:
     if isinstance(n_old, bool) or not isinstance(n_old, int) or not lo <= n_old <= e - 1:
         raise ValueError(f"n_old must be an int in [{lo}, {e - 1}] for {e} experts (at least one new expert"
                          f"{' and one old expert' if need_old else ''}), got {n_old!r}")
+
+
+def orthogonality_loss(a_new: Tensor, a_old) -> Tensor:
+    """O-LoRA's orthogonality loss for one projection: ``sum_i sum_{j,k} |(A_new A_i^T)_{jk}|``.
+
+    ``a_new`` is the trainable bank's A ``[r, in]``, ``a_old`` the frozen banks' A matrices
+    (``[r_i, in]`` each).  The entrywise L1 norm of the products is the O-LoRA reference code's form
+    (its paper writes the squared Frobenius norm); computed in fp32 (fp64 stays fp64).  The sum over
+    projections and the coefficient lambda_1 are applied by the caller.  No old bank -> 0.
+    """
+    if a_new.dim() != 2:
+        raise ValueError(f"orthogonality_loss: a_new must be [r, in], got {tuple(a_new.shape)}")
+    dt = routing_dtype(a_new.dtype)
+    total = a_new.new_zeros((), dtype=dt)
+    for a in a_old:
+        if a.dim() != 2 or a.shape[1] != a_new.shape[1]:
+            raise ValueError(f"orthogonality_loss: old A must be [r, {a_new.shape[1]}], got {tuple(a.shape)}")
+        total = total + (a_new.to(dt) @ a.to(dt).t()).abs().sum()
+    return total

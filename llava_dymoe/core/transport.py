@@ -148,6 +148,13 @@ class DyMoEContext:
                              f"({self.num_modules}) must be >= 1")
         return float(self.rho) * float(self.grad_scale) / (self.grad_accum * self.num_modules)
 
+    def sum_grad_scale(self) -> float:
+        """``grad_scale / grad_accum``: the injection scale of a loss that is summed over the adapted
+        projections and not ramped (O-LoRA's orthogonality term)."""
+        if self.grad_accum < 1:
+            raise ValueError(f"DyMoEContext: grad_accum ({self.grad_accum}) must be >= 1")
+        return float(self.grad_scale) / self.grad_accum
+
     def token_valid(self, n_tokens: int, device: torch.device) -> Optional[Tensor]:
         """The validity mask flattened to ``[n_tokens]`` (None = all valid)."""
         if self.valid_mask is None:

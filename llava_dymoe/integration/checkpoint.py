@@ -111,7 +111,8 @@ def load_task_state(path: str) -> Dict[str, Any]:
 def check_compatible(saved: DyMoEConfig, requested: DyMoEConfig, where: str) -> None:
     """Architecture fields must agree between a previous task's checkpoint and this run's flags."""
     for name, flag in (("experts_per_task", "--dymoe_experts_per_task"), ("expert_rank", "--dymoe_expert_rank"),
-                       ("target_modules", "--dymoe_target_modules"), ("lora_alpha", "--dymoe_lora_alpha")):
+                       ("target_modules", "--dymoe_target_modules"), ("lora_alpha", "--dymoe_lora_alpha"),
+                       ("router", "--dymoe_router"), ("expand", "--dymoe_expand")):
         a, b = getattr(saved, name), getattr(requested, name)
         if a != b:
             raise CheckpointError(f"{where} was trained with {name}={a!r} but this run asks for {b!r}. Banks of "

@@ -20,7 +20,8 @@ _NOT_FLAGS = ("num_tasks", "format_version")
 
 _FIXED = [
     ("dymoe_method", str, field(default="dymoe", metadata={
-        "help": "Method recipe (llava_dymoe.methods): dymoe, incmoelora, ...; 'none' trains as upstream LLaVA"})),
+        "help": "Method recipe (llava_dymoe.methods): dymoe, incmoelora, the ablation ladder, the baselines "
+                "lora, moelora, olora; 'none' trains as upstream LLaVA"})),
     ("dymoe_task_id", int, field(default=1, metadata={
         "help": "1-based index of the task this run trains (CoIN script numbering); task t needs "
                 "--dymoe_prev_ckpt pointing at task t-1's output_dir"})),

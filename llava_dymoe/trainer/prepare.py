@@ -20,7 +20,7 @@ from torch import nn
 from ..config import DyMoEConfig
 from ..core import AuxCollector, DyMoEContext, DyMoELinear, attach_context, dymoe_layers
 from ..integration import checkpoint as ckpt
-from ..integration.inject import add_task, inject, load_bank_state
+from ..integration.inject import add_task, inject, load_bank_state, num_tasks
 from ..methods import Method, get_method
 from .arguments import config_overrides
 
@@ -61,7 +61,9 @@ def _check_sequence(args: Any, prev: Optional[Dict[str, Any]]) -> None:
         raise ValueError(f"--dymoe_task_id {t} continues a sequence: pass --dymoe_prev_ckpt with task "
                          f"{t - 1}'s output_dir")
     if prev is not None:
-        saved_tasks, saved_method = prev["config"].num_tasks, prev["dymoe"].get("method")
+        # tasks learned = the saved task_id (a non-expanding method keeps one bank for every task)
+        saved_tasks = int(prev["dymoe"].get("task_id", prev["config"].num_tasks))
+        saved_method = prev["dymoe"].get("method")
         if saved_tasks != t - 1:
             raise ValueError(f"--dymoe_prev_ckpt {args.dymoe_prev_ckpt} holds {saved_tasks} task(s), so this run "
                              f"is task {saved_tasks + 1}, not --dymoe_task_id {t}")
@@ -102,11 +104,14 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
         if load_prev:
             ckpt.load_non_lora(model, prev["non_lora"], args.dymoe_prev_ckpt)
             log.info("loaded the previous task's projector from %s", args.dymoe_prev_ckpt)
-    # the new bank's init depends only on (seed, task): plain, ZeRO-2 and ZeRO-3 runs start equal
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(getattr(args, "seed", 0)) * 1009 + args.dymoe_task_id)
-        key = add_task(model)
-    cfg.num_tasks = args.dymoe_task_id
+    if cfg.expand or prev is None:
+        # the new bank's init depends only on (seed, task): plain, ZeRO-2 and ZeRO-3 runs start equal
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(getattr(args, "seed", 0)) * 1009 + args.dymoe_task_id)
+            key = add_task(model)
+    else:  # expand=False (LoRA, MoELoRA): the one bank of the previous task is trained again
+        key = "t0"
+    cfg.num_tasks = num_tasks(model)
 
     model.requires_grad_(False)
     for _, layer in dymoe_layers(model):

@@ -1,0 +1,105 @@
+"""Every registered method (DyMoE, IncMoELoRA, the ablation ladder, the baselines) runs 2 short stages
+on the tiny LLaVA and leaves the banks its recipe promises.  The baselines and IncMoELoRA go through
+the runner (``cli run``: train + upstream eval + matrix; dymoe's runner run is test_runner.py's);
+the ablation ladder, which differs from them only in loss coefficients, trains its 2 stages with the
+same training entry (no eval, to keep the suite's time):
+
+* expanding methods: 2 banks after stage 2, stage 1's bank bit-identical (frozen);
+* ``expand=False`` (lora, moelora): 1 bank after stage 2, retrained (it changed), and the sequence
+  position recorded as task 2;
+* the matrix is lower-triangular 2 x 2 with scores in [0, 100].
+"""
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llava_dymoe.cli import main as cli
+from llava_dymoe.integration import checkpoint as ckpt
+from llava_dymoe.methods import METHODS, get_method
+
+SUITE = """name: two
+defaults:
+  image_root: images
+  generator: llava.eval.model_vqa_loader
+  scorer: contains
+  max_new_tokens: 3
+tasks:
+  - name: A
+    train_json: train.json
+    question_file: questions.jsonl
+    annotation_file: questions.jsonl
+    reference_file: answers_ref.jsonl
+  - name: B
+    train_json: train.json
+    question_file: questions.jsonl
+    annotation_file: questions.jsonl
+    reference_file: answers_ref.jsonl
+"""
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("methods_suite") / "two.yaml"
+    path.write_text(SUITE)
+    return str(path)
+
+
+def _checkpoint(out, stage):
+    found = [d for d in os.listdir(os.path.join(out, "checkpoints")) if d.startswith(f"{stage}_")]
+    assert len(found) == 1, found
+    return os.path.join(out, "checkpoints", found[0])
+
+
+RUNNER_METHODS = ("lora", "moelora", "olora", "incmoelora")
+LADDER = tuple(m for m in METHODS.names() if m not in RUNNER_METHODS + ("dymoe",))
+
+
+def test_every_registered_method_is_covered():
+    assert set(RUNNER_METHODS + LADDER + ("dymoe",)) == set(METHODS.names()) and len(LADDER) == 4
+
+
+def check_banks(method, s1, s2):
+    cfg = get_method(method).build_config()
+    e1, e2 = load_file(os.path.join(s1, ckpt.EXPERTS)), load_file(os.path.join(s2, ckpt.EXPERTS))
+    banks2 = {k.rsplit(".", 1)[1] for k in e2}
+    block = ckpt.load_task_state(s2)["dymoe"]
+    assert block["method"] == method and block["task_id"] == 2
+    if cfg.expand:
+        assert banks2 == {"t0", "t1"} and block["config"]["num_tasks"] == 2
+        for k, v in e1.items():
+            assert torch.equal(e2[k], v), f"{k} of stage 1 changed in stage 2"
+    else:
+        assert banks2 == {"t0"} and block["config"]["num_tasks"] == 1
+        changed = [k for k, v in e1.items() if "dymoe_B" in k and not torch.equal(e2[k], v)]
+        assert changed, "the one bank was not trained on task 2"
+
+
+@pytest.mark.parametrize("method", RUNNER_METHODS)
+def test_method_runs_two_stages(method, suite_file, smoke_data, tiny, tmp_path):
+    out = tmp_path / "run"
+    argv = ["run", "--suite", suite_file, "--data-root", smoke_data.root, "--method", method,
+            "--output-dir", str(out), "--base", tiny.llm, "--vision-tower", tiny.clip, "--threads", "1",
+            "--train-arg", "max_steps=2", "--train-arg", "learning_rate=0.01", "--train-arg", "per_device_train_batch_size=4"]
+    assert cli(argv) == 0
+    check_banks(method, _checkpoint(str(out), 1), _checkpoint(str(out), 2))
+    rows = json.load(open(os.path.join(out, "matrix.json")))
+    matrix = rows["values"]
+    assert len(matrix) == 2 and matrix[0][1] is None
+    assert all(0.0 <= v <= 100.0 for v in (matrix[0][0], matrix[1][0], matrix[1][1]))
+
+
+@pytest.mark.parametrize("method", LADDER)
+def test_ladder_method_trains_two_stages(method, smoke_data, tiny, tmp_path):
+    from llava_dymoe.integration.llava_args import DYMOE_TRAIN_MODULE, dymoe_flags, llava_train_argv, run_python
+
+    dirs = [tmp_path / "1_A", tmp_path / "2_B"]
+    for t, out in enumerate(dirs, start=1):
+        argv = llava_train_argv(tiny.llm, tiny.clip, smoke_data.train_json, smoke_data.image_folder, str(out),
+                                lora=False, max_steps=2, overrides={"gradient_checkpointing": False},
+                                extra=dymoe_flags(method, t, str(dirs[0]) if t == 2 else None, top_k=8))
+        run_python(DYMOE_TRAIN_MODULE, argv, module=True, log_path=str(out) + ".log", timeout=600,
+                   env={"OMP_NUM_THREADS": "1"})
+    check_banks(method, str(dirs[0]), str(dirs[1]))
