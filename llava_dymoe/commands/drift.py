@@ -1,4 +1,5 @@
-"""``drift``: routing drift of old-task inputs from checkpoint A to later checkpoints (``diagnostics/drift.py``)."""
+"""``drift``: routing drift of old-task inputs from checkpoint A to later checkpoints, with output-level
+measures (new-bank delta norms; answer-logit KL with ``--references``) (``diagnostics/drift.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", required=True, help="old-task question JSONL (question_id, image, text)")
     parser.add_argument("--image-folder", required=True, help="folder the question images are relative to")
     parser.add_argument("--model-base", required=True, help="base LLM the sequence was trained from")
-    parser.add_argument("--output-dir", required=True, help="writes drift.json, drift.md, drift_heatmap.png "
-                                                            "(and drift_by_stage.png)")
+    parser.add_argument("--output-dir", required=True, help="writes drift.json, drift.md, drift_heatmap.png, "
+                                                            "delta_norm_heatmap.png (and drift_by_stage.png)")
     parser.add_argument("--references", default=None,
-                        help="reference JSONL (question_id, answer): also report exact-match accuracy")
+                        help="reference JSONL (question_id, answer): also report exact-match accuracy and, "
+                             "teacher forced on the reference answers, KL(p_A || p_B) of the answer tokens")
     parser.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="greedy answer length for --references")
 
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
                        args.output_dir, references=args.references, max_questions=args.max_questions,
                        max_new_tokens=args.max_new_tokens)
     print(json.dumps({"output_dir": args.output_dir, "accuracy_before": report["accuracy_before"],
-                      "stages": [{k: s[k] for k in ("ckpt", "mean_drift", "mean_top1_changed", "accuracy")}
+                      "stages": [{k: s[k] for k in ("ckpt", "mean_drift", "mean_top1_changed", "mean_new_over_base",
+                                                    "accuracy", "answer_logits")}
                                  for s in report["stages"]]}))
     return 0

@@ -33,6 +33,36 @@ def plot_drift_heatmap(report: Dict[str, Any], path: str) -> str:
     return _save(fig, path)
 
 
+def plot_delta_norm_heatmap(report: Dict[str, Any], path: str) -> str:
+    """One layer x projection heatmap per later checkpoint of the new-bank delta norm relative to the base
+    output, mean ||delta_new|| / mean ||W0 x|| (shared colour scale from 0)."""
+    import matplotlib
+
+    stages = report["stages"]
+    layers, projs = report["layers"], report["projections"]
+    grids = [np.array([[np.nan if v is None else v for v in row] for row in s["new_over_base_matrix"]], float)
+             for s in stages]
+    finite = [g[np.isfinite(g)] for g in grids]
+    vmax = max([float(f.max()) for f in finite if f.size] + [0.0]) or 1.0
+    fig = _figure(1.5 + 0.6 * len(projs) * len(stages), 1.4 + 0.35 * len(layers))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+    image = None
+    for k, (stage, values) in enumerate(zip(stages, grids)):
+        ax = fig.add_subplot(1, len(stages), k + 1)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(len(projs)))
+        ax.set_xticklabels(projs, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(layers)))
+        ax.set_yticklabels(layers, fontsize=7)
+        mean = stage.get("mean_new_over_base")
+        ax.set_title(f"{os.path.basename(stage['ckpt'])}\nmean {'n/a' if mean is None else f'{mean:.3g}'}",
+                     fontsize=8)
+        if k == 0:
+            ax.set_ylabel("decoder layer")
+    fig.colorbar(image, ax=fig.axes, label="||new-bank delta|| / ||W0 x|| (token means)")
+    return _save(fig, path)
+
+
 def plot_drift_by_stage(report: Dict[str, Any], path: str) -> str:
     """Mean drift and mean top-1 change (and accuracy when known) against the later checkpoints."""
     stages = report["stages"]

@@ -127,6 +127,27 @@ class Probe:
             attach_stats(self.model, None)
 
     @torch.inference_mode()
+    def teacher_forced(self, ids: torch.Tensor, labels: torch.Tensor, pixels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """One teacher-forced forward of a training-format sample (``conversation_ids``):
+        ``{"logits": [T, V], "target": [T]}``, the fp32 next-token logits at the T answer tokens (labels !=
+        IGNORE_INDEX, in post-splice positions: the logits of the preceding position) and the answer token
+        ids (no statistics)."""
+        from llava.constants import IGNORE_INDEX
+
+        kinds = kind_mask(ids, self.n_patches, labels)
+        post_labels = kind_mask(ids, self.n_patches).clone().fill_(IGNORE_INDEX)
+        post_labels[kinds == ANSWER] = labels[labels != IGNORE_INDEX]
+        self.ctx.token_kind = kinds  # checked against the spliced length by the pre-hook
+        try:
+            logits = self.model(input_ids=ids, images=pixels).logits
+        finally:
+            self.ctx.token_kind = None
+        pos = (post_labels[0] != IGNORE_INDEX).nonzero().squeeze(1)
+        if pos.numel() and int(pos[0]) == 0:
+            raise ValueError("teacher_forced: an answer token at position 0 has no preceding logits")
+        return {"logits": logits[0, pos - 1].float(), "target": post_labels[0, pos]}
+
+    @torch.inference_mode()
     def answer(self, ids: torch.Tensor, pixels: torch.Tensor, image_size, max_new_tokens: int = 16) -> str:
         """Greedy answer (no statistics)."""
         out = self.model.generate(ids, images=pixels, image_sizes=[image_size], do_sample=False,
