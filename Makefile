@@ -1,6 +1,7 @@
 # llava-dymoe: two commands on a fresh machine.
 #   make test   - create .venv if missing, install in the verified order, run the test suite
 #   make demo   - same setup, then run the main job on the embedded default (tiny LLaVA, CPU)
+#   make results - (not in CI) the full study behind docs/results.md
 #
 # Install order (shared/docs/stack.md): torch first, then llava-torch WITHOUT its dependencies
 # (its metadata pins torch==2.0.1 and would pull a CUDA build), then this package.
@@ -20,7 +21,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.llava_dymoe_installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup test test-slow demo results bench clean
 
 setup: $(STAMP)
 
@@ -41,8 +42,13 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m llava_dymoe.demo
 
+# Not in CI: every method, the ablation ladder, the tau sweep and the width study over 3 seeds
+# (hours on 2 CPU cores; resumable). RESULTS_ARGS e.g. "--groups methods --jobs 2".
+results: $(STAMP)
+	$(PY) -m llava_dymoe.study --output-dir results_out --doc docs/results.md $(RESULTS_ARGS)
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layer.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out results_out .pytest_cache

@@ -1,0 +1,61 @@
+"""``make results``: every method, the ablation ladder, the tau sweep and the width study over seeds.
+
+    python -m llava_dymoe.study [--output-dir results_out] [--doc docs/results.md] [--profile full]
+                                [--groups methods ladder tau width] [--seeds 0 1 2] [--jobs 2]
+                                [--widths 64 256] [--aggregate-only]
+
+Resumable: rerun the same command after an interruption; finished runs are skipped.  The doc
+(Markdown + PNG plots in ``<doc dir>/results/``) is rewritten from whatever runs have finished.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+
+from .aggregate import write_results_doc
+from .execute import run_plan
+from .plan import GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llava_dymoe.study", description=__doc__.split("\n")[0])
+    p.add_argument("--output-dir", default="results_out", help="runs, base models and suite (default results_out)")
+    p.add_argument("--doc", default="docs/results.md", help="Markdown file to write (plots go next to it)")
+    p.add_argument("--profile", default="full", choices=sorted(PROFILES), help="sizes (quick = CI-sized check)")
+    p.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the profile's, 0 1 2)")
+    p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="LLM widths of the width study")
+    p.add_argument("--taus", nargs="+", type=float, default=list(TAU_SWEEP), help="tau values of the sweep")
+    p.add_argument("--task-steps", type=int, help="override the profile's steps per task")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
+    p.add_argument("--aggregate-only", action="store_true", help="only rewrite the doc from finished runs")
+    args = p.parse_args(argv)
+    for w in args.widths:
+        if w < 8 or w % 4:
+            p.error(f"--widths: {w} must be a multiple of 4 (4 attention heads) and >= 8")
+    profile = PROFILES[args.profile]
+    if args.seeds:
+        profile = dataclasses.replace(profile, seeds=tuple(args.seeds))
+    if args.task_steps:
+        profile = dataclasses.replace(profile, task_steps=args.task_steps)
+    plan = build_plan(args.groups, widths=args.widths, taus=args.taus)
+    command = "python -m llava_dymoe.study " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    bases, total = None, None
+    if not args.aggregate_only:
+        try:
+            done = run_plan(args.output_dir, profile, plan, n_parallel=args.jobs)
+        except RuntimeError as e:
+            print(str(e), file=sys.stderr)
+            return 1
+        bases, total = done["bases"], done["total_s"]
+    result = write_results_doc(args.output_dir, args.doc, plan, profile, command=command.strip(), bases=bases,
+                               total_s=total, widths=args.widths if "width" in args.groups else ())
+    print(open(result["doc"]).read())
+    print(f"wrote {result['doc']} and plots in {result['plot_dir']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""Aggregate a results plan's runs over seeds: tables (mean +- sample std), plots, ``docs/results.md``."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from .plan import DEFAULT_WIDTH, Experiment, Profile
+
+METRICS = ("mfn", "maa", "bwt")
+
+
+def mean_std(values: Sequence[float]):
+    """``(mean, sample std)``; std is NaN for fewer than 2 values, both NaN for none."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, float("nan")
+    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def fmt_ms(m: float, s: float) -> str:
+    if math.isnan(m):
+        return "–"
+    return f"{m:.1f}" if math.isnan(s) else f"{m:.1f} ± {s:.1f}"
+
+
+def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List[Dict[str, Any]]:
+    """One row per experiment: per-seed metrics, their mean/std, and the mean final row per task."""
+    from llava_dymoe.eval.report import load_run
+
+    from .execute import run_dir
+
+    rows = []
+    for exp in plan:
+        per_seed, finals = {}, {}
+        for seed in seeds:
+            folder = run_dir(root, exp, seed)
+            if not os.path.isfile(os.path.join(folder, "matrix.csv")):
+                continue
+            run = load_run(folder)
+            matrix = run["matrix"]
+            if len(matrix.stages) != len(matrix.tasks):  # unfinished run: not aggregated
+                continue
+            per_seed[seed] = {m: run["metrics"].get(m) for m in METRICS}
+            finals[seed] = {t: matrix.get(len(matrix.stages) - 1, t) for t in matrix.tasks}
+        stats = {m: mean_std([v[m] for v in per_seed.values()]) for m in METRICS}
+        tasks = sorted({t for f in finals.values() for t in f}, key=lambda t: list(next(iter(finals.values()))).index(t)) \
+            if finals else []
+        final = {t: mean_std([f[t] for f in finals.values()]) for t in tasks}
+        rows.append({"experiment": exp, "seeds": sorted(per_seed), "per_seed": per_seed, "stats": stats,
+                     "final": final})
+    return rows
+
+
+def group_table(rows: Sequence[Dict[str, Any]]) -> str:
+    head = "| configuration | method | seeds | MFN | MAA | BWT | BWT per seed |\n|---|---|---|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        e, st = r["experiment"], r["stats"]
+        per = ", ".join(f"{r['per_seed'][s]['bwt']:.1f}" for s in r["seeds"]) or "–"
+        extra = "".join(f" --dymoe_{k} {v}" for k, v in e.dymoe_args)
+        lines.append(f"| {e.name} | `{e.method}{extra}` | {len(r['seeds'])} | {fmt_ms(*st['mfn'])} | "
+                     f"{fmt_ms(*st['maa'])} | {fmt_ms(*st['bwt'])} | {per} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def final_row_table(rows: Sequence[Dict[str, Any]]) -> str:
+    tasks: List[str] = []
+    for r in rows:
+        tasks += [t for t in r["final"] if t not in tasks]
+    if not tasks:
+        return ""
+    head = "| configuration | " + " | ".join(tasks) + " |\n|---|" + "---|" * len(tasks) + "\n"
+    return head + "\n".join(
+        f"| {r['experiment'].name} | " + " | ".join(fmt_ms(*r["final"].get(t, (float("nan"),) * 2)) for t in tasks)
+        + " |" for r in rows) + "\n"
+
+
+def paired_gap(by_key: Dict[str, Dict[str, Any]], a: str, b: str, metric: str):
+    """Mean +- std over seeds of ``metric(b) - metric(a)`` for the seeds both finished."""
+    ra, rb = by_key.get(a), by_key.get(b)
+    if not ra or not rb:
+        return float("nan"), float("nan"), 0
+    seeds = sorted(set(ra["seeds"]) & set(rb["seeds"]))
+    m, s = mean_std([rb["per_seed"][x][metric] - ra["per_seed"][x][metric] for x in seeds])
+    return m, s, len(seeds)
+
+
+def width_rows(rows_by_key: Dict[str, Dict[str, Any]], widths: Sequence[int]) -> List[Dict[str, Any]]:
+    out = []
+    for w in sorted(set(widths) | {DEFAULT_WIDTH}):
+        suffix = "" if w == DEFAULT_WIDTH else f"_d{w}"
+        inc, dy = f"incmoelora{suffix}", f"dymoe{suffix}"
+        if inc not in rows_by_key or dy not in rows_by_key:
+            continue
+        out.append({"width": w, "incmoelora": rows_by_key[inc], "dymoe": rows_by_key[dy],
+                    "gap_bwt": paired_gap(rows_by_key, inc, dy, "bwt"),
+                    "gap_mfn": paired_gap(rows_by_key, inc, dy, "mfn")})
+    return out
+
+
+def plot_group(rows: Sequence[Dict[str, Any]], path: str, title: str) -> Optional[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(rows) * len(METRICS) / 2, 3.6))
+    x = np.arange(len(METRICS))
+    width = 0.8 / max(1, len(rows))
+    for k, r in enumerate(rows):
+        means = [r["stats"][m][0] for m in METRICS]
+        stds = [0.0 if math.isnan(r["stats"][m][1]) else r["stats"][m][1] for m in METRICS]
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, np.nan_to_num(means), width, yerr=stds, capsize=2,
+               label=r["experiment"].name)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([m.upper() for m in METRICS])
+    ax.set_ylabel("percent (mean ± std over seeds)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_width(wrows: Sequence[Dict[str, Any]], path: str) -> Optional[str]:
+    if not wrows:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    ws = [w["width"] for w in wrows]
+    for ax, metric in zip(axes, ("mfn", "bwt")):
+        for method in ("incmoelora", "dymoe"):
+            m = [w[method]["stats"][metric][0] for w in wrows]
+            s = [0.0 if math.isnan(w[method]["stats"][metric][1]) else w[method]["stats"][metric][1] for w in wrows]
+            ax.errorbar(ws, m, yerr=s, marker="o", capsize=3, label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ws)
+        ax.set_xticklabels([str(w) for w in ws])
+        ax.set_xlabel("LLM hidden size d")
+        ax.set_ylabel(metric.upper())
+        ax.legend(fontsize=8)
+    fig.suptitle("IncMoELoRA vs DyMoE over the LLM width (paper recipe, T_route 0.01 unscaled)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
+                "ladder": "Ablation ladder (method.md §6.2)",
+                "tau": "TAG threshold tau (DyMoE; 0.2 is the paper's, in the methods table)",
+                "width": "Width study: IncMoELoRA vs DyMoE"}
+
+
+def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], profile: Profile, *,
+                      command: str, bases: Optional[Dict[int, Any]] = None, total_s: Optional[float] = None,
+                      widths: Sequence[int] = ()) -> Dict[str, Any]:
+    """Write ``doc_path`` (Markdown) and its plots in ``<doc dir>/results/``; returns the collected rows."""
+    rows = collect(root, plan, profile.seeds)
+    by_key = {r["experiment"].key: r for r in rows}
+    plot_dir = os.path.join(os.path.dirname(os.path.abspath(doc_path)), "results")
+    os.makedirs(plot_dir, exist_ok=True)
+    groups: List[str] = []
+    for e in plan:
+        if e.group not in groups:
+            groups.append(e.group)
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:  # pragma: no cover
+        torch_version = "?"
+    out = [f"# Results on the embedded default (profile `{profile.name}`)\n",
+           f"Made by `{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU core(s), "
+           f"Python {platform.python_version()}, torch {torch_version}"
+           + (f"; wall time {total_s / 60:.0f} min" if total_s else "") + ".\n",
+           f"Setup: the tiny LLaVA base model (`llava_dymoe.synthetic.base`, {profile.base_steps} steps), the "
+           f"synthetic 5-task suite (`eval_suites/synthetic.yaml`, {profile.n_train} train / {profile.n_test} test "
+           f"samples per task), {profile.task_steps} steps per task with "
+           + ", ".join(f"`{k}={v}`" for k, v in profile.train_args.items())
+           + f"; seeds {list(profile.seeds)} (training seed; base model and suite fixed). Scores in percent; "
+           "MFN = mean final accuracy, MAA = mean average accuracy, BWT = backward transfer (negative = "
+           "forgetting), method.md §5. Mean ± sample std over the seeds that finished.\n"]
+    if bases:
+        out.append("## Base models\n\nHeld-out accuracy of each base model on its own base tasks "
+                   "(what continual tuning starts from):\n")
+        btasks = sorted({t for b in bases.values() for t in (b.accuracy or {})})
+        if btasks:
+            out.append("| d | " + " | ".join(btasks) + " |\n|---|" + "---|" * len(btasks))
+            for w, b in sorted(bases.items()):
+                out.append(f"| {w} | " + " | ".join(f"{b.accuracy.get(t, float('nan')):.0f}" for t in btasks) + " |")
+            out.append("")
+    for group in groups:
+        grows = [by_key[e.key] for e in plan if e.group == group]
+        out.append(f"## {GROUP_TITLES.get(group, group)}\n")
+        out.append(group_table(grows))
+        if group == "methods":
+            out.append("Final accuracy per task (last row of the matrix), mean ± std:\n")
+            out.append(final_row_table(grows))
+        png = plot_group(grows, os.path.join(plot_dir, f"{group}_bars.png"), GROUP_TITLES.get(group, group))
+        if png:
+            out.append(f"![{group}](results/{os.path.basename(png)})\n")
+    wrows = width_rows(by_key, widths)
+    if wrows:
+        out.append("### DyMoE minus IncMoELoRA, paired by seed\n")
+        out.append("| d | ΔBWT (DyMoE − IncMoELoRA) | ΔMFN | seeds |\n|---|---|---|---|")
+        for w in wrows:
+            out.append(f"| {w['width']} | {fmt_ms(*w['gap_bwt'][:2])} | {fmt_ms(*w['gap_mfn'][:2])} | "
+                       f"{w['gap_bwt'][2]} |")
+        out.append("")
+        png = plot_width(wrows, os.path.join(plot_dir, "width_curve.png"))
+        if png:
+            out.append(f"![width](results/{os.path.basename(png)})\n")
+    with open(doc_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(out).rstrip() + "\n")
+    with open(os.path.join(plot_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump([{"group": r["experiment"].group, "name": r["experiment"].name, "key": r["experiment"].key,
+                    "method": r["experiment"].method, "width": r["experiment"].width, "seeds": r["seeds"],
+                    "per_seed": r["per_seed"], "stats": r["stats"]} for r in rows], f, indent=2)
+    return {"rows": rows, "doc": doc_path, "plot_dir": plot_dir}

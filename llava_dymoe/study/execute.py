@@ -1,0 +1,116 @@
+"""Run a results plan: base models per width, the synthetic suite, then every (experiment, seed) as a
+``cli run`` subprocess, ``jobs`` at a time, each with one thread (the tiny model is fastest that way).
+
+Everything is resumable: base models and the suite are cached by their requests, and ``cli run``
+resumes a run folder (finished stages are verified and skipped).  A failed run is reported with its
+log file; the others go on.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .plan import DEFAULT_WIDTH, Experiment, Profile, widths_needed
+
+
+@dataclass
+class RunJob:
+    experiment: Experiment
+    seed: int
+    out_dir: str
+    command: List[str]
+    log: str
+
+
+def run_dir(root: str, experiment: Experiment, seed: int) -> str:
+    return os.path.join(root, "runs", experiment.key, f"seed{seed}")
+
+
+def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callable[[str], None] = print):
+    """Build (or reuse) one base model per width of the plan and the suite; returns ``(bases, suite)``."""
+    from llava_dymoe.synthetic import generate_suite
+    from llava_dymoe.synthetic.base import BaseConfig, build_base_model, default_sizes
+
+    bases = {}
+    for width in widths_needed(plan):
+        sizes = default_sizes(hidden_size=width, intermediate_size=2 * width)
+        folder = os.path.join(root, "base" if width == DEFAULT_WIDTH else f"base_d{width}")
+        log(f"base model d={width}: {folder}")
+        bases[width] = build_base_model(folder, BaseConfig(seed=0, steps=profile.base_steps), sizes=sizes,
+                                        evaluate=profile.name != "quick", log=log)
+    suite = generate_suite(os.path.join(root, "suite"), seed=0, n_train=profile.n_train, n_test=profile.n_test)
+    return bases, suite
+
+
+def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, suite) -> List[RunJob]:
+    jobs, seen = [], set()
+    for exp in plan:
+        for seed in profile.seeds:
+            out = run_dir(root, exp, seed)
+            if out in seen:  # the same configuration listed in two groups runs once
+                continue
+            seen.add(out)
+            base = bases[exp.width]
+            cmd = [sys.executable, "-m", "llava_dymoe.cli", "run", "--suite", suite.suite_yaml, "--data-root",
+                   suite.root, "--method", exp.method, "--output-dir", out, "--base", base.llm, "--vision-tower",
+                   base.clip, "--pretrain-mm-mlp-adapter", base.projector, "--threads", "1",
+                   "--train-arg", f"max_steps={profile.task_steps}", "--train-arg", f"seed={seed}"]
+            for k, v in profile.train_args.items():
+                cmd += ["--train-arg", f"{k}={v}"]
+            for k, v in exp.dymoe_args:
+                cmd += ["--dymoe-arg", f"{k}={v}"]
+            jobs.append(RunJob(exp, seed, out, cmd, out + ".log"))
+    return jobs
+
+
+def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True) -> Dict[str, float]:
+    """Run the jobs; returns ``{out_dir: wall seconds}``; raises ``RuntimeError`` listing failures."""
+    from tqdm import tqdm
+
+    def one(job: RunJob):
+        os.makedirs(os.path.dirname(job.out_dir), exist_ok=True)
+        t0 = time.time()
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        with open(job.log, "a", encoding="utf-8") as f:
+            f.write(f"$ {' '.join(job.command)}\n")
+            f.flush()
+            rc = subprocess.call(job.command, stdout=f, stderr=subprocess.STDOUT, env=env)
+        return job, rc, time.time() - t0
+
+    walls: Dict[str, float] = {}
+    failed: List[str] = []
+    bar = tqdm(total=len(jobs), desc="results", unit="run", disable=not progress)
+    with ThreadPoolExecutor(max_workers=max(1, n_parallel)) as pool:
+        for fut in as_completed([pool.submit(one, j) for j in jobs]):
+            job, rc, wall = fut.result()
+            walls[job.out_dir] = wall
+            if rc:
+                failed.append(f"{job.experiment.key} seed {job.seed}: exit {rc}, log {job.log}")
+            bar.set_postfix_str(f"{job.experiment.key} s{job.seed} {wall:.0f}s")
+            bar.update()
+    bar.close()
+    if failed:
+        raise RuntimeError("results: some runs failed (rerun the same command to resume them):\n  "
+                           + "\n  ".join(failed))
+    return walls
+
+
+def run_plan(root: str, profile: Profile, plan: Sequence[Experiment], n_parallel: int = 2,
+             log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, object]:
+    t0 = time.time()
+    bases, suite = prepare(root, profile, plan, log=log)
+    t_prep = time.time() - t0
+    jobs = make_jobs(root, profile, plan, bases, suite)
+    log(f"results: {len(jobs)} runs ({len(plan)} configurations x {len(profile.seeds)} seeds), {n_parallel} at a time")
+    walls = run_jobs(jobs, n_parallel, progress=progress)
+    return {"bases": bases, "suite": suite, "jobs": jobs, "walls": walls, "prepare_s": t_prep,
+            "total_s": time.time() - t0}
+
+
+def base_summary(bases) -> Dict[int, Optional[Dict[str, float]]]:
+    return {w: (b.accuracy or None) for w, b in bases.items()}

@@ -1,0 +1,91 @@
+"""The experiment grid of ``make results`` (issue: methods, ablation ladder, tau sweep, width study).
+
+An ``Experiment`` is one continual run configuration (a method recipe plus ``--dymoe_*`` values, at one
+LLM width); each is run for every seed.  Groups:
+
+* ``methods``: the baselines ``lora``, ``moelora``, ``olora``, then ``incmoelora`` and ``dymoe``;
+* ``ladder``: method.md §6.2's cumulative ladder, IncMoELoRA -> +aux -> +TAG -> +exc -> +spe;
+* ``tau``: ``dymoe`` with tau in TAU_SWEEP (0.2, the paper's value, is the ``methods`` run);
+* ``width``: ``incmoelora`` vs ``dymoe`` at other LLM hidden sizes, each from its own base model,
+  with the paper's recipe unchanged (router temperature 0.01 and steps are **not** scaled with d).
+
+The seed varies the training (new-bank init, data order); the base model and the suite are fixed
+(seed 0 each), so the spread is the training's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+#: Default LLM hidden size of the embedded base model (``synthetic.base.default_sizes``).
+DEFAULT_WIDTH = 128
+TAU_SWEEP = (0.1, 0.3, 0.5)
+WIDTHS = (64, 256)
+LADDER = ("incmoelora", "incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dymoe_aux")
+METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe")
+GROUPS = ("methods", "ladder", "tau", "width")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    group: str
+    name: str
+    method: str
+    dymoe_args: Tuple[Tuple[str, str], ...] = ()
+    width: int = DEFAULT_WIDTH
+
+    @property
+    def key(self) -> str:
+        """Folder name, unique over the plan; equal configurations in two groups share one key."""
+        parts = [self.method] + [f"{k}{v}" for k, v in self.dymoe_args]
+        if self.width != DEFAULT_WIDTH:
+            parts.append(f"d{self.width}")
+        return "_".join(parts)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one results profile (``full`` for docs/results.md, ``quick`` for the tests)."""
+
+    name: str
+    base_steps: int
+    task_steps: int
+    n_train: int
+    n_test: int
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    train_args: Dict[str, str] = field(default_factory=dict)
+
+
+#: The per-task recipe for the tiny model (see demo.TASK_RECIPE for the why).
+TINY_TRAIN_ARGS = {"learning_rate": "2e-3", "per_device_train_batch_size": "8", "gradient_checkpointing": "False"}
+
+PROFILES = {
+    "full": Profile("full", base_steps=2000, task_steps=150, n_train=1200, n_test=60, train_args=TINY_TRAIN_ARGS),
+    "quick": Profile("quick", base_steps=4, task_steps=2, n_train=12, n_test=2, seeds=(0, 1),
+                     train_args=TINY_TRAIN_ARGS),
+}
+
+
+def build_plan(groups: Sequence[str] = GROUPS, widths: Sequence[int] = WIDTHS,
+               taus: Sequence[float] = TAU_SWEEP) -> List[Experiment]:
+    """The experiments of ``groups`` in a stable order (unknown group -> ``ValueError``)."""
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"unknown results group(s) {unknown}; choose from {list(GROUPS)}")
+    plan: List[Experiment] = []
+    for group in groups:
+        if group == "methods":
+            plan += [Experiment(group, m, m) for m in METHODS]
+        elif group == "ladder":
+            names = ("IncMoELoRA", "+aux", "+TAG", "+exc", "+spe (DyMoE + aux)")
+            plan += [Experiment(group, n, m) for n, m in zip(names, LADDER)]
+        elif group == "tau":
+            plan += [Experiment(group, f"tau={t:g}", "dymoe", (("tau", f"{t:g}"),)) for t in taus]
+        elif group == "width":
+            for w in widths:
+                plan += [Experiment(group, f"{m} d={w}", m, width=w) for m in ("incmoelora", "dymoe")]
+    return plan
+
+
+def widths_needed(plan: Sequence[Experiment]) -> List[int]:
+    return sorted({e.width for e in plan})

@@ -1,0 +1,102 @@
+"""``make results`` plumbing: the plan, the commands it would run, and the aggregation into docs/results.md
+(on hand-written run folders whose metrics are known, so means, spreads and gaps are checked by hand)."""
+import json
+import math
+import os
+import types
+
+import pytest
+
+from llava_dymoe.eval.matrix import AccuracyMatrix
+from llava_dymoe.eval.metrics import summary
+from llava_dymoe.methods import METHODS
+from llava_dymoe.study.aggregate import collect, mean_std, write_results_doc
+from llava_dymoe.study.execute import make_jobs, run_dir
+from llava_dymoe.study.plan import GROUPS, PROFILES, build_plan
+
+TASKS = ["a", "b"]
+
+
+def test_plan_covers_every_method_the_ladder_taus_and_widths():
+    plan = build_plan()
+    assert {e.group for e in plan} == set(GROUPS)
+    assert {e.method for e in plan} <= set(METHODS.names())
+    assert {"lora", "moelora", "olora", "incmoelora", "dymoe"} <= {e.method for e in plan if e.group == "methods"}
+    assert [e.method for e in plan if e.group == "ladder"][0] == "incmoelora"
+    assert sorted(dict(e.dymoe_args)["tau"] for e in plan if e.group == "tau") == ["0.1", "0.3", "0.5"]
+    assert {(e.method, e.width) for e in plan if e.group == "width"} == {
+        (m, w) for m in ("incmoelora", "dymoe") for w in (64, 256)}
+    assert len({e.key for e in plan}) == len(plan) - 1  # the ladder's IncMoELoRA is the methods' one
+    with pytest.raises(ValueError, match="unknown results group"):
+        build_plan(["nope"])
+
+
+def test_jobs_carry_the_recipe_seed_and_base_of_their_width(tmp_path):
+    plan = build_plan(["tau", "width"], widths=[64])
+    base = lambda w: types.SimpleNamespace(llm=f"/b{w}/llm", clip=f"/b{w}/clip", projector=f"/b{w}/p.bin")
+    suite = types.SimpleNamespace(suite_yaml="/s/suite.yaml", root="/s")
+    jobs = make_jobs(str(tmp_path), PROFILES["full"], plan, {128: base(128), 64: base(64)}, suite)
+    assert len(jobs) == (3 + 2) * 3
+    tau = [j for j in jobs if j.experiment.group == "tau" and j.seed == 2][0]
+    cmd = " ".join(tau.command)
+    assert "--dymoe-arg tau=0.1" in cmd and "--train-arg seed=2" in cmd and "--base /b128/llm" in cmd
+    assert "--train-arg max_steps=150" in cmd and "--train-arg learning_rate=2e-3" in cmd
+    narrow = [j for j in jobs if j.experiment.width == 64][0]
+    assert "--base /b64/llm" in " ".join(narrow.command) and narrow.out_dir.endswith("_d64/seed0")
+
+
+def _write_run(folder, final_a, final_b, first_a=80.0):
+    m = AccuracyMatrix(TASKS)
+    m.add_stage("1_a")
+    m.set(0, "a", first_a)
+    m.add_stage("2_b")
+    m.set(1, "a", final_a)
+    m.set(1, "b", final_b)
+    os.makedirs(folder, exist_ok=True)
+    m.to_csv(os.path.join(folder, "matrix.csv"))
+    json.dump({"method": "x"}, open(os.path.join(folder, "run.json"), "w"))
+    return summary(m)
+
+
+def test_aggregation_means_spreads_paired_gaps_and_doc(tmp_path):
+    root = str(tmp_path / "out")
+    plan = build_plan(["methods", "width"], widths=[64])
+    profile = PROFILES["full"]
+    finals = {"incmoelora": [(40.0, 90.0), (50.0, 70.0), (60.0, 80.0)],
+              "dymoe": [(70.0, 85.0), (60.0, 75.0), (80.0, 80.0)]}
+    written = {}
+    for exp in plan:
+        if exp.method not in finals:
+            continue
+        for seed, (fa, fb) in enumerate(finals[exp.method]):
+            written[(exp.key, seed)] = _write_run(run_dir(root, exp, seed), fa, fb)
+    # an unfinished run (1 of 2 stages) is not aggregated
+    m = AccuracyMatrix(TASKS)
+    m.add_stage("1_a")
+    m.set(0, "a", 10.0)
+    os.makedirs(run_dir(root, plan[0], 0))
+    m.to_csv(os.path.join(run_dir(root, plan[0], 0), "matrix.csv"))
+
+    rows = {r["experiment"].key: r for r in collect(root, plan, profile.seeds)}
+    assert rows["lora"]["seeds"] == []
+    inc = rows["incmoelora"]
+    bwts = [written[("incmoelora", s)]["bwt"] for s in range(3)]
+    assert bwts == [-40.0, -30.0, -20.0]
+    assert inc["stats"]["bwt"] == pytest.approx((-30.0, 10.0))
+    assert inc["final"]["a"] == pytest.approx((50.0, 10.0))
+    doc = str(tmp_path / "docs" / "results.md")
+    write_results_doc(root, doc, plan, profile, command="python -m llava_dymoe.study --x", widths=[64])
+    text = open(doc).read()
+    assert "python -m llava_dymoe.study --x" in text
+    assert "| incmoelora | `incmoelora` | 3 | 65.0 ± 5.0 |" in text  # MFN = mean of finals (a+b)/2
+    assert "| dymoe | `dymoe` | 3 |" in text and "| lora | `lora` | 0 | – |" in text
+    # paired gap at d=128: dymoe BWT per seed -10, -20, 0 minus incmoelora's -40, -30, -20 -> 30, 10, 20
+    assert "| 128 | 20.0 ± 10.0 |" in text
+    assert os.path.isfile(os.path.join(tmp_path, "docs", "results", "methods_bars.png"))
+    saved = json.load(open(os.path.join(tmp_path, "docs", "results", "results.json")))
+    assert {r["key"] for r in saved} >= {"incmoelora", "dymoe", "dymoe_d64"}
+
+
+def test_mean_std_edge_cases():
+    assert math.isnan(mean_std([])[0]) and math.isnan(mean_std([3.0])[1])
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
