@@ -5,8 +5,9 @@
 1. the base-model stage (``llava_dymoe.synthetic.base``: the tiny LLaVA fully trained on a base
    mixture over the image world; cached);
 2. the synthetic continual suite (``llava_dymoe.synthetic``: five CoIN-like tasks; cached);
-3. ``cli run`` with ``dymoe`` and with ``incmoelora`` (train each task, evaluate all tasks seen so
-   far with the upstream eval modules, accuracy matrix, MFN/MAA/BWT, heatmap; resumable);
+3. ``cli run`` with ``dymoe`` and with ``incmoelora``, side by side (train each task, evaluate all
+   tasks seen so far with the upstream eval modules, accuracy matrix, MFN/MAA/BWT, heatmap;
+   resumable); each run's log is ``runs/<method>.log``;
 4. ``cli report``: the comparison table (printed) and ``comparison.png``, under one output folder.
 
 ``--quick`` is the reduced mode CI runs (fewer steps and questions; same pipeline).
@@ -17,6 +18,7 @@ and cannot show.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -24,6 +26,7 @@ import time
 
 from llava_dymoe.integration.llava_args import UPSTREAM_TRAIN, llava_train_argv, run_python
 from llava_dymoe.smoke_data import write_smoke_dataset
+from llava_dymoe.study.plan import TINY_DYMOE_ARGS, TINY_TRAIN_ARGS, Experiment, Profile
 from llava_dymoe.tiny import build_tiny_llava
 
 
@@ -97,9 +100,12 @@ def smoke_main(argv=None) -> int:
     return 0
 
 
-#: (base steps, per-task steps, train samples per task, test questions per task)
-FULL = dict(base_steps=2000, task_steps=150, n_train=600, n_test=40)
-QUICK = dict(base_steps=30, task_steps=4, n_train=24, n_test=4)
+#: Sizes of the full demo and of ``--quick`` (CI): base-model steps, steps per task, train samples and
+#: test questions per task.  The per-task recipe is ``study.plan.TINY_TRAIN_ARGS``.
+FULL = Profile("demo", base_steps=1000, task_steps=120, n_train=600, n_test=30, seeds=(0,),
+               train_args=TINY_TRAIN_ARGS, dymoe_args=TINY_DYMOE_ARGS)
+QUICK = Profile("quick", base_steps=30, task_steps=4, n_train=24, n_test=4, seeds=(0,), train_args=TINY_TRAIN_ARGS,
+                dymoe_args=TINY_DYMOE_ARGS)
 METHODS = ("dymoe", "incmoelora")
 
 
@@ -107,40 +113,33 @@ def continual_main(argv=None) -> int:
     from tqdm import tqdm
 
     from llava_dymoe.cli import main as cli
-    from llava_dymoe.synthetic import generate_suite
-    from llava_dymoe.synthetic.base import BaseConfig, build_base_model
+    from llava_dymoe.study.execute import make_jobs, prepare, run_jobs
 
     p = argparse.ArgumentParser(prog="python -m llava_dymoe.demo", description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="demo_out")
     p.add_argument("--quick", action="store_true", default=os.environ.get("DYMOE_DEMO_QUICK") == "1",
                    help="reduced mode (CI): fewer steps and questions, same pipeline")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed of the runs (base model and suite: seed 0)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
     args = p.parse_args(argv)
-    size = QUICK if args.quick else FULL
+    profile = dataclasses.replace(QUICK if args.quick else FULL, seeds=(args.seed,))
     out = os.path.abspath(args.output_dir)
     t0 = time.time()
-    bar = tqdm(total=2 + len(METHODS) + 1, desc="demo", unit="phase")
-    bar.set_postfix_str("base model")
-    base = build_base_model(os.path.join(out, "base"), BaseConfig(seed=args.seed, steps=size["base_steps"]),
-                            evaluate=not args.quick, log=lambda m: tqdm.write("  " + m))
+    plan = [Experiment("demo", m, m) for m in METHODS]
+    bar = tqdm(total=3, desc="demo", unit="phase")
+    bar.set_postfix_str("base model + suite")
+    bases, suite = prepare(out, profile, plan, log=lambda m: tqdm.write("  " + m))
     bar.update()
-    bar.set_postfix_str("synthetic suite")
-    suite = generate_suite(os.path.join(out, "suite"), seed=args.seed, n_train=size["n_train"],
-                           n_test=size["n_test"])
+    bar.set_postfix_str(" and ".join(METHODS) + f", {args.jobs} at a time")
+    jobs = make_jobs(out, profile, plan, bases, suite, folder=lambda e, s: os.path.join(out, "runs", e.method))
+    try:
+        run_jobs(jobs, args.jobs, progress=False)
+    except RuntimeError as e:
+        print(str(e), file=sys.stderr)
+        return 1
     bar.update()
-    runs = []
-    for method in METHODS:
-        bar.set_postfix_str(method)
-        run_dir = os.path.join(out, "runs", method)
-        rc = cli(["run", "--suite", suite.suite_yaml, "--data-root", suite.root, "--method", method,
-                  "--output-dir", run_dir, "--base", base.llm, "--vision-tower", base.clip,
-                  "--pretrain-mm-mlp-adapter", base.projector, "--train-arg", f"max_steps={size['task_steps']}",
-                  "--train-arg", f"seed={args.seed}"])
-        if rc:
-            return rc
-        runs.append(run_dir)
-        bar.update()
     bar.set_postfix_str("report")
+    runs = [j.out_dir for j in jobs]
     rc = cli(["report", *runs, "--output-dir", out])
     bar.update()
     bar.close()

@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="LLM widths of the width study")
     p.add_argument("--taus", nargs="+", type=float, default=list(TAU_SWEEP), help="tau values of the sweep")
     p.add_argument("--task-steps", type=int, help="override the profile's steps per task")
+    p.add_argument("--train-projector", action="store_true",
+                   help="train the projector in every stage (LLaVA/CoIN style) instead of keeping the base's")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
     p.add_argument("--aggregate-only", action="store_true", help="only rewrite the doc from finished runs")
     args = p.parse_args(argv)
@@ -38,6 +40,8 @@ def main(argv=None) -> int:
     profile = PROFILES[args.profile]
     if args.seeds:
         profile = dataclasses.replace(profile, seeds=tuple(args.seeds))
+    if args.train_projector:
+        profile = dataclasses.replace(profile, dymoe_args={**profile.dymoe_args, "train_projector": "True"})
     if args.task_steps:
         profile = dataclasses.replace(profile, task_steps=args.task_steps)
     plan = build_plan(args.groups, widths=args.widths, taus=args.taus)

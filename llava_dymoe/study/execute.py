@@ -47,11 +47,13 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
     return bases, suite
 
 
-def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, suite) -> List[RunJob]:
+def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, suite,
+              folder: Optional[Callable[[Experiment, int], str]] = None) -> List[RunJob]:
+    """One ``cli run`` command per (experiment, seed); ``folder(exp, seed)`` overrides ``run_dir``."""
     jobs, seen = [], set()
     for exp in plan:
         for seed in profile.seeds:
-            out = run_dir(root, exp, seed)
+            out = folder(exp, seed) if folder else run_dir(root, exp, seed)
             if out in seen:  # the same configuration listed in two groups runs once
                 continue
             seen.add(out)
@@ -62,7 +64,7 @@ def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, su
                    "--train-arg", f"max_steps={profile.task_steps}", "--train-arg", f"seed={seed}"]
             for k, v in profile.train_args.items():
                 cmd += ["--train-arg", f"{k}={v}"]
-            for k, v in exp.dymoe_args:
+            for k, v in {**profile.dymoe_args, **dict(exp.dymoe_args)}.items():
                 cmd += ["--dymoe-arg", f"{k}={v}"]
             jobs.append(RunJob(exp, seed, out, cmd, out + ".log"))
     return jobs

@@ -11,7 +11,8 @@ that use every answer word of the continual suite.  The result is exported as
   (also what the DyMoE eval loader takes as ``--model-base``);
 * ``OUT/mm_projector.bin``: the trained projector, keys ``model.mm_projector.*``, for
   ``--pretrain_mm_mlp_adapter``;
-* ``OUT/clip``: the vision tower (``--vision_tower``); ``OUT/llava-base``: the full LLaVA
+* ``OUT/clip``: the vision tower (``--vision_tower``; the tiny CLIP with stronger position
+  embeddings, see :func:`scale_clip_positions`); ``OUT/llava-base``: the full LLaVA
   checkpoint as upstream saved it (tokenizer added, loadable with ``load_pretrained_model``);
 * ``OUT/base.json``: the request (seed, sizes, steps, data) and the results (held-out accuracy
   per base task, wall times).  A later call with the same request reuses the directory.
@@ -35,6 +36,10 @@ from .writer import IMAGE_ROOT, TaskFiles, write_task
 
 FORMAT = 1
 META = "base.json"
+#: Samples per base task, relative.  LLaVA averages the loss over answer tokens, so a ~45-token
+#: description outweighs a one-word count 45 to 1; the short positional and counting questions
+#: get more samples to compensate (and single letters, learned fastest, fewer).
+MIX_WEIGHTS = {"describe": 1, "cell": 4, "count": 4, "letter": 1, "point": 2}
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -56,9 +61,10 @@ class BaseConfig:
     steps: int = 2000
     batch_size: int = 32
     learning_rate: float = 2e-3
-    n_train: int = 4000          # per base task
+    n_train: int = 2000          # per unit of MIX_WEIGHTS (a task of weight 4 gets 8000 samples)
     n_test: int = 50             # per base task, held out
     image_size: int = 64
+    clip_position_scale: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,11 @@ class BaseModel:
 
 
 def write_base_mixture(root: str, seed: int, n_train: int, n_test: int, image_size: int) -> str:
-    """Write each base task (train and held-out test) and ``mixture.json``, their shuffled union."""
+    """Write each base task (``n_train * MIX_WEIGHTS[task]`` training samples, ``n_test`` held out)
+    and ``mixture.json``, the shuffled union of the training samples."""
     mixture = []
     for task in BASE_TASKS:
-        files = write_task(root, task, seed, n_train, n_test, image_size)
+        files = write_task(root, task, seed, n_train * MIX_WEIGHTS[task.name], n_test, image_size)
         with open(os.path.join(root, files.train_json)) as f:
             mixture += json.load(f)
     random.Random(f"llava-dymoe-base-mixture/{seed}").shuffle(mixture)
@@ -90,6 +97,26 @@ def write_base_mixture(root: str, seed: int, n_train: int, n_test: int, image_si
     with open(path, "w") as f:
         json.dump(mixture, f, indent=1)
     return path
+
+
+def scale_clip_positions(src: str, dst: str, factor: float) -> None:
+    """Copy the CLIP at ``src`` to ``dst`` with its position embeddings multiplied by ``factor``.
+
+    The tiny CLIP is random and frozen.  Its position embeddings (std 0.02) are as small as one
+    weight of the patch projection, so after CLIP's pre-LayerNorm only about 0.6% of the
+    patch-feature variance says where a patch is (measured on the base scenes; a linear probe
+    still reads it).  A pretrained CLIP's features carry position much more plainly; scaling by
+    8 gives position a clearly readable share while colour, shape and glyph stay linearly
+    decodable at 100%, so the base stage can learn where things are within its budget.
+    """
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    model = CLIPVisionModel.from_pretrained(src)
+    with torch.no_grad():
+        model.vision_model.embeddings.position_embedding.weight.mul_(factor)
+    model.save_pretrained(dst, safe_serialization=True)
+    CLIPImageProcessor.from_pretrained(src).save_pretrained(dst)
 
 
 def _train_code(seed: int) -> str:
@@ -148,7 +175,7 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
                          f"TinySizes(image_size={config.image_size}, patch_size={config.image_size // GRID})")
     root = os.path.abspath(out_dir)
     paths = dict(root=root, llm=os.path.join(root, "llm"), projector=os.path.join(root, "mm_projector.bin"),
-                 clip=os.path.join(root, "tiny", "clip"), llava=os.path.join(root, "llava-base"),
+                 clip=os.path.join(root, "clip"), llava=os.path.join(root, "llava-base"),
                  data=os.path.join(root, "data"))
     request = {"format": FORMAT, "config": asdict(config), "sizes": asdict(sizes), "evaluated": evaluate}
     meta_path = os.path.join(root, META)
@@ -164,15 +191,17 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
 
     t0 = time.time()
     tiny = build_tiny_llava(os.path.join(root, "tiny"), seed=config.seed, sizes=sizes, overwrite=True)
+    shutil.rmtree(paths["clip"], ignore_errors=True)
+    scale_clip_positions(tiny.clip, paths["clip"], config.clip_position_scale)
     shutil.rmtree(paths["data"], ignore_errors=True)
     mixture = write_base_mixture(paths["data"], config.seed, config.n_train, config.n_test, config.image_size)
     times["build_and_data"] = time.time() - t0
 
     log(f"base model: full training with upstream train(), {config.steps} steps of batch {config.batch_size} "
-        f"on {config.n_train * len(BASE_TASKS)} samples (log: {paths['llava']}.log)")
+        f"on {config.n_train * sum(MIX_WEIGHTS.values())} samples (log: {paths['llava']}.log)")
     t0 = time.time()
     shutil.rmtree(paths["llava"], ignore_errors=True)
-    argv = llava_train_argv(tiny.llm, tiny.clip, mixture, os.path.join(paths["data"], IMAGE_ROOT), paths["llava"],
+    argv = llava_train_argv(tiny.llm, paths["clip"], mixture, os.path.join(paths["data"], IMAGE_ROOT), paths["llava"],
                             lora=False, max_steps=config.steps, overrides={
                                 "learning_rate": config.learning_rate, "seed": config.seed,
                                 "per_device_train_batch_size": config.batch_size, "gradient_checkpointing": False,

@@ -44,7 +44,7 @@ def check_task(base_dir: str, suite_root: str, task: str, out_dir: str, steps: i
                     answers_dir=os.path.join(out_dir, "zero_shot"), limit=limit)[task]
 
     ckpt = os.path.join(out_dir, f"llava-{task}-{'full' if full else 'lora'}")
-    argv = llava_train_argv(os.path.join(base_dir, "llm"), os.path.join(base_dir, "tiny", "clip"),
+    argv = llava_train_argv(os.path.join(base_dir, "llm"), os.path.join(base_dir, "clip"),
                             os.path.join(suite_root, files.train_json), images, ckpt, lora=not full,
                             max_steps=steps, overrides={
                                 "pretrain_mm_mlp_adapter": os.path.join(base_dir, "mm_projector.bin"),

@@ -41,6 +41,7 @@ def test_jobs_carry_the_recipe_seed_and_base_of_their_width(tmp_path):
     cmd = " ".join(tau.command)
     assert "--dymoe-arg tau=0.1" in cmd and "--train-arg seed=2" in cmd and "--base /b128/llm" in cmd
     assert "--train-arg max_steps=150" in cmd and "--train-arg learning_rate=2e-3" in cmd
+    assert "--dymoe-arg train_projector=False" in cmd
     narrow = [j for j in jobs if j.experiment.width == 64][0]
     assert "--base /b64/llm" in " ".join(narrow.command) and narrow.out_dir.endswith("_d64/seed0")
 

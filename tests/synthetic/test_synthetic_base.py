@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.integration.llava_args import DYMOE_TRAIN_MODULE, dymoe_flags, llava_train_argv, run_python
-from llava_dymoe.synthetic.base import BaseConfig, build_base_model, default_sizes
+from llava_dymoe.synthetic.base import MIX_WEIGHTS, BaseConfig, build_base_model, default_sizes
 
 CONFIG = BaseConfig(seed=0, steps=2, batch_size=2, n_train=4, n_test=1)
 
@@ -30,7 +30,7 @@ def test_files_and_record(base):
     assert set(meta["results"]["accuracy"]) == {"describe", "cell", "count", "letter", "point"}
     assert all(0.0 <= v <= 100.0 for v in base.accuracy.values())
     mixture = json.load(open(os.path.join(base.data, "mixture.json")))
-    assert len(mixture) == 5 * CONFIG.n_train
+    assert len(mixture) == CONFIG.n_train * sum(MIX_WEIGHTS.values())
 
 
 def test_export_is_the_trained_llava_split_in_two(base):
