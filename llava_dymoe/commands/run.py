@@ -19,7 +19,8 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", required=True, help="suite YAML (task order, data files, generator, scorer)")
     parser.add_argument("--data-root", required=True, help="folder the suite's relative paths start from")
-    parser.add_argument("--method", required=True, help="method recipe: dymoe, incmoelora")
+    parser.add_argument("--method", required=True, help="method recipe (llava_dymoe.methods): dymoe, incmoelora, the ablation ladder "
+                             "incmoelora_aux ... dymoe_aux, the baselines lora, moelora, olora")
     parser.add_argument("--output-dir", required=True, help="run folder (new, empty, or this run's, to resume)")
     parser.add_argument("--base", help="base LLM (LLaVA --model_name_or_path; also --model-base at eval)")
     parser.add_argument("--vision-tower", help="CLIP vision tower (LLaVA --vision_tower)")
@@ -39,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the subprocesses (default: 1 on CPU "
                                                     "unless OMP_NUM_THREADS is set; inherited with CUDA)")
     parser.add_argument("--no-plot", action="store_true", help="skip matrix.png (no matplotlib needed)")
+    parser.add_argument("--oracle-routing", action="store_true",
+                        help="after each stage t, also evaluate every task i < t with stage t's checkpoint "
+                             "restricted to the banks of tasks 1..i (DYMOE_EVAL_MAX_TASKS=i): "
+                             "matrix_restricted.csv, oracle_routing.json and a report.md section. Equals R[i, i] "
+                             "exactly only with the projector frozen (--dymoe-arg train_projector=False)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         train_args=parse_key_values(args.train_arg, "--train-arg"),
         dymoe_args=parse_key_values(args.dymoe_arg, "--dymoe-arg", strip_prefix="dymoe_"),
         stages=args.stages, eval_max_new_tokens=args.eval_max_new_tokens, threads=args.threads,
-        plot=not args.no_plot)
+        plot=not args.no_plot, oracle_routing=args.oracle_routing)
     try:
         result = run_sequence(opts)
     except StageFailed as e:
@@ -64,5 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted; rerun the same command to resume {args.output_dir}", file=sys.stderr)
         return 130
     print(matrix_markdown(result.matrix))
+    if result.restricted is not None:
+        print("\nrouting restricted to each task's banks (--oracle-routing; diagonal = all banks):")
+        print(matrix_markdown(result.restricted))
     print(json.dumps({k: result.summary[k] for k in ("mfn", "maa", "bwt", "forgetting", "mft")}))
     return 0

@@ -13,10 +13,19 @@ does the work, mirroring upstream's LoRA branch and tail (llava-integration.md ย
 5. upstream's tail: image tokens, ``resize_token_embeddings``, vision tower load, dtype/device move.
 
 Inference routes over all experts with no TAG and no task id (method.md ยง1.6).
+
+Oracle routing (opt-in, for analysis): with ``DYMOE_EVAL_MAX_TASKS=k`` in the environment (or
+``max_tasks=k``), only banks ``t0..t{k-1}`` are loaded, so routing is restricted to the experts that
+existed when task ``k`` was learned.  With the projector frozen over the sequence, this rebuilds task
+``k``'s own model exactly (the frozen banks are bit-identical in every later checkpoint), so the
+difference from the unrestricted evaluation is the routing drift caused by the later banks.  The
+variable is read here, at load time, because upstream's eval scripts call ``load_pretrained_model``
+and must stay unchanged.  Empty or unset = all banks (the default).
 """
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -25,9 +34,61 @@ from .inject import inject, load_bank_state, num_tasks
 
 log = logging.getLogger("llava_dymoe.eval")
 
+#: environment variable: evaluate a DyMoE checkpoint with only its first k task banks (see module docstring)
+MAX_TASKS_ENV = "DYMOE_EVAL_MAX_TASKS"
+
+
+def requested_max_tasks(max_tasks=None):
+    """``(k, source)``: ``max_tasks`` if given, else ``$DYMOE_EVAL_MAX_TASKS``; ``(None, None)`` = all banks.
+
+    ``source`` names where k came from, for messages.  Raises :class:`CheckpointError` for a value
+    that is not a whole number.
+    """
+    if max_tasks is not None:
+        source, raw = "max_tasks", max_tasks
+    else:
+        raw = os.environ.get(MAX_TASKS_ENV, "").strip()
+        if not raw:
+            return None, None
+        source = MAX_TASKS_ENV
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        k = int(raw)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{source}={raw!r} is not a whole number of task banks. Set it to k in 1..(tasks "
+                              f"in the checkpoint) to evaluate with the banks of the first k tasks only, or "
+                              f"unset it (`unset {MAX_TASKS_ENV}`) to evaluate with all banks.") from None
+    return k, source
+
+
+def restrict_to_tasks(state, model_path, k, source=MAX_TASKS_ENV):
+    """Keep banks ``t0..t{k-1}`` of a loaded task state (``load_task_state``); returns a new state dict.
+
+    Checks that the method adds one bank per task (``expand``) and that ``1 <= k <= saved banks``.
+    """
+    from ..config import DyMoEConfig
+
+    cfg = state["config"]
+    saved = cfg.num_tasks
+    if not cfg.expand:
+        raise CheckpointError(f"{source}={k}: {model_path} was trained by a method that keeps one bank for the "
+                              f"whole sequence (method {state['dymoe'].get('method')!r}, expand=False), so there are "
+                              f"no banks of earlier tasks to restrict routing to. Unset {MAX_TASKS_ENV} (or drop "
+                              "--oracle-routing) for this checkpoint.")
+    if not 1 <= k <= saved:
+        raise CheckpointError(f"{source}={k} is out of range: {model_path} holds {saved} task bank(s) "
+                              f"(t0..t{saved - 1}), so k must be in 1..{saved}. Set {source} to a value in that "
+                              f"range, or unset {MAX_TASKS_ENV} to evaluate with all banks.")
+    keep = {f"t{i}" for i in range(k)}
+    experts = {key: t for key, t in state["experts"].items() if key.rsplit(".", 1)[-1] in keep}
+    config = DyMoEConfig.from_dict({**cfg.to_dict(), "num_tasks": k})
+    return {**state, "config": config, "experts": experts}
+
 
 def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, load_4bit=False,
-                        device_map="auto", device="cuda", use_flash_attn=False, **kwargs):
+                        device_map="auto", device="cuda", use_flash_attn=False, max_tasks=None, **kwargs):
+    """Upstream's loader contract; ``max_tasks`` (or ``$DYMOE_EVAL_MAX_TASKS``) keeps the first k banks."""
     from transformers import AutoConfig, AutoTokenizer
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
     from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
@@ -39,7 +100,16 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
     if load_8bit or load_4bit:
         raise CheckpointError("8/4-bit loading is not supported for DyMoE checkpoints (the routed experts "
                               "need fp16/bf16/fp32 base weights); drop --load-8bit/--load-4bit")
+    k, source = requested_max_tasks(max_tasks)
     state = load_task_state(model_path)
+    if k is not None:
+        saved = state["config"].num_tasks
+        state = restrict_to_tasks(state, model_path, k, source)
+        banner = "!" * 72
+        for line in (banner, f"ORACLE ROUTING ({source}={k}): {model_path} is loaded with task banks "
+                     f"t0..t{k - 1} only ({k} of {saved})", f"routing is restricted to the experts that existed "
+                     f"when task {k} was learned; this is NOT the checkpoint's normal model", banner):
+            log.warning(line)
     kw = {"device_map": device_map, **kwargs}
     if device != "cuda":
         kw["device_map"] = {"": device}

@@ -2,8 +2,9 @@
 
     python -m llava_dymoe.protocol.eval_batch JOBS.json
 
-``JOBS.json`` is a list of ``{"task": name, "module": "llava.eval.model_vqa_loader", "argv": [...]}``.
-Each job is exactly ``python -m llava_dymoe.eval MODULE ARGV`` (the shim's
+``JOBS.json`` is a list of ``{"task": name, "module": "llava.eval.model_vqa_loader", "argv": [...]}``
+with an optional ``"env": {VAR: value}`` set for that job only (``--oracle-routing`` jobs carry
+``DYMOE_EVAL_MAX_TASKS``).  Each job is exactly ``VAR=value python -m llava_dymoe.eval MODULE ARGV`` (the shim's
 :func:`~llava_dymoe.eval.shim.run_upstream`: the unchanged upstream module, run as ``__main__``
 under the eval patches), so ``torch``, ``transformers`` and ``llava`` are imported once per stage
 instead of once per evaluated task.  The first failing job stops the batch with a non-zero exit
@@ -11,11 +12,29 @@ status; answers of the jobs before it are complete.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, Iterator, List, Optional
+
+
+@contextlib.contextmanager
+def job_environment(env: Optional[Dict[str, str]]) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` for one job, then restore the previous values."""
+    env = {str(k): str(v) for k, v in (env or {}).items()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -30,8 +49,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     for n, job in enumerate(jobs, start=1):
         start = time.perf_counter()
-        print(f"[eval_batch] job {n}/{len(jobs)}: {job['task']} ({job['module']})", flush=True)
-        run_upstream(job["module"], job["argv"])
+        env = job.get("env") or {}
+        extra = "".join(f", {k}={v}" for k, v in sorted(env.items()))
+        print(f"[eval_batch] job {n}/{len(jobs)}: {job['task']} ({job['module']}{extra})", flush=True)
+        with job_environment(env):
+            run_upstream(job["module"], job["argv"])
         print(f"[eval_batch] job {n}/{len(jobs)}: {job['task']} done in {time.perf_counter() - start:.1f} s",
               flush=True)
     return 0

@@ -28,6 +28,7 @@ import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from llava_dymoe.eval.suite import TaskSpec
+from llava_dymoe.integration.eval_loader import MAX_TASKS_ENV
 from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, dymoe_flags, free_port, llava_train_argv,
                                                 single_rank_env)
 from llava_dymoe.protocol.options import RunOptions
@@ -80,15 +81,21 @@ def train_command(opts: RunOptions, task: TaskSpec, t: int, output_dir: str, pre
     return [sys.executable, "-m", DYMOE_TRAIN_MODULE, *argv], env
 
 
-def eval_job(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: str) -> Dict[str, object]:
-    """One upstream eval of ``task`` with ``checkpoint``: ``{"task", "module", "argv"}`` for eval_batch."""
+def eval_job(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: str,
+             max_tasks: Optional[int] = None) -> Dict[str, object]:
+    """One upstream eval of ``task`` with ``checkpoint``: ``{"task", "module", "argv", "env"}`` for eval_batch.
+
+    ``max_tasks=k`` (``--oracle-routing``) sets ``DYMOE_EVAL_MAX_TASKS=k`` for that job: the checkpoint is
+    loaded with its first ``k`` task banks only (``llava_dymoe.integration.eval_loader``).
+    """
     argv = ["--model-path", checkpoint, "--model-base", opts.base, "--question-file", task.question_file,
             "--image-folder", task.image_root, "--answers-file", answers_file,
             "--temperature", repr(task.temperature), "--conv-mode", task.conv_mode]
     if task.generator in TAKES_MAX_NEW_TOKENS:
         argv += ["--max_new_tokens", str(opts.eval_max_new_tokens or task.max_new_tokens)]
     argv += list(EXTRA_EVAL_FLAGS.get(task.generator, ()))
-    return {"task": task.name, "module": task.generator, "argv": argv}
+    env = {} if max_tasks is None else {MAX_TASKS_ENV: str(int(max_tasks))}
+    return {"task": task.name, "module": task.generator, "argv": argv, "env": env}
 
 
 def shim_command(job: Mapping[str, object]) -> List[str]:

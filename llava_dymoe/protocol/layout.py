@@ -15,6 +15,10 @@
         eval/jobs.json          the eval batch of the last attempt
         eval/<task_i>/answers.jsonl, score.json
         stage.json              the stage completion record, written LAST (atomic rename)
+        restricted/<task_i>/answers.jsonl, score.json   with --oracle-routing: task i < t evaluated
+                                with this stage's checkpoint restricted to banks t0..t(i-1)
+        restricted/jobs.json, restricted_eval.log       that batch and its output
+      matrix_restricted.csv/.json, oracle_routing.json  with --oracle-routing (see runner)
 
 Stage numbers are 1-based like CoIN's scripts (``1_ScienceQA``).  Task names become file
 names through :func:`safe_name`.
@@ -101,6 +105,17 @@ class RunLayout:
     def eval_dir(self, t: int, task: str, evaluated: str) -> str:
         """Answers and score of task ``evaluated`` after stage ``t``."""
         return os.path.join(self.eval_root(t, task), safe_name(evaluated))
+
+    def restricted_root(self, t: int, task: str) -> str:
+        """``--oracle-routing`` evaluations of stage ``t`` (outside ``stage.json``'s files)."""
+        return os.path.join(self.stage_dir(t, task), "restricted")
+
+    def restricted_dir(self, t: int, task: str, evaluated: str) -> str:
+        """Answers and score of task ``evaluated`` after stage ``t``, routing restricted to its banks."""
+        return os.path.join(self.restricted_root(t, task), safe_name(evaluated))
+
+    def restricted_log(self, t: int, task: str) -> str:
+        return os.path.join(self.stage_dir(t, task), "restricted_eval.log")
 
     def checkpoint_dir(self, t: int, task: str) -> str:
         """The task directory: its name contains ``llava`` (upstream's multimodal branches need it)."""

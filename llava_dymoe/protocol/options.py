@@ -7,8 +7,9 @@ default flag.  ``--dymoe-arg KEY=VALUE`` becomes ``--dymoe_KEY VALUE``.
 
 A resumed run must match the identity of the run that created the folder: same method, suite
 (name and task order), base LLM, vision tower, projector, training and DyMoE arguments and eval
-token budget.  The launcher, DeepSpeed config, GPU count, thread count and ``--stages`` may change
-between invocations (they do not change what a stage means).
+token budget.  The launcher, DeepSpeed config, GPU count, thread count, ``--stages`` and
+``--oracle-routing`` may change between invocations (they do not change what a stage means;
+``--oracle-routing`` only adds evaluations next to the stages').
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class RunOptions:
     eval_max_new_tokens: Optional[int] = None
     threads: Optional[int] = None
     plot: bool = True
+    oracle_routing: bool = False  # also evaluate task i < t with stage t's checkpoint restricted to i banks
 
 
 def parse_key_values(items: Optional[Sequence[str]], flag: str, strip_prefix: str = "") -> Dict[str, Optional[str]]:
@@ -139,8 +141,33 @@ def check_options(opts: RunOptions, suite: Suite) -> RunOptions:
         raise ValueError(f"--eval-max-new-tokens must be >= 1, got {opts.eval_max_new_tokens}")
     if opts.threads is not None and opts.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {opts.threads}")
+    _check_oracle(opts)
     return dataclasses.replace(opts, base=base, vision_tower=tower, pretrain_mm_mlp_adapter=adapter, deepspeed=ds,
                                output_dir=os.path.abspath(os.path.expanduser(opts.output_dir)))
+
+
+def _check_oracle(opts: RunOptions) -> None:
+    """No inherited ``DYMOE_EVAL_MAX_TASKS`` (it would restrict the normal evaluations too), and
+    ``--oracle-routing`` only for methods with one bank per task."""
+    from llava_dymoe.config import DyMoEConfig
+    from llava_dymoe.integration.eval_loader import MAX_TASKS_ENV
+    from llava_dymoe.methods import get_method
+
+    if os.environ.get(MAX_TASKS_ENV, "").strip():
+        raise ValueError(f"{MAX_TASKS_ENV}={os.environ[MAX_TASKS_ENV]} is set in this environment: every evaluation "
+                         f"of the run would load only that many task banks. Unset it (`unset {MAX_TASKS_ENV}`); "
+                         "for restricted evaluations next to the normal ones pass --oracle-routing.")
+    if not opts.oracle_routing:
+        return
+    expand = opts.dymoe_args.get("expand")
+    if expand is None:
+        expand = get_method(opts.method).config.get("expand", DyMoEConfig().expand)
+    elif isinstance(expand, str):
+        expand = expand.strip().lower() not in ("false", "0", "no", "n", "f")
+    if not expand:
+        raise ValueError(f"--oracle-routing: method {opts.method!r} keeps one bank for the whole sequence "
+                         "(expand=False), so there are no banks of earlier tasks to restrict routing to; "
+                         "drop --oracle-routing or use a method that adds a bank per task (dymoe, incmoelora, ...)")
 
 
 def missing_data(suite: Suite, n_stages: int) -> List[str]:
@@ -163,7 +190,7 @@ def run_identity(opts: RunOptions, suite: Suite, train_args: Dict[str, Optional[
             "train_args": dict(train_args), "dymoe_args": dict(opts.dymoe_args),
             "eval_max_new_tokens": opts.eval_max_new_tokens, "suite_file": os.path.abspath(suite.source or ""),
             "data_root": suite.data_root, "launcher": opts.launcher, "deepspeed": opts.deepspeed,
-            "num_gpus": opts.num_gpus, "llava_dymoe_version": __version__}
+            "num_gpus": opts.num_gpus, "oracle_routing": opts.oracle_routing, "llava_dymoe_version": __version__}
 
 
 def compare_identity(saved: Dict[str, Any], new: Dict[str, Any], where: str) -> None:

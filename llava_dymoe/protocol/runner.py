@@ -14,6 +14,11 @@ finished checkpoint whose evaluation is incomplete is only evaluated; a half-wri
 (checkpoint without its ``dymoe_task.json`` marker, answers without ``score.json``) is logged,
 removed and redone.  Nothing finished is ever overwritten: a finished stage whose files changed,
 or a run folder of another run, stops with an error that says what to do.
+
+``--oracle-routing`` (off by default) adds, after each stage ``t`` (also a finished one), the
+evaluation of every earlier task ``i < t`` with stage ``t``'s checkpoint restricted to banks
+``t0..t(i-1)`` (:mod:`.oracle`), stored under ``stages/<t>_<task>/restricted/`` next to, not in,
+the stage record; a restricted evaluation of another checkpoint, or a partial one, is redone.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from llava_dymoe.protocol import launch
 from llava_dymoe.protocol.layout import ANSWERS, RunLayout, write_json_atomic
 from llava_dymoe.protocol.options import (RunOptions, check_options, compare_identity, missing_data, run_identity,
                                           training_overrides)
-from llava_dymoe.protocol.stage import RunStateError, load_score, verify_stage, write_score, write_stage
+from llava_dymoe.protocol.stage import (RunStateError, load_score, marker_sha, verify_stage, write_score,
+                                        write_stage)
 
 
 @dataclass
@@ -42,6 +48,8 @@ class RunResult:
     summary: Dict[str, Any]
     records: List[Dict[str, Any]]
     actions: Dict[str, str] = field(default_factory=dict)
+    #: with ``--oracle-routing``: rows = stages, task i < t restricted to i banks, diagonal = R[t, t]
+    restricted: Optional[AccuracyMatrix] = None
 
 
 def status(message: str) -> None:
@@ -168,6 +176,63 @@ class _Stages:
         return scores, dirs, seconds
 
 
+    # ------------------------------------------------------------------ --oracle-routing
+    def oracle(self, t: int, *, evaluate: bool = True) -> Tuple[Dict[str, Dict[str, Any]], bool]:
+        """Tasks ``i < t`` with stage ``t``'s checkpoint restricted to banks ``t0..t(i-1)``.
+
+        Returns ``({task: score record}, whether anything was evaluated)``.  A finished restricted
+        evaluation is kept when it was made with this checkpoint and ``i`` banks; anything else
+        (partial, stale) is removed and redone, unless ``evaluate`` is False (then it is left out).
+        """
+        from llava_dymoe.protocol import oracle as orc
+
+        task = self.suite.tasks[t - 1]
+        checkpoint = self.layout.checkpoint_dir(t, task.name)
+        marker = marker_sha(checkpoint)
+        done: Dict[str, Dict[str, Any]] = {}
+        pending: List[Tuple[int, TaskSpec, str]] = []
+        for i, spec in enumerate(self.suite.tasks[:t - 1], start=1):
+            d = self.layout.restricted_dir(t, task.name, spec.name)
+            rec = load_score(d)
+            if rec is not None and rec.get("max_tasks") == i and rec.get("checkpoint_marker_sha256") == marker:
+                done[spec.name] = rec
+                continue
+            if not evaluate:
+                continue
+            if os.path.exists(d):
+                why = "partial" if rec is None else "made with another checkpoint or bank count"
+                status(f"{self.label(t, 'restricted evaluation')} of {spec.name} ({d}) is {why}: redoing it")
+                shutil.rmtree(d)
+            pending.append((i, spec, d))
+        if not pending:
+            return done, False
+        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(d, ANSWERS), max_tasks=i)
+                for i, spec, d in pending]
+        jobs_file = write_json_atomic(os.path.join(self.layout.restricted_root(t, task.name), "jobs.json"), jobs)
+        for job in jobs:
+            launch.log_command(self.layout.commands_log, self.label(t, f"restricted eval {job['task']} (in the "
+                               "batch below)"), launch.shim_command(job), {**self.threads, **job["env"]})
+        status(f"{self.label(t, 'oracle routing')}: evaluating " +
+               ", ".join(f"{spec.name} with {i} bank(s)" for i, spec, _ in pending))
+        launch.run_logged(launch.batch_command(jobs_file), env=self.threads,
+                          log_path=self.layout.restricted_log(t, task.name), commands_log=self.layout.commands_log,
+                          label=self.label(t, "restricted eval"))
+        from llava_dymoe.eval.scorers import score_file
+
+        for i, spec, d in pending:
+            try:
+                result = score_file(spec.scorer, os.path.join(d, ANSWERS), spec.scoring_file,
+                                    reference_key=spec.reference_key)
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(f"{self.label(t, 'scoring')} of task {spec.name!r} (restricted): {e}") from None
+            own = self.layout.checkpoint_dir(i, spec.name)
+            extra = {"max_tasks": i, "checkpoint_marker_sha256": marker,
+                     "projector_unchanged": orc.projector_unchanged(checkpoint, own) if ckpt.is_finished(own)
+                     else None}
+            done[spec.name] = write_score(d, spec.name, result, extra)
+        return done, True
+
+
 def build_matrix(suite: Suite, records: List[Dict[str, Any]]) -> AccuracyMatrix:
     """Rows = finished stages (in order), columns = all suite tasks; unevaluated cells NaN."""
     matrix = AccuracyMatrix(suite.task_names)
@@ -178,8 +243,10 @@ def build_matrix(suite: Suite, records: List[Dict[str, Any]]) -> AccuracyMatrix:
     return matrix
 
 
-def write_outputs(layout: RunLayout, suite: Suite, records: List[Dict[str, Any]], *, plot: bool) -> Dict[str, Any]:
-    """Rebuild matrix.csv/json, metrics.json, report.md (+ matrix.png) from the stage records."""
+def write_outputs(layout: RunLayout, suite: Suite, records: List[Dict[str, Any]], *, plot: bool,
+                  oracle: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = None) -> Dict[str, Any]:
+    """Rebuild matrix.csv/json, metrics.json, report.md (+ matrix.png) from the stage records; with
+    ``oracle`` (``--oracle-routing``) also the restricted matrix and its report section."""
     from llava_dymoe.eval.report import write_metrics_json, write_run_report
 
     matrix = build_matrix(suite, records)
@@ -187,6 +254,10 @@ def write_outputs(layout: RunLayout, suite: Suite, records: List[Dict[str, Any]]
     matrix.to_json(layout.path("matrix.json"))
     summary = write_metrics_json(matrix, layout.path("metrics.json"))
     write_run_report(matrix, layout.root, title=f"{layout.method} on {suite.name}", plot=plot)
+    if oracle is not None:
+        from llava_dymoe.protocol.oracle import write_oracle_outputs
+
+        write_oracle_outputs(layout, suite, records, oracle)
     return summary
 
 
@@ -239,18 +310,32 @@ def _run_stages(opts: RunOptions, suite: Suite, layout: RunLayout, n: int, train
     records: List[Dict[str, Any]] = []
     actions: Dict[str, str] = {}
     summary: Dict[str, Any] = {}
+    oracle: Optional[Dict[str, Dict[str, Dict[str, Any]]]] = {} if opts.oracle_routing else None
     with tqdm(total=n, desc=f"{opts.method} on {suite.name}", unit="stage", file=sys.stderr) as bar:
         for t in range(1, n + 1):
             bar.set_postfix_str(suite.tasks[t - 1].name)
             rec, action = stages.run(t)
             records.append(rec)
             actions[rec["name"]] = action
-            if action != "skipped" or t == n:  # the outputs are derived: rebuild them when they change
-                summary = write_outputs(layout, suite, records, plot=plot)
+            changed = action != "skipped"
+            if oracle is not None:
+                oracle[rec["name"]], evaluated = stages.oracle(t)
+                changed = changed or evaluated
+            if changed or t == n:  # the outputs are derived: rebuild them when they change
+                summary = write_outputs(layout, suite, records, plot=plot, oracle=oracle)
             bar.update(1)
     later = _finished_after(stages, n)
     if later:  # --stages N below what finished earlier: report every finished stage, touch none
         records += later
-        summary = write_outputs(layout, suite, records, plot=plot)
-    status(f"wrote {layout.path('matrix.csv')}, metrics.json, report.md" + (", matrix.png" if plot else ""))
-    return RunResult(layout.root, build_matrix(suite, records), summary, records, actions)
+        if oracle is not None:
+            for rec in later:
+                oracle[rec["name"]] = stages.oracle(rec["stage"], evaluate=False)[0]
+        summary = write_outputs(layout, suite, records, plot=plot, oracle=oracle)
+    status(f"wrote {layout.path('matrix.csv')}, metrics.json, report.md" + (", matrix.png" if plot else "") +
+           (", matrix_restricted.csv, oracle_routing.json" if oracle is not None else ""))
+    restricted = None
+    if oracle is not None:
+        from llava_dymoe.protocol.oracle import build_restricted
+
+        restricted = build_restricted(layout, suite, records, oracle)[0]
+    return RunResult(layout.root, build_matrix(suite, records), summary, records, actions, restricted)

@@ -43,9 +43,11 @@ def load_score(eval_dir: str) -> Optional[Dict[str, Any]]:
     return rec
 
 
-def write_score(eval_dir: str, task: str, result: Mapping[str, Any]) -> Dict[str, Any]:
-    """Record a scored evaluation (``result`` from :func:`llava_dymoe.eval.scorers.score_file`)."""
-    rec = {"task": task, **{k: result[k] for k in SCORE_FIELDS},
+def write_score(eval_dir: str, task: str, result: Mapping[str, Any],
+                extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Record a scored evaluation (``result`` from :func:`llava_dymoe.eval.scorers.score_file`);
+    ``extra`` fields are stored with it (``--oracle-routing`` records which banks and checkpoint)."""
+    rec = {"task": task, **{k: result[k] for k in SCORE_FIELDS}, **dict(extra or {}),
            "answers_sha256": sha256_file(os.path.join(eval_dir, ANSWERS))}
     write_json_atomic(os.path.join(eval_dir, SCORE_JSON), rec)
     return rec

@@ -16,35 +16,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from smoke_suite import write_smoke_suite
 from llava_dymoe.cli import main as cli
 from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.methods import METHODS, get_method
 
-SUITE = """name: two
-defaults:
-  image_root: images
-  generator: llava.eval.model_vqa_loader
-  scorer: contains
-  max_new_tokens: 3
-tasks:
-  - name: A
-    train_json: train.json
-    question_file: questions.jsonl
-    annotation_file: questions.jsonl
-    reference_file: answers_ref.jsonl
-  - name: B
-    train_json: train.json
-    question_file: questions.jsonl
-    annotation_file: questions.jsonl
-    reference_file: answers_ref.jsonl
-"""
 
 
 @pytest.fixture(scope="module")
 def suite_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("methods_suite") / "two.yaml"
-    path.write_text(SUITE)
-    return str(path)
+    return write_smoke_suite(tmp_path_factory.mktemp("methods_suite") / "two.yaml", "two", max_new_tokens=3)
 
 
 def _checkpoint(out, stage):
