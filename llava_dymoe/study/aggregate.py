@@ -32,6 +32,8 @@ def fmt_ms(m: float, s: float) -> str:
 
 def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List[Dict[str, Any]]:
     """One row per experiment: per-seed metrics, their mean/std, and the mean final row per task."""
+    from llava_dymoe.eval.matrix import AccuracyMatrix
+    from llava_dymoe.eval.metrics import summary
     from llava_dymoe.eval.report import load_run
 
     from .execute import run_dir
@@ -48,8 +50,14 @@ def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List
             if len(matrix.stages) != len(matrix.tasks):  # unfinished run: not aggregated
                 continue
             per_seed[seed] = {m: run["metrics"].get(m) for m in METRICS}
+            restricted = os.path.join(folder, "matrix_restricted.csv")
+            if os.path.isfile(restricted):
+                rm = AccuracyMatrix.from_csv(restricted)
+                if len(rm.stages) == len(rm.tasks):
+                    per_seed[seed]["bwt_oracle"] = summary(rm)["bwt"]
             finals[seed] = {t: matrix.get(len(matrix.stages) - 1, t) for t in matrix.tasks}
         stats = {m: mean_std([v[m] for v in per_seed.values()]) for m in METRICS}
+        stats["bwt_oracle"] = mean_std([v["bwt_oracle"] for v in per_seed.values() if "bwt_oracle" in v])
         tasks = sorted({t for f in finals.values() for t in f}, key=lambda t: list(next(iter(finals.values()))).index(t)) \
             if finals else []
         final = {t: mean_std([f[t] for f in finals.values()]) for t in tasks}
@@ -59,14 +67,15 @@ def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List
 
 
 def group_table(rows: Sequence[Dict[str, Any]]) -> str:
-    head = "| configuration | method | seeds | MFN | MAA | BWT | BWT per seed |\n|---|---|---|---|---|---|---|\n"
+    head = ("| configuration | method | seeds | MFN | MAA | BWT | BWT per seed | BWT, oracle routing |\n"
+            "|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         e, st = r["experiment"], r["stats"]
         per = ", ".join(f"{r['per_seed'][s]['bwt']:.1f}" for s in r["seeds"]) or "–"
         extra = "".join(f" --dymoe_{k} {v}" for k, v in e.dymoe_args)
         lines.append(f"| {e.name} | `{e.method}{extra}` | {len(r['seeds'])} | {fmt_ms(*st['mfn'])} | "
-                     f"{fmt_ms(*st['maa'])} | {fmt_ms(*st['bwt'])} | {per} |")
+                     f"{fmt_ms(*st['maa'])} | {fmt_ms(*st['bwt'])} | {per} | {fmt_ms(*st['bwt_oracle'])} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -195,7 +204,10 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
            + ", ".join(f"`{k}={v}`" for k, v in profile.train_args.items())
            + f"; seeds {list(profile.seeds)} (training seed; base model and suite fixed). Scores in percent; "
            "MFN = mean final accuracy, MAA = mean average accuracy, BWT = backward transfer (negative = "
-           "forgetting), method.md §5. Mean ± sample std over the seeds that finished.\n"]
+           "forgetting), method.md §5. Mean ± sample std over the seeds that finished. \"BWT, oracle routing\": "
+           "the BWT of the same checkpoints when each old task is answered with routing restricted to the banks "
+           "that existed when it was learned (`cli run --oracle-routing`, methods with one bank per task); with "
+           "the projector frozen it is 0 exactly, so BWT itself is the forgetting caused by routing drift.\n"]
     if bases:
         out.append("## Base models\n\nHeld-out accuracy of each base model on its own base tasks "
                    "(what continual tuning starts from):\n")

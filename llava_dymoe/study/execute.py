@@ -64,10 +64,19 @@ def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, su
                    "--train-arg", f"max_steps={profile.task_steps}", "--train-arg", f"seed={seed}"]
             for k, v in profile.train_args.items():
                 cmd += ["--train-arg", f"{k}={v}"]
-            for k, v in {**profile.dymoe_args, **dict(exp.dymoe_args)}.items():
+            dymoe_args = {**profile.dymoe_args, **dict(exp.dymoe_args)}
+            for k, v in dymoe_args.items():
                 cmd += ["--dymoe-arg", f"{k}={v}"]
+            if profile.oracle_routing and _expands(exp.method):
+                cmd += ["--oracle-routing"]
             jobs.append(RunJob(exp, seed, out, cmd, out + ".log"))
     return jobs
+
+
+def _expands(method: str) -> bool:
+    from llava_dymoe.methods import get_method
+
+    return get_method(method).build_config().expand
 
 
 def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True) -> Dict[str, float]:

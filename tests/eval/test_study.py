@@ -42,11 +42,14 @@ def test_jobs_carry_the_recipe_seed_and_base_of_their_width(tmp_path):
     assert "--dymoe-arg tau=0.1" in cmd and "--train-arg seed=2" in cmd and "--base /b128/llm" in cmd
     assert "--train-arg max_steps=150" in cmd and "--train-arg learning_rate=2e-3" in cmd
     assert "--dymoe-arg train_projector=False" in cmd
+    assert "--oracle-routing" in cmd  # dymoe: one bank per task
+    lora = make_jobs(str(tmp_path), PROFILES["full"], build_plan(["methods"]), {128: base(128)}, suite)
+    assert ["--oracle-routing" in j.command for j in lora if j.seed == 0] == [False, False, True, True, True]
     narrow = [j for j in jobs if j.experiment.width == 64][0]
     assert "--base /b64/llm" in " ".join(narrow.command) and narrow.out_dir.endswith("_d64/seed0")
 
 
-def _write_run(folder, final_a, final_b, first_a=80.0):
+def _write_run(folder, final_a, final_b, first_a=80.0, oracle_a=None):
     m = AccuracyMatrix(TASKS)
     m.add_stage("1_a")
     m.set(0, "a", first_a)
@@ -56,6 +59,9 @@ def _write_run(folder, final_a, final_b, first_a=80.0):
     os.makedirs(folder, exist_ok=True)
     m.to_csv(os.path.join(folder, "matrix.csv"))
     json.dump({"method": "x"}, open(os.path.join(folder, "run.json"), "w"))
+    if oracle_a is not None:
+        m.set(1, "a", oracle_a)
+        m.to_csv(os.path.join(folder, "matrix_restricted.csv"))
     return summary(m)
 
 
@@ -70,7 +76,8 @@ def test_aggregation_means_spreads_paired_gaps_and_doc(tmp_path):
         if exp.method not in finals:
             continue
         for seed, (fa, fb) in enumerate(finals[exp.method]):
-            written[(exp.key, seed)] = _write_run(run_dir(root, exp, seed), fa, fb)
+            oracle = 80.0 if exp.method == "incmoelora" else None  # restricted routing gives R[1, a] back
+            written[(exp.key, seed)] = _write_run(run_dir(root, exp, seed), fa, fb, oracle_a=oracle)
     # an unfinished run (1 of 2 stages) is not aggregated
     m = AccuracyMatrix(TASKS)
     m.add_stage("1_a")
@@ -81,15 +88,17 @@ def test_aggregation_means_spreads_paired_gaps_and_doc(tmp_path):
     rows = {r["experiment"].key: r for r in collect(root, plan, profile.seeds)}
     assert rows["lora"]["seeds"] == []
     inc = rows["incmoelora"]
-    bwts = [written[("incmoelora", s)]["bwt"] for s in range(3)]
-    assert bwts == [-40.0, -30.0, -20.0]
-    assert inc["stats"]["bwt"] == pytest.approx((-30.0, 10.0))
+    assert [written[("incmoelora", s)]["bwt"] for s in range(3)] == [0.0, 0.0, 0.0]  # the restricted matrix
+    assert inc["stats"]["bwt_oracle"] == (0.0, 0.0) and math.isnan(rows["dymoe"]["stats"]["bwt_oracle"][0])
+    assert inc["stats"]["bwt"] == pytest.approx((-30.0, 10.0))  # BWT per seed -40, -30, -20
     assert inc["final"]["a"] == pytest.approx((50.0, 10.0))
     doc = str(tmp_path / "docs" / "results.md")
     write_results_doc(root, doc, plan, profile, command="python -m llava_dymoe.study --x", widths=[64])
     text = open(doc).read()
     assert "python -m llava_dymoe.study --x" in text
     assert "| incmoelora | `incmoelora` | 3 | 65.0 ± 5.0 |" in text  # MFN = mean of finals (a+b)/2
+    assert text.count("--oracle-routing") >= 1
+    assert "| -40.0, -30.0, -20.0 | 0.0 ± 0.0 |" in text
     assert "| dymoe | `dymoe` | 3 |" in text and "| lora | `lora` | 0 | – |" in text
     # paired gap at d=128: dymoe BWT per seed -10, -20, 0 minus incmoelora's -40, -30, -20 -> 30, 10, 20
     assert "| 128 | 20.0 ± 10.0 |" in text
