@@ -15,6 +15,7 @@ import shlex
 import sys
 
 from .aggregate import write_results_doc
+from .diagnose import run_drift
 from .execute import run_plan
 from .plan import GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan
 
@@ -32,6 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-projector", action="store_true",
                    help="train the projector in every stage (LLaVA/CoIN style) instead of keeping the base's")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
+    p.add_argument("--no-diagnostics", action="store_true",
+                   help="skip the routing diagnostics (cli drift on seed 0 of incmoelora and dymoe)")
     p.add_argument("--aggregate-only", action="store_true", help="only rewrite the doc from finished runs")
     args = p.parse_args(argv)
     for w in args.widths:
@@ -54,6 +57,8 @@ def main(argv=None) -> int:
             print(str(e), file=sys.stderr)
             return 1
         bases, total = done["bases"], done["total_s"]
+        if not args.no_diagnostics:
+            run_drift(args.output_dir, plan, bases, done["suite"])
     result = write_results_doc(args.output_dir, args.doc, plan, profile, command=command.strip(), bases=bases,
                                total_s=total, widths=args.widths if "width" in args.groups else ())
     print(open(result["doc"]).read())

@@ -227,7 +227,7 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         png = plot_group(grows, os.path.join(plot_dir, f"{group}_bars.png"), GROUP_TITLES.get(group, group))
         if png:
             out.append(f"![{group}](results/{os.path.basename(png)})\n")
-    wrows = width_rows(by_key, widths)
+    wrows = width_rows(by_key, widths) if widths else []
     if wrows:
         out.append("### DyMoE minus IncMoELoRA, paired by seed\n")
         out.append("| d | ΔBWT (DyMoE − IncMoELoRA) | ΔMFN | seeds |\n|---|---|---|---|")
@@ -238,6 +238,12 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         png = plot_width(wrows, os.path.join(plot_dir, "width_curve.png"))
         if png:
             out.append(f"![width](results/{os.path.basename(png)})\n")
+    from .diagnose import drift_markdown, drift_rows
+
+    diag = drift_markdown(drift_rows(root, plan))
+    if diag:
+        out.append("## Routing diagnostics (why)\n")
+        out.append(diag)
     with open(doc_path, "w", encoding="utf-8") as f:
         f.write("\n".join(out).rstrip() + "\n")
     with open(os.path.join(plot_dir, "results.json"), "w", encoding="utf-8") as f:

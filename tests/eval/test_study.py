@@ -110,3 +110,22 @@ def test_aggregation_means_spreads_paired_gaps_and_doc(tmp_path):
 def test_mean_std_edge_cases():
     assert math.isnan(mean_std([])[0]) and math.isnan(mean_std([3.0])[1])
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+
+
+def test_drift_rows_and_markdown_from_a_drift_report(tmp_path):
+    from llava_dymoe.study.diagnose import drift_markdown, drift_rows
+
+    root = str(tmp_path)
+    plan = build_plan(["methods"])
+    folder = os.path.join(run_dir(root, [e for e in plan if e.method == "dymoe"][0], 0), "drift")
+    os.makedirs(folder)
+    stages = [{"mean_drift": 0.25, "mean_top1_changed": 0.5, "median_new_over_base": 0.125,
+               "median_new_over_old": 2.0, "answer_logits": {"answer_kl": 0.75, "argmax_changed": 0.1}},
+              {"mean_drift": 0.5, "mean_top1_changed": 0.75, "median_new_over_base": None,
+               "median_new_over_old": None, "answer_logits": None}]
+    json.dump({"stages": stages}, open(os.path.join(folder, "drift.json"), "w"))
+    rows = drift_rows(root, plan)
+    assert [(r["method"], r["stage"], r["drift"]) for r in rows] == [("dymoe", 3, 0.25), ("dymoe", 4, 0.5)]
+    text = drift_markdown(rows)
+    assert "| dymoe | 128 | 3 | 0.250 | 0.500 | 2 | 0.125 | 0.75 | 0.100 |" in text
+    assert "| dymoe | 128 | 4 | 0.500 | 0.750 | – | – | – | – |" in text
