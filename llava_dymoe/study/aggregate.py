@@ -24,10 +24,10 @@ def mean_std(values: Sequence[float]):
     return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def fmt_ms(m: float, s: float) -> str:
+def fmt_ms(m: float, s: float, digits: int = 1) -> str:
     if math.isnan(m):
         return "–"
-    return f"{m:.1f}" if math.isnan(s) else f"{m:.1f} ± {s:.1f}"
+    return f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List[Dict[str, Any]]:
@@ -238,6 +238,12 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         png = plot_width(wrows, os.path.join(plot_dir, "width_curve.png"))
         if png:
             out.append(f"![width](results/{os.path.basename(png)})\n")
+    from .routing import routing_markdown, routing_rows
+
+    tag_view = routing_markdown(routing_rows(root, plan, profile.seeds))
+    if tag_view:
+        out.append("## What TAG saw while training\n")
+        out.append(tag_view)
     from .diagnose import drift_markdown, drift_rows
 
     diag = drift_markdown(drift_rows(root, plan))

@@ -69,6 +69,8 @@ def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, su
                 cmd += ["--dymoe-arg", f"{k}={v}"]
             if profile.oracle_routing and _expands(exp.method):
                 cmd += ["--oracle-routing"]
+            if profile.log_routing and _routes_per_task(exp.method):
+                cmd += ["--dymoe-arg", "log_routing=True"]
             jobs.append(RunJob(exp, seed, out, cmd, out + ".log"))
     return jobs
 
@@ -77,6 +79,14 @@ def _expands(method: str) -> bool:
     from llava_dymoe.methods import get_method
 
     return get_method(method).build_config().expand
+
+
+def _routes_per_task(method: str) -> bool:
+    """One bank per task behind a router: the methods whose routing statistics say what TAG sees."""
+    from llava_dymoe.methods import get_method
+
+    cfg = get_method(method).build_config()
+    return cfg.expand and cfg.router != "none"
 
 
 def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True) -> Dict[str, float]:

@@ -58,6 +58,10 @@ class Profile:
     #: ``cli run --oracle-routing`` for the methods with one bank per task: the matrix with routing
     #: restricted to each task's own banks, i.e. the accuracy left when drift is taken away.
     oracle_routing: bool = True
+    #: ``--dymoe_log_routing True`` for the methods with one routed bank per task: each checkpoint then
+    #: holds ``routing_stats.json``, what TAG saw on that task's training tokens (token types at tau,
+    #: c_old/c_new, gate mass on the new bank).  Bitwise the same training (tests/core), about 2 % slower.
+    log_routing: bool = False
 
 
 #: The per-task training recipe of the tiny model.  LLaVA-1.5's lr 2e-4 at global batch 128 is the
@@ -73,7 +77,7 @@ TINY_DYMOE_ARGS = {"train_projector": "False"}
 
 PROFILES = {
     "full": Profile("full", base_steps=2000, task_steps=150, n_train=1200, n_test=40, train_args=TINY_TRAIN_ARGS,
-                    dymoe_args=TINY_DYMOE_ARGS),
+                    dymoe_args=TINY_DYMOE_ARGS, log_routing=True),
     "quick": Profile("quick", base_steps=4, task_steps=2, n_train=12, n_test=2, seeds=(0, 1),
                      train_args=TINY_TRAIN_ARGS, dymoe_args=TINY_DYMOE_ARGS, oracle_routing=False),
 }

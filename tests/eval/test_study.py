@@ -43,8 +43,13 @@ def test_jobs_carry_the_recipe_seed_and_base_of_their_width(tmp_path):
     assert "--train-arg max_steps=150" in cmd and "--train-arg learning_rate=2e-3" in cmd
     assert "--dymoe-arg train_projector=False" in cmd
     assert "--oracle-routing" in cmd  # dymoe: one bank per task
+    assert "--dymoe-arg log_routing=True" in cmd  # what TAG saw: routing_stats.json per checkpoint
     lora = make_jobs(str(tmp_path), PROFILES["full"], build_plan(["methods"]), {128: base(128)}, suite)
     assert ["--oracle-routing" in j.command for j in lora if j.seed == 0] == [False, False, True, True, True]
+    # statistics only where a router scores one bank per task: not lora/moelora (one bank), not olora (no router)
+    assert ["log_routing=True" in j.command for j in lora if j.seed == 0] == [False, False, False, True, True]
+    quick = make_jobs(str(tmp_path), PROFILES["quick"], build_plan(["methods"]), {128: base(128)}, suite)
+    assert not any("log_routing=True" in j.command for j in quick)
     narrow = [j for j in jobs if j.experiment.width == 64][0]
     assert "--base /b64/llm" in " ".join(narrow.command) and narrow.out_dir.endswith("_d64/seed0")
 
@@ -129,3 +134,45 @@ def test_drift_rows_and_markdown_from_a_drift_report(tmp_path):
     text = drift_markdown(rows)
     assert "| dymoe | 128 | 3 | 0.250 | 0.500 | 2 | 0.125 | 0.75 | 0.100 |" in text
     assert "| dymoe | 128 | 4 | 0.500 | 0.750 | – | – | – | – |" in text
+
+
+def _routing_stats(layers):
+    """A routing_stats.json as the trainer writes it: per layer the means of its scored tokens."""
+    return {"task_id": 2, "tau": 0.2, "layer_mean": {}, "layers": layers}
+
+
+def test_routing_rows_average_layers_then_stages_then_seeds(tmp_path):
+    from llava_dymoe.study.routing import COLUMNS, routing_markdown, routing_rows
+
+    root = str(tmp_path)
+    plan = build_plan(["methods"])
+    dymoe = [e for e in plan if e.method == "dymoe"][0]
+    keys = [k for _, k in COLUMNS]
+
+    def layer(v):
+        return {k: v for k in keys}
+
+    # seed 0: stage 2 has layers 0.2 and 0.4 (mean 0.3), stage 3 has 0.5 -> run mean 0.4;
+    # stage 1 has one bank (no scores) and must not count; seed 1: one stage of 0.6 -> mean over seeds 0.5
+    files = {(0, "1_a"): {"q": {"n_tokens": 4, "bank_mass": [4.0]}},
+             (0, "2_b"): {"q": layer(0.2), "v": layer(0.4), "k": {"n_tokens": 3}},
+             (0, "3_c"): {"q": layer(0.5)},
+             (1, "2_b"): {"q": layer(0.6)}}
+    for (seed, stage), layers in files.items():
+        folder = os.path.join(run_dir(root, dymoe, seed), "checkpoints", f"{stage}_llava_dymoe")
+        os.makedirs(folder)
+        json.dump(_routing_stats(layers), open(os.path.join(folder, "routing_stats.json"), "w"))
+    os.makedirs(os.path.join(run_dir(root, dymoe, 2), "checkpoints", "2_b_llava_dymoe"))  # no statistics file
+    rows = routing_rows(root, plan, (0, 1, 2))
+    assert [r["experiment"].key for r in rows] == ["dymoe"]
+    (row,) = rows
+    assert row["seeds"] == [0, 1] and row["stages"] == [2, 3]
+    for key in keys:
+        m, s = row["stats"][key]
+        assert m == pytest.approx(0.5) and s == pytest.approx(math.sqrt(0.02))
+    text = routing_markdown(rows)
+    assert "| dymoe | 128 | 2 | 0.50 ± 0.14 | 0.50 ± 0.14 |" in text
+    assert routing_markdown([]) == ""
+    doc = str(tmp_path / "docs" / "results.md")
+    write_results_doc(root, doc, plan, PROFILES["full"], command="python -m llava_dymoe.study")
+    assert "## What TAG saw while training" in open(doc).read()
