@@ -16,7 +16,7 @@ import sys
 
 from .aggregate import write_results_doc
 from .diagnose import run_drift
-from .execute import run_plan
+from .execute import finished_bases, run_plan
 from .plan import GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan
 
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         profile = dataclasses.replace(profile, task_steps=args.task_steps)
     plan = build_plan(args.groups, widths=args.widths, taus=args.taus)
     command = "python -m llava_dymoe.study " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    bases, total = None, None
+    bases, total = finished_bases(args.output_dir, plan), None
     if not args.aggregate_only:
         try:
             done = run_plan(args.output_dir, profile, plan, n_parallel=args.jobs)

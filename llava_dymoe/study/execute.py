@@ -31,6 +31,18 @@ def run_dir(root: str, experiment: Experiment, seed: int) -> str:
     return os.path.join(root, "runs", experiment.key, f"seed{seed}")
 
 
+def base_folder(root: str, width: int) -> str:
+    return os.path.join(root, "base" if width == DEFAULT_WIDTH else f"base_d{width}")
+
+
+def finished_bases(root: str, plan: Sequence[Experiment]):
+    """``{width: BaseModel}`` of the plan's base models already built under ``root`` (nothing is built)."""
+    from llava_dymoe.synthetic.base import load_base_model
+
+    found = {w: load_base_model(base_folder(root, w)) for w in widths_needed(plan)}
+    return {w: b for w, b in found.items() if b is not None}
+
+
 def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callable[[str], None] = print):
     """Build (or reuse) one base model per width of the plan and the suite; returns ``(bases, suite)``."""
     from llava_dymoe.synthetic import generate_suite
@@ -39,7 +51,7 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
     bases = {}
     for width in widths_needed(plan):
         sizes = default_sizes(hidden_size=width, intermediate_size=2 * width)
-        folder = os.path.join(root, "base" if width == DEFAULT_WIDTH else f"base_d{width}")
+        folder = base_folder(root, width)
         log(f"base model d={width}: {folder}")
         bases[width] = build_base_model(folder, BaseConfig(seed=0, steps=profile.base_steps), sizes=sizes,
                                         evaluate=profile.name != "quick", log=log)

@@ -157,6 +157,23 @@ def base_eval_tasks(data_root: str):
     return out
 
 
+def base_paths(out_dir: str) -> Dict[str, str]:
+    """The files of a base model folder (the path fields of :class:`BaseModel`)."""
+    root = os.path.abspath(out_dir)
+    return dict(root=root, llm=os.path.join(root, "llm"), projector=os.path.join(root, "mm_projector.bin"),
+                clip=os.path.join(root, "clip"), llava=os.path.join(root, "llava-base"),
+                data=os.path.join(root, "data"))
+
+
+def load_base_model(out_dir: str) -> Optional[BaseModel]:
+    """The base model finished under ``out_dir`` (its ``base.json`` exists), whatever its request; else None."""
+    meta_path = os.path.join(out_dir, META)
+    if not os.path.isfile(meta_path):
+        return None
+    with open(meta_path) as f:
+        return BaseModel(meta=json.load(f), **base_paths(out_dir))
+
+
 def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=None, evaluate: bool = True,
                      overwrite: bool = False, threads: int = 1, log: Callable[[str], None] = print) -> BaseModel:
     """Build (or reuse, when ``base.json`` records the same request) the base model under ``out_dir``.
@@ -174,9 +191,7 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
         raise ValueError(f"the CLIP must see one grid cell per patch: image_size {config.image_size} needs "
                          f"TinySizes(image_size={config.image_size}, patch_size={config.image_size // GRID})")
     root = os.path.abspath(out_dir)
-    paths = dict(root=root, llm=os.path.join(root, "llm"), projector=os.path.join(root, "mm_projector.bin"),
-                 clip=os.path.join(root, "clip"), llava=os.path.join(root, "llava-base"),
-                 data=os.path.join(root, "data"))
+    paths = base_paths(root)
     request = {"format": FORMAT, "config": asdict(config), "sizes": asdict(sizes), "evaluated": evaluate}
     meta_path = os.path.join(root, META)
     if not overwrite and os.path.isfile(meta_path):

@@ -176,3 +176,25 @@ def test_routing_rows_average_layers_then_stages_then_seeds(tmp_path):
     doc = str(tmp_path / "docs" / "results.md")
     write_results_doc(root, doc, plan, PROFILES["full"], command="python -m llava_dymoe.study")
     assert "## What TAG saw while training" in open(doc).read()
+
+
+def test_aggregate_only_reports_the_base_models_already_built_and_builds_nothing(tmp_path, capsys):
+    from llava_dymoe.study.__main__ import main
+    from llava_dymoe.study.execute import finished_bases
+
+    root = str(tmp_path / "out")
+    plan = build_plan(["methods", "width"], widths=[64])
+    record = {"request": {"any": 1}, "results": {"accuracy": {"cell": {"score": 38.0}, "count": {"score": 62.5}}}}
+    os.makedirs(os.path.join(root, "base"))
+    json.dump(record, open(os.path.join(root, "base", "base.json"), "w"))
+    os.makedirs(os.path.join(root, "base_d64"))  # started, never finished: no base.json
+    bases = finished_bases(root, plan)
+    assert list(bases) == [128]
+    assert bases[128].accuracy == {"cell": 38.0, "count": 62.5}
+    assert bases[128].llm == os.path.join(root, "base", "llm")
+    doc = str(tmp_path / "results.md")
+    assert main(["--output-dir", root, "--doc", doc, "--groups", "methods", "width", "--widths", "64",
+                 "--aggregate-only"]) == 0
+    text = open(doc).read()
+    assert "| d | cell | count |" in text and "| 128 | 38 | 62 |" in text
+    assert sorted(os.listdir(root)) == ["base", "base_d64"] and os.listdir(os.path.join(root, "base_d64")) == []
