@@ -110,8 +110,6 @@ METHODS = ("dymoe", "incmoelora")
 
 
 def continual_main(argv=None) -> int:
-    from tqdm import tqdm
-
     from llava_dymoe.cli import main as cli
     from llava_dymoe.study.execute import make_jobs, prepare, run_jobs
 
@@ -126,23 +124,19 @@ def continual_main(argv=None) -> int:
     out = os.path.abspath(args.output_dir)
     t0 = time.time()
     plan = [Experiment("demo", m, m) for m in METHODS]
-    bar = tqdm(total=3, desc="demo", unit="phase")
-    bar.set_postfix_str("base model + suite")
-    bases, suite = prepare(out, profile, plan, log=lambda m: tqdm.write("  " + m))
-    bar.update()
-    bar.set_postfix_str(" and ".join(METHODS) + f", {args.jobs} at a time")
+    print(f"[1/3] base model ({profile.base_steps} steps, cached) and the synthetic suite", flush=True)
+    bases, suite = prepare(out, profile, plan, log=lambda m: print("  " + m, flush=True))
+    print(f"[2/3] {' and '.join(METHODS)} on {len(suite.tasks)} tasks, {profile.task_steps} steps each, "
+          f"{args.jobs} runs at a time (logs: {os.path.join(out, 'runs', '<method>.log')})", flush=True)
     jobs = make_jobs(out, profile, plan, bases, suite, folder=lambda e, s: os.path.join(out, "runs", e.method))
     try:
-        run_jobs(jobs, args.jobs, progress=False)
+        run_jobs(jobs, args.jobs, stages_per_run=len(suite.tasks), desc="demo runs")
     except RuntimeError as e:
         print(str(e), file=sys.stderr)
         return 1
-    bar.update()
-    bar.set_postfix_str("report")
+    print("[3/3] comparison report", flush=True)
     runs = [j.out_dir for j in jobs]
     rc = cli(["report", *runs, "--output-dir", out])
-    bar.update()
-    bar.close()
     print(f"\ndemo finished in {time.time() - t0:.0f} s; per-run reports: {', '.join(runs)}; comparison: "
           f"{os.path.join(out, 'report.md')}")
     return rc

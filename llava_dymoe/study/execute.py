@@ -7,11 +7,12 @@ log file; the others go on.
 """
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -101,8 +102,19 @@ def _routes_per_task(method: str) -> bool:
     return cfg.expand and cfg.router != "none"
 
 
-def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True) -> Dict[str, float]:
-    """Run the jobs; returns ``{out_dir: wall seconds}``; raises ``RuntimeError`` listing failures."""
+def finished_stages(out_dir: str) -> int:
+    """How many stages of the run in ``out_dir`` have their completion record (``stage.json``)."""
+    from llava_dymoe.protocol.layout import STAGE_JSON
+
+    return len(glob.glob(os.path.join(glob.escape(out_dir), "stages", "*", STAGE_JSON)))
+
+
+def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True, stages_per_run: int = 0,
+             desc: str = "results") -> Dict[str, float]:
+    """Run the jobs; returns ``{out_dir: wall seconds}``; raises ``RuntimeError`` listing failures.
+
+    The bar counts finished runs, or with ``stages_per_run`` the finished stages of all runs (polled
+    from their ``stage.json`` files every 2 s, so a resumed run starts with its stages counted)."""
     from tqdm import tqdm
 
     def one(job: RunJob):
@@ -115,17 +127,28 @@ def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True)
             rc = subprocess.call(job.command, stdout=f, stderr=subprocess.STDOUT, env=env)
         return job, rc, time.time() - t0
 
+    def stages_done() -> int:
+        return sum(min(stages_per_run, finished_stages(j.out_dir)) for j in jobs)
+
     walls: Dict[str, float] = {}
     failed: List[str] = []
-    bar = tqdm(total=len(jobs), desc="results", unit="run", disable=not progress)
+    bar = tqdm(total=len(jobs) * (stages_per_run or 1), desc=desc, unit="stage" if stages_per_run else "run",
+               disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, n_parallel)) as pool:
-        for fut in as_completed([pool.submit(one, j) for j in jobs]):
-            job, rc, wall = fut.result()
-            walls[job.out_dir] = wall
-            if rc:
-                failed.append(f"{job.experiment.key} seed {job.seed}: exit {rc}, log {job.log}")
-            bar.set_postfix_str(f"{job.experiment.key} s{job.seed} {wall:.0f}s")
-            bar.update()
+        running = {pool.submit(one, j) for j in jobs}
+        while running:
+            done, running = wait(running, timeout=2.0 if stages_per_run else None, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job, rc, wall = fut.result()
+                walls[job.out_dir] = wall
+                if rc:
+                    failed.append(f"{job.experiment.key} seed {job.seed}: exit {rc}, log {job.log}")
+                bar.set_postfix_str(f"{job.experiment.key} s{job.seed} {wall:.0f}s")
+                if not stages_per_run:
+                    bar.update()
+            if stages_per_run and stages_done() != bar.n:
+                bar.n = stages_done()
+                bar.refresh()
     bar.close()
     if failed:
         raise RuntimeError("results: some runs failed (rerun the same command to resume them):\n  "
@@ -140,7 +163,7 @@ def run_plan(root: str, profile: Profile, plan: Sequence[Experiment], n_parallel
     t_prep = time.time() - t0
     jobs = make_jobs(root, profile, plan, bases, suite)
     log(f"results: {len(jobs)} runs ({len(plan)} configurations x {len(profile.seeds)} seeds), {n_parallel} at a time")
-    walls = run_jobs(jobs, n_parallel, progress=progress)
+    walls = run_jobs(jobs, n_parallel, progress=progress, stages_per_run=len(suite.tasks))
     return {"bases": bases, "suite": suite, "jobs": jobs, "walls": walls, "prepare_s": t_prep,
             "total_s": time.time() - t0}
 

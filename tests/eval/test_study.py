@@ -198,3 +198,37 @@ def test_aggregate_only_reports_the_base_models_already_built_and_builds_nothing
     text = open(doc).read()
     assert "| d | cell | count |" in text and "| 128 | 38 | 62 |" in text
     assert sorted(os.listdir(root)) == ["base", "base_d64"] and os.listdir(os.path.join(root, "base_d64")) == []
+
+
+def _fake_job(tmp_path, name, n_stages, rc=0):
+    """A RunJob whose command writes ``n_stages`` stage records (slowly) and exits with ``rc``."""
+    import sys
+
+    from llava_dymoe.study.execute import RunJob
+
+    out = str(tmp_path / name)
+    code = ("import os, sys, time\n"
+            f"for t in range({n_stages}):\n"
+            f"    d = os.path.join({out!r}, 'stages', f'{{t + 1}}_task')\n"
+            "    os.makedirs(d)\n"
+            "    time.sleep(0.3)\n"
+            "    open(os.path.join(d, 'stage.json'), 'w').write('{}')\n"
+            f"sys.exit({rc})\n")
+    exp = build_plan(["methods"])[0]
+    return RunJob(exp, 0, out, [sys.executable, "-c", code], out + ".log")
+
+
+def test_run_jobs_counts_finished_stages_and_reports_failures(tmp_path, capsys):
+    from llava_dymoe.study.execute import finished_stages, run_jobs
+
+    jobs = [_fake_job(tmp_path, "a", 3), _fake_job(tmp_path, "b", 3)]
+    walls = run_jobs(jobs, 2, stages_per_run=3, desc="demo runs")
+    assert set(walls) == {j.out_dir for j in jobs}
+    assert [finished_stages(j.out_dir) for j in jobs] == [3, 3]
+    err = capsys.readouterr().err
+    assert "demo runs" in err and "6/6" in err and "stage" in err
+    os.makedirs(os.path.join(jobs[0].out_dir, "stages", "4_task"))  # a stage without its record
+    assert finished_stages(jobs[0].out_dir) == 3
+    bad = _fake_job(tmp_path, "c", 1, rc=3)
+    with pytest.raises(RuntimeError, match=r"exit 3, log .*c\.log"):
+        run_jobs([bad], 1, stages_per_run=2, progress=False)

@@ -31,4 +31,9 @@ def test_continual_demo_quick_mode_covers_the_pipeline(tmp_path, capsys):
         assert f"| {method} | 5/5 |" in report
         assert json.load(open(run / "run.json"))["method"] == method
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "MFN" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "MFN" in captured.out
+    assert all(f"[{k}/3]" in captured.out for k in (1, 2, 3))
+    # progress bars: the base stage follows its training log, the runs count finished stages (2 runs x 5)
+    assert "base model d=128" in captured.err and "30/30" in captured.err
+    assert "demo runs" in captured.err and "10/10" in captured.err
