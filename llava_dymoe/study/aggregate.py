@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .plan import DEFAULT_WIDTH, Experiment, Profile
 
-METRICS = ("mfn", "maa", "bwt")
+METRICS = ("mfn", "maa", "bwt", "mft")
 
 
 def mean_std(values: Sequence[float]):
@@ -67,15 +67,15 @@ def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List
 
 
 def group_table(rows: Sequence[Dict[str, Any]]) -> str:
-    head = ("| configuration | method | seeds | MFN | MAA | BWT | BWT per seed | BWT, oracle routing |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    head = ("| configuration | method | seeds | MFN | MAA | BWT | MFT | BWT per seed | BWT, oracle routing |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
         e, st = r["experiment"], r["stats"]
         per = ", ".join(f"{r['per_seed'][s]['bwt']:.1f}" for s in r["seeds"]) or "–"
         extra = "".join(f" --dymoe_{k} {v}" for k, v in e.dymoe_args)
         lines.append(f"| {e.name} | `{e.method}{extra}` | {len(r['seeds'])} | {fmt_ms(*st['mfn'])} | "
-                     f"{fmt_ms(*st['maa'])} | {fmt_ms(*st['bwt'])} | {per} | {fmt_ms(*st['bwt_oracle'])} |")
+                     f"{fmt_ms(*st['maa'])} | {fmt_ms(*st['bwt'])} | {fmt_ms(*st['mft'])} | {per} | {fmt_ms(*st['bwt_oracle'])} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -110,7 +110,8 @@ def width_rows(rows_by_key: Dict[str, Dict[str, Any]], widths: Sequence[int]) ->
             continue
         out.append({"width": w, "incmoelora": rows_by_key[inc], "dymoe": rows_by_key[dy],
                     "gap_bwt": paired_gap(rows_by_key, inc, dy, "bwt"),
-                    "gap_mfn": paired_gap(rows_by_key, inc, dy, "mfn")})
+                    "gap_mfn": paired_gap(rows_by_key, inc, dy, "mfn"),
+                    "gap_mft": paired_gap(rows_by_key, inc, dy, "mft")})
     return out
 
 
@@ -204,7 +205,8 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
            + ", ".join(f"`{k}={v}`" for k, v in profile.train_args.items())
            + f"; seeds {list(profile.seeds)} (training seed; base model and suite fixed). Scores in percent; "
            "MFN = mean final accuracy, MAA = mean average accuracy, BWT = backward transfer (negative = "
-           "forgetting), method.md §5. Mean ± sample std over the seeds that finished. \"BWT, oracle routing\": "
+           "forgetting), MFT = mean of R[i, i] (accuracy right after learning each task: plasticity; a method "
+           "that learns a task less has less of it to forget, so read BWT next to MFT), method.md §5. Mean ± sample std over the seeds that finished. \"BWT, oracle routing\": "
            "the BWT of the same checkpoints when each old task is answered with routing restricted to the banks "
            "that existed when it was learned (`cli run --oracle-routing`, methods with one bank per task); with "
            "the projector frozen it is 0 exactly, so BWT itself is the forgetting caused by routing drift.\n"]
@@ -230,10 +232,10 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     wrows = width_rows(by_key, widths) if widths else []
     if wrows:
         out.append("### DyMoE minus IncMoELoRA, paired by seed\n")
-        out.append("| d | ΔBWT (DyMoE − IncMoELoRA) | ΔMFN | seeds |\n|---|---|---|---|")
+        out.append("| d | ΔBWT (DyMoE − IncMoELoRA) | ΔMFN | ΔMFT | seeds |\n|---|---|---|---|---|")
         for w in wrows:
-            out.append(f"| {w['width']} | {fmt_ms(*w['gap_bwt'][:2])} | {fmt_ms(*w['gap_mfn'][:2])} | "
-                       f"{w['gap_bwt'][2]} |")
+            gaps = " | ".join(fmt_ms(*w[k][:2]) for k in ("gap_bwt", "gap_mfn", "gap_mft"))
+            out.append(f"| {w['width']} | {gaps} | {w['gap_bwt'][2]} |")
         out.append("")
         png = plot_width(wrows, os.path.join(plot_dir, "width_curve.png"))
         if png:

@@ -103,10 +103,13 @@ def test_aggregation_means_spreads_paired_gaps_and_doc(tmp_path):
     assert "python -m llava_dymoe.study --x" in text
     assert "| incmoelora | `incmoelora` | 3 | 65.0 ± 5.0 |" in text  # MFN = mean of finals (a+b)/2
     assert text.count("--oracle-routing") >= 1
-    assert "| -40.0, -30.0, -20.0 | 0.0 ± 0.0 |" in text
+    # MAA per seed (80 + (fa + fb) / 2) / 2; MFT = mean of the diagonal (80 + fb) / 2 -> 85, 75, 80
+    assert ("| incmoelora | `incmoelora` | 3 | 65.0 ± 5.0 | 72.5 ± 2.5 | -30.0 ± 10.0 | 80.0 ± 5.0 "
+            "| -40.0, -30.0, -20.0 | 0.0 ± 0.0 |") in text
     assert "| dymoe | `dymoe` | 3 |" in text and "| lora | `lora` | 0 | – |" in text
     # paired gap at d=128: dymoe BWT per seed -10, -20, 0 minus incmoelora's -40, -30, -20 -> 30, 10, 20
-    assert "| 128 | 20.0 ± 10.0 |" in text
+    # MFN gap per seed 77.5-65, 67.5-60, 80-70 = 12.5, 7.5, 10; MFT gap (80 + fb) / 2: 82.5-85, 77.5-75, 80-80
+    assert "| 128 | 20.0 ± 10.0 | 10.0 ± 2.5 | 0.0 ± 2.5 | 3 |" in text
     assert os.path.isfile(os.path.join(tmp_path, "docs", "results", "methods_bars.png"))
     saved = json.load(open(os.path.join(tmp_path, "docs", "results", "results.json")))
     assert {r["key"] for r in saved} >= {"incmoelora", "dymoe", "dymoe_d64"}
