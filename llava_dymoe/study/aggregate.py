@@ -178,6 +178,20 @@ GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
                 "width": "Width study: IncMoELoRA vs DyMoE"}
 
 
+def group_note(group: str) -> str:
+    """A sentence under a group's title (what the width study kept fixed: the paper's recipe, from the config)."""
+    if group != "width":
+        return ""
+    from llava_dymoe.methods import get_method
+
+    cfg = get_method("dymoe").build_config()
+    return ("Each width has its own base model (LLM d, MLP 2d, 2 layers, 4 heads, same base recipe and steps); "
+            "the continual recipe is the paper's at every width and nothing is scaled with d: router temperature "
+            f"{cfg.router_temperature:g}, tau {cfg.tau:g}, RSR {cfg.c_exc:g}/{cfg.c_spe:g}, {cfg.experts_per_task} "
+            f"rank-{cfg.expert_rank} experts per task, the same steps and learning rate per task. d=128 is the "
+            "methods table's run.\n")
+
+
 def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], profile: Profile, *,
                       command: str, bases: Optional[Dict[int, Any]] = None, total_s: Optional[float] = None,
                       widths: Sequence[int] = ()) -> Dict[str, Any]:
@@ -222,6 +236,8 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     for group in groups:
         grows = [by_key[e.key] for e in plan if e.group == group]
         out.append(f"## {GROUP_TITLES.get(group, group)}\n")
+        if group_note(group):
+            out.append(group_note(group))
         out.append(group_table(grows))
         if group == "methods":
             out.append("Final accuracy per task (last row of the matrix), mean ± std:\n")

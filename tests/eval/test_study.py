@@ -101,6 +101,7 @@ def test_aggregation_means_spreads_paired_gaps_and_doc(tmp_path):
     write_results_doc(root, doc, plan, profile, command="python -m llava_dymoe.study --x", widths=[64])
     text = open(doc).read()
     assert "python -m llava_dymoe.study --x" in text
+    assert "nothing is scaled with d: router temperature 0.01" in text  # the width study says what it kept
     assert "| incmoelora | `incmoelora` | 3 | 65.0 ± 5.0 |" in text  # MFN = mean of finals (a+b)/2
     assert text.count("--oracle-routing") >= 1
     # MAA per seed (80 + (fa + fb) / 2) / 2; MFT = mean of the diagonal (80 + fb) / 2 -> 85, 75, 80
