@@ -47,15 +47,15 @@ def finished_bases(root: str, plan: Sequence[Experiment]):
 def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callable[[str], None] = print):
     """Build (or reuse) one base model per width of the plan and the suite; returns ``(bases, suite)``."""
     from llava_dymoe.synthetic import generate_suite
-    from llava_dymoe.synthetic.base import BaseConfig, build_base_model, default_sizes
+    from llava_dymoe.synthetic.base import BaseConfig, base_learning_rate, build_base_model, default_sizes
 
     bases = {}
     for width in widths_needed(plan):
         sizes = default_sizes(hidden_size=width, intermediate_size=2 * width)
         folder = base_folder(root, width)
         log(f"base model d={width}: {folder}")
-        bases[width] = build_base_model(folder, BaseConfig(seed=0, steps=profile.base_steps), sizes=sizes,
-                                        evaluate=profile.name != "quick", log=log)
+        config = BaseConfig(seed=0, steps=profile.base_steps, learning_rate=base_learning_rate(width))
+        bases[width] = build_base_model(folder, config, sizes=sizes, evaluate=profile.name != "quick", log=log)
     suite = generate_suite(os.path.join(root, "suite"), seed=0, n_train=profile.n_train, n_test=profile.n_test)
     return bases, suite
 

@@ -79,3 +79,48 @@ def test_dymoe_task_on_top_of_the_base(base, synthetic_suite, tmp_path):
                     "exact", 4)
     res = evaluate(str(out), base.llm, [task], synthetic_suite.image_folder, answers_dir=str(tmp_path / "ans"), limit=3)
     assert res["vqa"]["n"] == 3 and res["vqa"]["n_answered"] == 3
+
+
+def _capture_builds(monkeypatch):
+    """Replace build_base_model by a recorder of its (folder, config, sizes); returns the list it fills."""
+    import types
+
+    from llava_dymoe.synthetic import base as base_mod
+
+    calls = []
+
+    def fake(out_dir, config=None, sizes=None, **kwargs):
+        calls.append((out_dir, config, sizes))
+        return types.SimpleNamespace(llm="l", projector="p", clip="c", accuracy={}, meta={"results": {}})
+
+    monkeypatch.setattr(base_mod, "build_base_model", fake)
+    return calls
+
+
+def test_base_learning_rate_is_scaled_as_one_over_d_above_128(monkeypatch, tmp_path):
+    from llava_dymoe.synthetic.base import base_learning_rate, main
+
+    assert [base_learning_rate(d) for d in (32, 64, 128)] == [2e-3] * 3
+    assert base_learning_rate(256) == pytest.approx(1e-3) and base_learning_rate(512) == pytest.approx(5e-4)
+    assert BaseConfig().learning_rate == base_learning_rate(128)
+    calls = _capture_builds(monkeypatch)
+    assert main([str(tmp_path / "a"), "--hidden-size", "256", "--no-eval"]) == 0
+    assert main([str(tmp_path / "b"), "--hidden-size", "256", "--learning-rate", "3e-3", "--no-eval"]) == 0
+    assert main([str(tmp_path / "c")]) == 0
+    assert [(c[2].hidden_size, c[1].learning_rate) for c in calls] == [(256, pytest.approx(1e-3)), (256, 3e-3),
+                                                                      (128, 2e-3)]
+
+
+def test_the_study_builds_each_width_with_its_learning_rate(monkeypatch, tmp_path):
+    from llava_dymoe.study import execute
+    from llava_dymoe.study.plan import PROFILES, build_plan
+
+    calls = _capture_builds(monkeypatch)
+    monkeypatch.setattr("llava_dymoe.synthetic.generate_suite", lambda *a, **k: "suite")
+    bases, suite = execute.prepare(str(tmp_path), PROFILES["quick"], build_plan(["methods", "width"], widths=[64, 256]),
+                                   log=lambda m: None)
+    assert sorted(bases) == [64, 128, 256] and suite == "suite"
+    got = {c[2].hidden_size: (os.path.basename(c[0]), c[1].learning_rate, c[1].steps, c[2].intermediate_size)
+           for c in calls}
+    assert got == {64: ("base_d64", 2e-3, 4, 128), 128: ("base", 2e-3, 4, 256),
+                   256: ("base_d256", pytest.approx(1e-3), 4, 512)}
