@@ -44,19 +44,29 @@ def finished_bases(root: str, plan: Sequence[Experiment]):
     return {w: b for w, b in found.items() if b is not None}
 
 
-def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callable[[str], None] = print):
-    """Build (or reuse) one base model per width of the plan and the suite; returns ``(bases, suite)``."""
+def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callable[[str], None] = print,
+            n_parallel: int = 1):
+    """Build (or reuse) one base model per width of the plan and the suite; returns ``(bases, suite)``.
+
+    With ``n_parallel`` > 1 up to that many base models train at once (one thread each, no progress
+    bars: they would overwrite each other); the suite is written meanwhile."""
     from llava_dymoe.synthetic import generate_suite
     from llava_dymoe.synthetic.base import BaseConfig, base_learning_rate, build_base_model, default_sizes
 
-    bases = {}
-    for width in widths_needed(plan):
-        sizes = default_sizes(hidden_size=width, intermediate_size=2 * width)
+    widths = widths_needed(plan)
+    parallel = n_parallel > 1 and len(widths) > 1
+
+    def build(width: int):
         folder = base_folder(root, width)
         log(f"base model d={width}: {folder}")
         config = BaseConfig(seed=0, steps=profile.base_steps, learning_rate=base_learning_rate(width))
-        bases[width] = build_base_model(folder, config, sizes=sizes, evaluate=profile.name != "quick", log=log)
-    suite = generate_suite(os.path.join(root, "suite"), seed=0, n_train=profile.n_train, n_test=profile.n_test)
+        return build_base_model(folder, config, sizes=default_sizes(hidden_size=width, intermediate_size=2 * width),
+                                evaluate=profile.name != "quick", log=log, progress=not parallel)
+
+    with ThreadPoolExecutor(max_workers=min(n_parallel, len(widths)) if parallel else 1) as pool:
+        futures = {w: pool.submit(build, w) for w in widths}
+        suite = generate_suite(os.path.join(root, "suite"), seed=0, n_train=profile.n_train, n_test=profile.n_test)
+        bases = {w: f.result() for w, f in futures.items()}
     return bases, suite
 
 
@@ -159,7 +169,7 @@ def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True,
 def run_plan(root: str, profile: Profile, plan: Sequence[Experiment], n_parallel: int = 2,
              log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, object]:
     t0 = time.time()
-    bases, suite = prepare(root, profile, plan, log=log)
+    bases, suite = prepare(root, profile, plan, log=log, n_parallel=n_parallel)
     t_prep = time.time() - t0
     jobs = make_jobs(root, profile, plan, bases, suite)
     log(f"results: {len(jobs)} runs ({len(plan)} configurations x {len(profile.seeds)} seeds), {n_parallel} at a time")

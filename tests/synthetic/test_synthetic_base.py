@@ -124,3 +124,33 @@ def test_the_study_builds_each_width_with_its_learning_rate(monkeypatch, tmp_pat
            for c in calls}
     assert got == {64: ("base_d64", 2e-3, 4, 128), 128: ("base", 2e-3, 4, 256),
                    256: ("base_d256", pytest.approx(1e-3), 4, 512)}
+
+
+def test_the_study_builds_base_models_two_at_a_time(monkeypatch, tmp_path):
+    """n_parallel=2: two builds overlap (each waits until the other has started), three widths all built."""
+    import threading
+    import types
+
+    from llava_dymoe.study import execute
+    from llava_dymoe.study.plan import PROFILES, build_plan
+    from llava_dymoe.synthetic import base as base_mod
+
+    started, lock, running, peak, bars = threading.Barrier(2, timeout=10), threading.Lock(), [0], [0], []
+
+    def fake(out_dir, config=None, sizes=None, progress=True, **kwargs):
+        bars.append(progress)
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if sizes.hidden_size != 256:  # the first two builds meet: they run at the same time
+            started.wait()
+        with lock:
+            running[0] -= 1
+        return types.SimpleNamespace(width=sizes.hidden_size)
+
+    monkeypatch.setattr(base_mod, "build_base_model", fake)
+    monkeypatch.setattr("llava_dymoe.synthetic.generate_suite", lambda *a, **k: "suite")
+    plan = build_plan(["methods", "width"], widths=[64, 256])
+    bases, _ = execute.prepare(str(tmp_path), PROFILES["quick"], plan, log=lambda m: None, n_parallel=2)
+    assert {w: b.width for w, b in bases.items()} == {64: 64, 128: 128, 256: 256}
+    assert peak[0] == 2 and bars == [False] * 3  # no bars while builds overlap
