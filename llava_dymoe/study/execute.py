@@ -98,17 +98,19 @@ def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, su
     return jobs
 
 
-def _expands(method: str) -> bool:
+def _recipe(method: str):
     from llava_dymoe.methods import get_method
 
-    return get_method(method).build_config().expand
+    return get_method(method).build_config()
+
+
+def _expands(method: str) -> bool:
+    return _recipe(method).expand
 
 
 def _routes_per_task(method: str) -> bool:
     """One bank per task behind a router: the methods whose routing statistics say what TAG sees."""
-    from llava_dymoe.methods import get_method
-
-    cfg = get_method(method).build_config()
+    cfg = _recipe(method)
     return cfg.expand and cfg.router != "none"
 
 
@@ -156,8 +158,9 @@ def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True,
                 bar.set_postfix_str(f"{job.experiment.key} s{job.seed} {wall:.0f}s")
                 if not stages_per_run:
                     bar.update()
-            if stages_per_run and stages_done() != bar.n:
-                bar.n = stages_done()
+            finished = stages_done() if stages_per_run else bar.n
+            if finished != bar.n:
+                bar.n = finished
                 bar.refresh()
     bar.close()
     if failed:

@@ -14,11 +14,11 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from llava_dymoe.trainer.saving import ROUTING_STATS
+
 from .aggregate import fmt_ms, mean_std
 from .execute import run_dir
 from .plan import Experiment
-
-ROUTING_STATS = "routing_stats.json"
 #: ``(column, key in routing_stats.json)``; ``layer_mean`` keys first, the others are layer means of ``layers``.
 COLUMNS = (("old", "frac_old"), ("new", "frac_new"), ("ambiguous", "frac_ambiguous"), ("g_new", "mean_g_new"),
            ("c_old", "mean_c_old"), ("c_new", "mean_c_new"), ("D_rel", "mean_d_rel"))
