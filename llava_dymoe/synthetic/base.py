@@ -289,6 +289,9 @@ def main(argv=None) -> int:
                                             if k.startswith("size_") and v is not None})
     if a.learning_rate is None:
         a.learning_rate = base_learning_rate(sizes.hidden_size)
+    elif not a.learning_rate > 0:
+        p.error(f"--learning-rate must be a positive number, got {a.learning_rate!r}; omit it for "
+                f"base_learning_rate(d) = {base_learning_rate(sizes.hidden_size):g} at d={sizes.hidden_size}")
     config = BaseConfig(**{k: getattr(a, k) for k in asdict(defaults)})
     base = build_base_model(a.out_dir, config, sizes, evaluate=not a.no_eval, overwrite=a.overwrite,
                             threads=a.threads)

@@ -109,6 +109,9 @@ def test_base_learning_rate_is_scaled_as_one_over_d_above_128(monkeypatch, tmp_p
     assert main([str(tmp_path / "c")]) == 0
     assert [(c[2].hidden_size, c[1].learning_rate) for c in calls] == [(256, pytest.approx(1e-3)), (256, 3e-3),
                                                                       (128, 2e-3)]
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "d"), "--learning-rate", "0"])
+    assert len(calls) == 3  # refused before anything is built
 
 
 def test_the_study_builds_each_width_with_its_learning_rate(monkeypatch, tmp_path):
