@@ -75,7 +75,8 @@ def group_table(rows: Sequence[Dict[str, Any]]) -> str:
         per = ", ".join(f"{r['per_seed'][s]['bwt']:.1f}" for s in r["seeds"]) or "–"
         extra = "".join(f" --dymoe_{k} {v}" for k, v in e.dymoe_args)
         lines.append(f"| {e.name} | `{e.method}{extra}` | {len(r['seeds'])} | {fmt_ms(*st['mfn'])} | "
-                     f"{fmt_ms(*st['maa'])} | {fmt_ms(*st['bwt'])} | {fmt_ms(*st['mft'])} | {per} | {fmt_ms(*st['bwt_oracle'])} |")
+                     f"{fmt_ms(*st['maa'])} | {fmt_ms(*st['bwt'])} | {fmt_ms(*st['mft'])} | {per} | "
+                     f"{fmt_ms(*st['bwt_oracle'])} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -220,7 +221,8 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
            + f"; seeds {list(profile.seeds)} (training seed; base model and suite fixed). Scores in percent; "
            "MFN = mean final accuracy, MAA = mean average accuracy, BWT = backward transfer (negative = "
            "forgetting), MFT = mean of R[i, i] (accuracy right after learning each task: plasticity; a method "
-           "that learns a task less has less of it to forget, so read BWT next to MFT), method.md §5. Mean ± sample std over the seeds that finished. \"BWT, oracle routing\": "
+           "that learns a task less has less of it to forget, so read BWT next to MFT), method.md §5. Mean ± "
+           "sample std over the seeds that finished. \"BWT, oracle routing\": "
            "the BWT of the same checkpoints when each old task is answered with routing restricted to the banks "
            "that existed when it was learned (`cli run --oracle-routing`, methods with one bank per task); with "
            "the projector frozen it is 0 exactly, so BWT itself is the forgetting caused by routing drift.\n"]
@@ -236,8 +238,9 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     for group in groups:
         grows = [by_key[e.key] for e in plan if e.group == group]
         out.append(f"## {GROUP_TITLES.get(group, group)}\n")
-        if group_note(group):
-            out.append(group_note(group))
+        note = group_note(group)
+        if note:
+            out.append(note)
         out.append(group_table(grows))
         if group == "methods":
             out.append("Final accuracy per task (last row of the matrix), mean ± std:\n")

@@ -214,11 +214,10 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     paths = base_paths(root)
     request = {"format": FORMAT, "config": asdict(config), "sizes": asdict(sizes), "evaluated": evaluate}
     meta_path = os.path.join(root, META)
-    if not overwrite and os.path.isfile(meta_path):
-        meta = json.load(open(meta_path))
-        if meta.get("request") == request:
-            log(f"base model: reusing {root}")
-            return BaseModel(meta=meta, **paths)
+    existing = None if overwrite else load_base_model(root)
+    if existing is not None and existing.meta.get("request") == request:
+        log(f"base model: reusing {root}")
+        return existing
     if os.path.exists(meta_path):
         os.remove(meta_path)
     os.makedirs(root, exist_ok=True)
