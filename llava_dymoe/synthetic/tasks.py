@@ -11,7 +11,7 @@ Continual tasks, in training order (:data:`SUITE_TASKS`), all over the same imag
 =========  ==============  ==================================================  ==============
 name       CoIN analogue   answer                                              scorer
 =========  ==============  ==================================================  ==============
-choice     ScienceQA       option letter ``"B"`` (4 options)                   sqa_letter
+choice     ScienceQA       option letter ``"B"`` (4 options, fixed order)      sqa_letter
 read       TextVQA/OCR     the written word ``"bird"``                         exact
 classify   ImageNet        main object (majority kind) ``"red circle"``, 16    contains
 vqa        GQA             colour / shape / count word ``"two"``               exact
@@ -74,17 +74,29 @@ def _unique(objs, key) -> List[Obj]:
 
 
 # ----------------------------------------------------------------------------- continual tasks
+#: The options of the multiple-choice task, always listed in this order (A, B, C, D).
+CHOICE_OPTIONS = {"shape_of_colour": SHAPES, "colour_of_shape": tuple(sorted(COLOURS))}
+
+
 def make_choice(rng: random.Random, image_size: int) -> Sample:
-    """Multiple choice over all four shapes (or colours); every object has its own colour and shape."""
+    """Multiple choice over all four shapes (or colours), listed in the fixed order of
+    :data:`CHOICE_OPTIONS`; every object of the scene has its own colour and shape.
+
+    The order is fixed because a shuffled one was not learnable from the base model within the
+    suite's budget (measured: 600 LoRA steps gave 17.5 %, majority 27.5 %; 600 full steps 35 %):
+    a 2-layer LLM must then look the answer up among the option lines before naming its letter.
+    With a fixed order the letter still stands for a word the question does not state.
+    """
     n = rng.randint(2, 4)
     objs = place_objects(rng, list(zip(rng.sample(sorted(COLOURS), n), rng.sample(SHAPES, n))))
     target = rng.choice(objs)
     if rng.random() < 0.5:
-        kind, given, options, correct = "shape_of_colour", target.colour, rng.sample(SHAPES, 4), target.shape
+        kind, given, correct = "shape_of_colour", target.colour, target.shape
         text = f"Which shape is {given}?"
     else:
-        kind, given, options, correct = "colour_of_shape", target.shape, rng.sample(sorted(COLOURS), 4), target.colour
+        kind, given, correct = "colour_of_shape", target.shape, target.colour
         text = f"Which colour is the {given}?"
+    options = list(CHOICE_OPTIONS[kind])
     letters = "ABCD"
     lines = [text] + [f"{letters[i]}. {o}" for i, o in enumerate(options)] + [LETTER]
     return Sample(Scene(objs), "\n".join(lines), letters[options.index(correct)],
@@ -145,7 +157,7 @@ def make_ground(rng: random.Random, image_size: int) -> Sample:
 
 SUITE_TASKS: Tuple[TaskDef, ...] = (
     TaskDef("choice", "ScienceQA", "sqa_letter", 4, make_choice,
-            "multiple choice (4 options) on the shape of a colour or the colour of a shape"),
+            "multiple choice (4 options, fixed order) on the shape of a colour or the colour of a shape"),
     TaskDef("read", "TextVQA / OCR-VQA", "exact", 6, make_read, "read the word written in glyphs"),
     TaskDef("classify", "ImageNet", "contains", 8, make_classify,
             "name the main (most frequent) object among 16 colour-shape classes"),

@@ -52,7 +52,9 @@ def recompute(task, row):
     if task == "choice":
         key, want = ("colour", "shape") if query["type"] == "shape_of_colour" else ("shape", "colour")
         target = _only(objs, key, query["given"])
-        assert len(set(query["options"])) == 4
+        fixed = {"shape_of_colour": ["circle", "square", "triangle", "cross"],
+                 "colour_of_shape": ["blue", "green", "red", "yellow"]}
+        assert query["options"] == fixed[query["type"]], "options are listed in one fixed order per question type"
         for i, opt in enumerate(query["options"]):  # the question lists the options in order
             assert f"\n{'ABCD'[i]}. {opt}\n" in row["question"]
         return "ABCD"[query["options"].index(target[want])]
