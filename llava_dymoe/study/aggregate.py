@@ -40,7 +40,7 @@ def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List
 
     rows = []
     for exp in plan:
-        per_seed, finals = {}, {}
+        per_seed, finals, learned = {}, {}, {}
         for seed in seeds:
             folder = run_dir(root, exp, seed)
             if not os.path.isfile(os.path.join(folder, "matrix.csv")):
@@ -56,13 +56,15 @@ def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List
                 if len(rm.stages) == len(rm.tasks):
                     per_seed[seed]["bwt_oracle"] = summary(rm)["bwt"]
             finals[seed] = {t: matrix.get(len(matrix.stages) - 1, t) for t in matrix.tasks}
+            learned[seed] = {t: matrix.get(i, t) for i, t in enumerate(matrix.tasks)}
         stats = {m: mean_std([v[m] for v in per_seed.values()]) for m in METRICS}
         stats["bwt_oracle"] = mean_std([v["bwt_oracle"] for v in per_seed.values() if "bwt_oracle" in v])
         tasks = sorted({t for f in finals.values() for t in f}, key=lambda t: list(next(iter(finals.values()))).index(t)) \
             if finals else []
         final = {t: mean_std([f[t] for f in finals.values()]) for t in tasks}
+        diagonal = {t: mean_std([d[t] for d in learned.values()]) for t in tasks}
         rows.append({"experiment": exp, "seeds": sorted(per_seed), "per_seed": per_seed, "stats": stats,
-                     "final": final})
+                     "final": final, "learned": diagonal})
     return rows
 
 
@@ -80,16 +82,35 @@ def group_table(rows: Sequence[Dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def final_row_table(rows: Sequence[Dict[str, Any]]) -> str:
+def per_task_table(rows: Sequence[Dict[str, Any]], key: str = "final",
+                   first: Optional[Dict[str, float]] = None, first_name: str = "") -> str:
+    """Per-task means ± std of ``row[key]`` ("final": last row of the matrix, "learned": its diagonal),
+    optionally under a first row of plain values (``first``, named ``first_name``)."""
     tasks: List[str] = []
     for r in rows:
-        tasks += [t for t in r["final"] if t not in tasks]
+        tasks += [t for t in r[key] if t not in tasks]
     if not tasks:
         return ""
     head = "| configuration | " + " | ".join(tasks) + " |\n|---|" + "---|" * len(tasks) + "\n"
-    return head + "\n".join(
-        f"| {r['experiment'].name} | " + " | ".join(fmt_ms(*r["final"].get(t, (float("nan"),) * 2)) for t in tasks)
-        + " |" for r in rows) + "\n"
+    lines = [f"| {first_name} | " + " | ".join(fmt_ms(first.get(t, float("nan")), float("nan")) for t in tasks)
+             + " |"] if first else []
+    lines += [f"| {r['experiment'].name} | " + " | ".join(fmt_ms(*r[key].get(t, (float("nan"),) * 2)) for t in tasks)
+              + " |" for r in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+def majority_rates(suite_root: str, tasks: Sequence[str]) -> Dict[str, float]:
+    """Percent of each task's test questions whose reference is its most frequent one (what answering
+    one constant scores under exact match), for the tasks whose references exist under ``suite_root``."""
+    from llava_dymoe.synthetic.learnability import majority_baseline
+    from llava_dymoe.synthetic.writer import TaskFiles
+
+    out = {}
+    for t in tasks:
+        path = os.path.join(suite_root, TaskFiles.for_task(t).reference_file)
+        if os.path.isfile(path):
+            out[t] = majority_baseline(path)
+    return out
 
 
 def paired_gap(by_key: Dict[str, Dict[str, Any]], a: str, b: str, metric: str):
@@ -244,7 +265,15 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         out.append(group_table(grows))
         if group == "methods":
             out.append("Final accuracy per task (last row of the matrix), mean ± std:\n")
-            out.append(final_row_table(grows))
+            out.append(per_task_table(grows, "final"))
+            learned_tasks = [t for r in grows for t in r["learned"]]
+            majority = majority_rates(os.path.join(root, "suite"), list(dict.fromkeys(learned_tasks)))
+            learned = per_task_table(grows, "learned", majority, "(majority answer)")
+            if learned:
+                out.append("Accuracy right after learning each task (R[i, i], the diagonal: is the task learned "
+                           "at all?), mean ± std; the first row is the share of the test set's most frequent "
+                           "reference answer, what one constant answer scores:\n")
+                out.append(learned)
         png = plot_group(grows, os.path.join(plot_dir, f"{group}_bars.png"), GROUP_TITLES.get(group, group))
         if png:
             out.append(f"![{group}](results/{os.path.basename(png)})\n")

@@ -97,9 +97,19 @@ def test_aggregation_means_spreads_paired_gaps_and_doc(tmp_path):
     assert inc["stats"]["bwt_oracle"] == (0.0, 0.0) and math.isnan(rows["dymoe"]["stats"]["bwt_oracle"][0])
     assert inc["stats"]["bwt"] == pytest.approx((-30.0, 10.0))  # BWT per seed -40, -30, -20
     assert inc["final"]["a"] == pytest.approx((50.0, 10.0))
+    assert inc["learned"]["a"] == pytest.approx((80.0, 0.0)) and inc["learned"]["b"] == pytest.approx((80.0, 10.0))
+    # the study's suite sits in ROOT/suite: task a's test references give its majority rate (3 of 4 -> 75 %)
+    os.makedirs(os.path.join(root, "suite", "a"))
+    with open(os.path.join(root, "suite", "a", "references.jsonl"), "w") as f:
+        for i, ans in enumerate(["x", "x", "y", "x"]):
+            f.write(json.dumps({"question_id": f"a-{i}", "answer": ans}) + "\n")
     doc = str(tmp_path / "docs" / "results.md")
     write_results_doc(root, doc, plan, profile, command="python -m llava_dymoe.study --x", widths=[64])
     text = open(doc).read()
+    # the diagonal table: majority row first (no references for b), then R[i, i] per task
+    diag = text.split("Accuracy right after learning each task")[1]
+    assert "| (majority answer) | 75.0 | – |\n| lora | – | – |" in diag
+    assert "| incmoelora | 80.0 ± 0.0 | 80.0 ± 10.0 |" in diag
     assert "python -m llava_dymoe.study --x" in text
     assert "nothing is scaled with d: router temperature 0.01" in text  # the width study says what it kept
     assert "| incmoelora | `incmoelora` | 3 | 65.0 ± 5.0 |" in text  # MFN = mean of finals (a+b)/2
