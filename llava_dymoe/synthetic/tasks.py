@@ -11,7 +11,7 @@ Continual tasks, in training order (:data:`SUITE_TASKS`), all over the same imag
 =========  ==============  ==================================================  ==============
 name       CoIN analogue   answer                                              scorer
 =========  ==============  ==================================================  ==============
-choice     ScienceQA       option letter ``"B"`` (4 options, fixed order)      sqa_letter
+choice     ScienceQA       option letter ``"B"``: the shared colour or shape   sqa_letter
 read       TextVQA/OCR     the written word ``"bird"``                         exact
 classify   ImageNet        main object (majority kind) ``"red circle"``, 16    contains
 vqa        GQA             colour / shape / count word ``"two"``               exact
@@ -75,32 +75,35 @@ def _unique(objs, key) -> List[Obj]:
 
 # ----------------------------------------------------------------------------- continual tasks
 #: The options of the multiple-choice task, always listed in this order (A, B, C, D).
-CHOICE_OPTIONS = {"shape_of_colour": SHAPES, "colour_of_shape": tuple(sorted(COLOURS))}
+CHOICE_OPTIONS = {"shared_colour": tuple(sorted(COLOURS)), "shared_shape": SHAPES}
 
 
 def make_choice(rng: random.Random, image_size: int) -> Sample:
-    """Multiple choice over all four shapes (or colours), listed in the fixed order of
-    :data:`CHOICE_OPTIONS`; every object of the scene has its own colour and shape.
+    """Multiple choice on what all objects of the scene share: their colour (the objects have
+    distinct shapes) or their shape (distinct colours); 2-3 objects, the four colours (or shapes)
+    as options in the fixed order of :data:`CHOICE_OPTIONS`.
 
-    The order is fixed because a shuffled one was not learnable from the base model within the
-    suite's budget (measured: 600 LoRA steps gave 17.5 %, majority 27.5 %; 600 full steps 35 %):
-    a 2-layer LLM must then look the answer up among the option lines before naming its letter.
-    With a fixed order the letter still stands for a word the question does not state.
+    Why this form (measured from the d=128 base, 40 test questions): a question on one object's
+    attribute with shuffled options was not learnable within the suite's budget (600 LoRA steps:
+    17.5 %, majority 27.5 %); with fixed options its loss still sat at chance for 150 steps of the
+    suite's IncMoELoRA recipe (every answer "B", 30 %).  Asking what the whole scene shares is a
+    global question, like ``classify`` (learned to 80-95 % in 150 steps): 100 % after the 150
+    IncMoELoRA steps (seeds 0 and 1).  The letter still stands for a word the answer does not state.
     """
-    n = rng.randint(2, 4)
-    objs = place_objects(rng, list(zip(rng.sample(sorted(COLOURS), n), rng.sample(SHAPES, n))))
-    target = rng.choice(objs)
+    n = rng.randint(2, 3)
     if rng.random() < 0.5:
-        kind, given, correct = "shape_of_colour", target.colour, target.shape
-        text = f"Which shape is {given}?"
+        kind, text = "shared_colour", "Which colour are the objects in the image?"
+        correct = rng.choice(sorted(COLOURS))
+        objs = place_objects(rng, [(correct, s) for s in rng.sample(SHAPES, n)])
     else:
-        kind, given, correct = "colour_of_shape", target.shape, target.colour
-        text = f"Which colour is the {given}?"
+        kind, text = "shared_shape", "Which shape are the objects in the image?"
+        correct = rng.choice(SHAPES)
+        objs = place_objects(rng, [(c, correct) for c in rng.sample(sorted(COLOURS), n)])
     options = list(CHOICE_OPTIONS[kind])
     letters = "ABCD"
     lines = [text] + [f"{letters[i]}. {o}" for i, o in enumerate(options)] + [LETTER]
     return Sample(Scene(objs), "\n".join(lines), letters[options.index(correct)],
-                  {"type": kind, "given": given, "options": options})
+                  {"type": kind, "options": options})
 
 
 def make_read(rng: random.Random, image_size: int) -> Sample:
@@ -157,7 +160,7 @@ def make_ground(rng: random.Random, image_size: int) -> Sample:
 
 SUITE_TASKS: Tuple[TaskDef, ...] = (
     TaskDef("choice", "ScienceQA", "sqa_letter", 4, make_choice,
-            "multiple choice (4 options, fixed order) on the shape of a colour or the colour of a shape"),
+            "multiple choice (4 options, fixed order): the colour or the shape all objects share"),
     TaskDef("read", "TextVQA / OCR-VQA", "exact", 6, make_read, "read the word written in glyphs"),
     TaskDef("classify", "ImageNet", "contains", 8, make_classify,
             "name the main (most frequent) object among 16 colour-shape classes"),

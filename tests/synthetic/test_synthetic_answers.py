@@ -50,14 +50,18 @@ def recompute(task, row):
     for o in objs:
         o["kind"] = _kind(o)
     if task == "choice":
-        key, want = ("colour", "shape") if query["type"] == "shape_of_colour" else ("shape", "colour")
-        target = _only(objs, key, query["given"])
-        fixed = {"shape_of_colour": ["circle", "square", "triangle", "cross"],
-                 "colour_of_shape": ["blue", "green", "red", "yellow"]}
+        key, other = ("colour", "shape") if query["type"] == "shared_colour" else ("shape", "colour")
+        assert 2 <= len(objs) <= 3
+        shared = {o[key] for o in objs}
+        assert len(shared) == 1, "every object has the asked attribute in common"
+        assert len({o[other] for o in objs}) == len(objs), "and differs in the other one"
+        fixed = {"shared_shape": ["circle", "square", "triangle", "cross"],
+                 "shared_colour": ["blue", "green", "red", "yellow"]}
         assert query["options"] == fixed[query["type"]], "options are listed in one fixed order per question type"
         for i, opt in enumerate(query["options"]):  # the question lists the options in order
             assert f"\n{'ABCD'[i]}. {opt}\n" in row["question"]
-        return "ABCD"[query["options"].index(target[want])]
+        assert row["question"].startswith(f"Which {key} are the objects")
+        return "ABCD"[query["options"].index(shared.pop())]
     if task == "read":
         return scene["text"]["word"]
     if task == "classify":
