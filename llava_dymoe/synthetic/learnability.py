@@ -36,6 +36,19 @@ def majority_baseline(reference_file: str) -> float:
     return 100.0 * Counter(refs).most_common(1)[0][1] / len(refs)
 
 
+def method_problem(method: Optional[str], full: bool) -> Optional[str]:
+    """Why ``method`` (with ``full``) cannot be checked, or None."""
+    if method is None:
+        return None
+    from llava_dymoe.methods import METHODS
+
+    if method not in METHODS.names():
+        return f"--method {method!r} is not a registered method; known: {', '.join(METHODS.names())}"
+    if full:
+        return "--full and --method exclude each other (a method trains its experts; the LLM stays frozen)"
+    return None
+
+
 def check_task(base_dir: str, suite_root: str, task: str, out_dir: str, steps: int = 300, batch_size: int = 8,
                learning_rate: float = 2e-3, full: bool = False, limit: Optional[int] = None,
                threads: int = 1, method: Optional[str] = None) -> Dict[str, float]:
@@ -44,13 +57,9 @@ def check_task(base_dir: str, suite_root: str, task: str, out_dir: str, steps: i
     ``method``: train as stage 1 of a continual run of that registered method instead of plain LoRA."""
     from llava_dymoe.integration.llava_args import DYMOE_TRAIN_MODULE, UPSTREAM_TRAIN, llava_train_argv, run_python
 
-    if method is not None:
-        from llava_dymoe.methods import get_method
-
-        get_method(method)  # KeyError naming the known methods
-        if full:
-            raise ValueError("--full and --method exclude each other: a method trains its own experts, "
-                             "the LLM stays frozen")
+    problem = method_problem(method, full)
+    if problem:
+        raise ValueError(problem)
 
     base_dir, suite_root = os.path.abspath(base_dir), os.path.abspath(suite_root)
     spec, files = get_task(task), TaskFiles.for_task(task)
@@ -101,13 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="score only the first N test questions")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
-    if a.method is not None:
-        from llava_dymoe.methods import METHODS
-
-        if a.method not in METHODS.names():
-            p.error(f"--method {a.method!r} is not a registered method; known: {', '.join(METHODS.names())}")
-        if a.full:
-            p.error("--full and --method exclude each other (a method trains its experts; the LLM stays frozen)")
+    problem = method_problem(a.method, a.full)
+    if problem:
+        p.error(problem)
     if not os.path.isfile(os.path.join(a.suite_root, MANIFEST)):
         p.error(f"{a.suite_root} holds no generated suite ({MANIFEST} missing)")
     out = a.out_dir or os.path.join(os.path.dirname(os.path.abspath(a.suite_root)), "learnability")

@@ -68,7 +68,7 @@ def test_method_runs_stage_one_of_that_method(stubbed):
 
 def test_method_errors(stubbed, capsys):
     base, suite, out, _ = stubbed
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="no_such_method.*known: .*incmoelora"):
         learnability.check_task(base, suite, "choice", out, method="no_such_method")
     with pytest.raises(ValueError, match="exclude each other"):
         learnability.check_task(base, suite, "choice", out, full=True, method="dymoe")
