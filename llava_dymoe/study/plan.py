@@ -76,7 +76,7 @@ TINY_TRAIN_ARGS = {"learning_rate": "2e-3", "per_device_train_batch_size": "8", 
 TINY_DYMOE_ARGS = {"train_projector": "False"}
 
 PROFILES = {
-    "full": Profile("full", base_steps=2000, task_steps=150, n_train=1200, n_test=40, train_args=TINY_TRAIN_ARGS,
+    "full": Profile("full", base_steps=4000, task_steps=150, n_train=1200, n_test=40, train_args=TINY_TRAIN_ARGS,
                     dymoe_args=TINY_DYMOE_ARGS, log_routing=True),
     "quick": Profile("quick", base_steps=4, task_steps=2, n_train=12, n_test=2, seeds=(0, 1),
                      train_args=TINY_TRAIN_ARGS, dymoe_args=TINY_DYMOE_ARGS, oracle_routing=False),

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 from .tasks import SUITE_TASKS, TaskDef, get_task
 from .writer import IMAGE_ROOT, TaskFiles, suite_yaml, write_task
 
-FORMAT = 1
+FORMAT = 2  # 2: ground scenes of one object
 SUITE_NAME = "synthetic"
 DESCRIPTION = ("Five CoIN-like tasks (multiple choice, text reading, classification, short-answer VQA, "
                "grounding) over one shared world of coloured shapes and glyphs on a 4x4 grid "

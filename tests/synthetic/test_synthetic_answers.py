@@ -77,6 +77,7 @@ def recompute(task, row):
         return _only(objs, "colour", query["given"])["shape"]
     if task == "ground":
         assert query["given"] in row["question"]
+        assert len(objs) == 1 and not scene["text"] and not scene["letters"], "a grounding scene has one object"
         return _box(_only(objs, "kind", query["given"]), scene)[1]
     raise AssertionError(task)
 

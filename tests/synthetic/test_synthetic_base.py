@@ -27,7 +27,7 @@ def test_files_and_record(base):
     assert json.load(open(os.path.join(base.llava, "config.json")))["model_type"] == "llava_llama"
     meta = json.load(open(os.path.join(base.root, "base.json")))
     assert meta["request"]["config"]["steps"] == 2 and meta["results"]["steps"] == 2
-    assert set(meta["results"]["accuracy"]) == {"describe", "cell", "count", "letter", "point"}
+    assert set(meta["results"]["accuracy"]) == {"describe", "cell", "count", "letter", "point", "letterbox"}
     assert all(0.0 <= v <= 100.0 for v in base.accuracy.values())
     mixture = json.load(open(os.path.join(base.data, "mixture.json")))
     assert len(mixture) == CONFIG.n_train * sum(MIX_WEIGHTS.values())

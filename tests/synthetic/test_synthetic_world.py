@@ -68,6 +68,13 @@ def _recompute(task, row):
         o = objs[kinds.index(query["given"])]
         c = scene["cell"]
         return "[%.2f, %.2f]" % ((o["col"] + 0.5) * c / scene["image_size"], (o["row"] + 0.5) * c / scene["image_size"])
+    if task == "letterbox":
+        (only,) = scene["letters"]
+        assert row["question"].endswith(f"describes: the letter {only['letter']}.")
+        assert (only["row"], only["col"]) not in {(o["row"], o["col"]) for o in objs}
+        c, m, s = scene["cell"], scene["margin"], scene["image_size"]
+        px = (only["col"] * c + m, only["row"] * c + m, (only["col"] + 1) * c - m, (only["row"] + 1) * c - m)
+        return "[" + ", ".join("%.2f" % (v / s) for v in px) + "]"
     raise AssertionError(task)
 
 
@@ -77,7 +84,7 @@ def test_base_mixture_answers_recomputed_from_metadata(tmp_path):
     mixture = json.load(open(root / "mixture.json"))
     assert len(mixture) == 40 * sum(MIX_WEIGHTS.values()) == len({m["id"] for m in mixture})
     assert [m["id"] for m in mixture] != sorted(m["id"] for m in mixture)  # shuffled
-    for task in ("describe", "cell", "count", "letter", "point"):
+    for task in ("describe", "cell", "count", "letter", "point", "letterbox"):
         for split in ("train", "test"):
             for line in open(root / task / f"meta_{split}.jsonl"):
                 row = json.loads(line)
