@@ -55,6 +55,11 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
 
     widths = widths_needed(plan)
     parallel = n_parallel > 1 and len(widths) > 1
+    if parallel:
+        # transformers resolves its names lazily; two threads importing the same ones at once can fail
+        # ("cannot import name 'CLIPImageProcessor'", seen 2026-12-02 with two base builds): resolve them here.
+        from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel,  # noqa: F401
+                                  LlamaConfig, LlamaForCausalLM)
 
     def build(width: int):
         folder = base_folder(root, width)
