@@ -160,8 +160,7 @@ def make_ground(rng: random.Random, image_size: int) -> Sample:
     from every base tried, even after 1500 steps.
     What the base's ``letterbox`` teaches (a glyph's box) is the same answer on another referent.
     """
-    colour, shape = random_kind(rng)
-    scene = Scene(objects=place_objects(rng, [(colour, shape)]))
+    scene = Scene(objects=place_objects(rng, [random_kind(rng)]))
     target = scene.objects[0]
     return Sample(scene, GROUND.format(f"the {target.kind}"), box_text(target, image_size),
                   {"type": "box", "given": target.kind})
@@ -227,12 +226,18 @@ def make_count_shape(rng: random.Random, image_size: int) -> Sample:
                   {"type": "count_shape", "given": shape})
 
 
-def make_letter(rng: random.Random, image_size: int) -> Sample:
-    """One upper-case letter glyph (any of 26) among 0-2 objects."""
+def _lone_letter_scene(rng: random.Random) -> Tuple[Scene, str, int, int]:
+    """One upper-case letter glyph (any of 26) in a random cell among 0-2 objects: (scene, letter, row, col)."""
     letter = rng.choice(string.ascii_uppercase)
     r, c = rng.randrange(GRID), rng.randrange(GRID)
     objs = place_objects(rng, [random_kind(rng) for _ in range(rng.randint(0, 2))], [(r, c)])
-    return Sample(Scene(objs, letters=((letter, r, c),)), "Which letter is shown?", letter, {"type": "letter"})
+    return Scene(objs, letters=((letter, r, c),)), letter, r, c
+
+
+def make_letter(rng: random.Random, image_size: int) -> Sample:
+    """One upper-case letter glyph (any of 26) among 0-2 objects."""
+    scene, letter, _, _ = _lone_letter_scene(rng)
+    return Sample(scene, "Which letter is shown?", letter, {"type": "letter"})
 
 
 def make_point(rng: random.Random, image_size: int) -> Sample:
@@ -256,11 +261,9 @@ def make_letter_box(rng: random.Random, image_size: int) -> Sample:
     LLaVA-1.5 met RefCOCO-style boxes before CoIN.  Without it the base never wrote a box and
     150 IncMoELoRA steps on ``ground`` produced malformed boxes (``y2 < y1``) or one constant box.
     """
-    letter = rng.choice(string.ascii_uppercase)
-    r, c = rng.randrange(GRID), rng.randrange(GRID)
-    objs = place_objects(rng, [random_kind(rng) for _ in range(rng.randint(0, 2))], [(r, c)])
-    box = box_text(Obj("", "", r, c), image_size)
-    return Sample(Scene(objs, letters=((letter, r, c),)), GROUND.format(f"the letter {letter}"), box,
+    scene, letter, r, c = _lone_letter_scene(rng)
+    box = box_text(Obj("", "", r, c), image_size)  # the box an object in the glyph's cell would have
+    return Sample(scene, GROUND.format(f"the letter {letter}"), box,
                   {"type": "letter_box", "given": letter, "row": r, "col": c})
 
 
