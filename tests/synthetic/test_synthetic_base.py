@@ -140,8 +140,8 @@ def test_the_study_builds_base_models_two_at_a_time(monkeypatch, tmp_path):
 
     started, lock, running, peak, bars = threading.Barrier(2, timeout=10), threading.Lock(), [0], [0], []
 
-    def fake(out_dir, config=None, sizes=None, progress=True, **kwargs):
-        bars.append(progress)
+    def fake(out_dir, config=None, sizes=None, progress=True, threads=1, **kwargs):
+        bars.append((progress, threads))
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -156,4 +156,28 @@ def test_the_study_builds_base_models_two_at_a_time(monkeypatch, tmp_path):
     plan = build_plan(["methods", "width"], widths=[64, 256])
     bases, _ = execute.prepare(str(tmp_path), PROFILES["quick"], plan, log=lambda m: None, n_parallel=2)
     assert {w: b.width for w, b in bases.items()} == {64: 64, 128: 128, 256: 256}
-    assert peak[0] == 2 and bars == [False] * 3  # no bars while builds overlap
+    assert peak[0] == 2 and bars == [(False, 1)] * 3  # no bars and one thread each while builds overlap
+
+
+def test_a_lone_base_build_uses_two_threads_unless_told(monkeypatch, tmp_path):
+    """One base at a time: 2 threads on a machine with 2+ cores (1 on one core), or what base_threads says."""
+    import types
+
+    from llava_dymoe.study import execute
+    from llava_dymoe.study.plan import PROFILES, build_plan
+    from llava_dymoe.synthetic import base as base_mod
+
+    seen = []
+    monkeypatch.setattr(base_mod, "build_base_model",
+                        lambda out_dir, config=None, sizes=None, threads=1, **k: seen.append(threads) or
+                        types.SimpleNamespace(width=sizes.hidden_size))
+    monkeypatch.setattr("llava_dymoe.synthetic.generate_suite", lambda *a, **k: "suite")
+    plan = build_plan(["methods"])
+    for cores, expected in ((2, 2), (16, 2), (1, 1), (None, 1)):
+        monkeypatch.setattr(execute.os, "cpu_count", lambda c=cores: c)
+        execute.prepare(str(tmp_path), PROFILES["quick"], plan, log=lambda m: None)
+        assert seen.pop() == expected
+    execute.prepare(str(tmp_path), PROFILES["quick"], plan, log=lambda m: None, base_threads=3)
+    assert seen == [3]
+    with pytest.raises(ValueError, match="base_threads"):
+        execute.prepare(str(tmp_path), PROFILES["quick"], plan, log=lambda m: None, base_threads=0)
