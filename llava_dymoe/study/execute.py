@@ -62,11 +62,6 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
         base_threads = 1 if parallel else min(2, os.cpu_count() or 1)
     if base_threads < 1:
         raise ValueError(f"base_threads must be >= 1, got {base_threads}")
-    if parallel:
-        # transformers resolves its names lazily; two threads importing the same ones at once can fail
-        # ("cannot import name 'CLIPImageProcessor'", seen 2026-12-02 with two base builds): resolve them here.
-        from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel,  # noqa: F401
-                                  LlamaConfig, LlamaForCausalLM)
 
     def build(width: int):
         folder = base_folder(root, width)
