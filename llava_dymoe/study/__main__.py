@@ -2,7 +2,7 @@
 
     python -m llava_dymoe.study [--output-dir results_out] [--doc docs/results.md] [--profile full]
                                 [--groups methods ladder tau width] [--seeds 0 1 2] [--jobs 2]
-                                [--widths 64 256] [--aggregate-only]
+                                [--widths 64 256 512] [--aggregate-only]
 
 Resumable: rerun the same command after an interruption; finished runs are skipped.  The doc
 (Markdown + PNG plots in ``<doc dir>/results/``) is rewritten from whatever runs have finished.

@@ -20,7 +20,7 @@ from typing import Dict, List, Sequence, Tuple
 #: Default LLM hidden size of the embedded base model (``synthetic.base.default_sizes``).
 DEFAULT_WIDTH = 128
 TAU_SWEEP = (0.1, 0.3, 0.5)
-WIDTHS = (64, 256)
+WIDTHS = (64, 256, 512)
 LADDER = ("incmoelora", "incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dymoe_aux")
 METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe")
 GROUPS = ("methods", "ladder", "tau", "width")

@@ -25,7 +25,7 @@ def test_plan_covers_every_method_the_ladder_taus_and_widths():
     assert [e.method for e in plan if e.group == "ladder"][0] == "incmoelora"
     assert sorted(dict(e.dymoe_args)["tau"] for e in plan if e.group == "tau") == ["0.1", "0.3", "0.5"]
     assert {(e.method, e.width) for e in plan if e.group == "width"} == {
-        (m, w) for m in ("incmoelora", "dymoe") for w in (64, 256)}
+        (m, w) for m in ("incmoelora", "dymoe") for w in (64, 256, 512)}
     assert len({e.key for e in plan}) == len(plan) - 1  # the ladder's IncMoELoRA is the methods' one
     with pytest.raises(ValueError, match="unknown results group"):
         build_plan(["nope"])
