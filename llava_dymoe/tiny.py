@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
@@ -120,20 +119,6 @@ def _corpus_lines(n_lines: int = 6000) -> List[str]:
     return lines
 
 
-# transformers resolves its top-level names lazily, and two threads resolving the same names at once can
-# fail ("cannot import name 'CLIPImageProcessor'", seen 2026-12-02 with two base builds in one process):
-# every transformers name this module needs is resolved under this lock.
-_TRANSFORMERS_IMPORT_LOCK = threading.Lock()
-
-
-def _transformers(*names: str):
-    """The named top-level ``transformers`` objects, resolved under ``_TRANSFORMERS_IMPORT_LOCK``."""
-    with _TRANSFORMERS_IMPORT_LOCK:
-        import transformers
-
-        return tuple(getattr(transformers, n) for n in names)
-
-
 def train_tokenizer(out_dir: str, vocab_size: int = 1000):
     """Train a Llama-style BPE sentencepiece model and save a slow ``LlamaTokenizer``.
 
@@ -143,8 +128,7 @@ def train_tokenizer(out_dir: str, vocab_size: int = 1000):
     import io
 
     import sentencepiece as spm
-
-    (LlamaTokenizer,) = _transformers("LlamaTokenizer")
+    from transformers import LlamaTokenizer
 
     os.makedirs(out_dir, exist_ok=True)
     model = io.BytesIO()  # in-memory: the saved proto then holds no machine-specific paths
@@ -172,9 +156,8 @@ def build_tiny_llava(out_dir: str, seed: int = 0, sizes: Optional[TinySizes] = N
                      overwrite: bool = False) -> TinyLLaVA:
     """Build (or reuse, when ``tiny.json`` matches) the tiny LLaVA under ``out_dir``."""
     import torch
-
-    CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM = _transformers(
-        "CLIPImageProcessor", "CLIPVisionConfig", "CLIPVisionModel", "LlamaConfig", "LlamaForCausalLM")
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig,
+                              LlamaForCausalLM)
 
     sizes = sizes or TinySizes()
     out_dir = os.path.abspath(out_dir)

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Optional
@@ -47,6 +48,13 @@ META = "base.json"
 #:     letterbox 66 %.
 MIX_WEIGHTS = {"describe": 1, "cell": 4, "count": 4, "letter": 1, "point": 2, "letterbox": 1}
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+# The in-process parts of a base build (tiny model, exports, held-out evaluation) touch process-wide
+# state: transformers' lazily resolved names (two threads resolving CLIPImageProcessor at once failed,
+# 2026-12-02) and the scoped eval patches (one build's revert would pull them from under another's
+# evaluation).  Builds that run in threads (study.prepare) take turns there; only their training
+# subprocesses run side by side.
+_IN_PROCESS_TURN = threading.Lock()
 
 
 def default_sizes(image_size: int = 64, **overrides):
@@ -230,13 +238,14 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     os.makedirs(root, exist_ok=True)
     times = {}
 
-    t0 = time.time()
-    tiny = build_tiny_llava(os.path.join(root, "tiny"), seed=config.seed, sizes=sizes, overwrite=True)
-    shutil.rmtree(paths["clip"], ignore_errors=True)
-    scale_clip_positions(tiny.clip, paths["clip"], config.clip_position_scale)
-    shutil.rmtree(paths["data"], ignore_errors=True)
-    mixture = write_base_mixture(paths["data"], config.seed, config.n_train, config.n_test, config.image_size)
-    times["build_and_data"] = time.time() - t0
+    with _IN_PROCESS_TURN:
+        t0 = time.time()
+        tiny = build_tiny_llava(os.path.join(root, "tiny"), seed=config.seed, sizes=sizes, overwrite=True)
+        shutil.rmtree(paths["clip"], ignore_errors=True)
+        scale_clip_positions(tiny.clip, paths["clip"], config.clip_position_scale)
+        shutil.rmtree(paths["data"], ignore_errors=True)
+        mixture = write_base_mixture(paths["data"], config.seed, config.n_train, config.n_test, config.image_size)
+        times["build_and_data"] = time.time() - t0
 
     log(f"base model: full training with upstream train(), {config.steps} steps of batch {config.batch_size} "
         f"on {config.n_train * sum(MIX_WEIGHTS.values())} samples (log: {paths['llava']}.log)")
@@ -254,7 +263,8 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     for name in TOKENIZER_FILES:  # upstream saves no tokenizer for a full fine-tune; load_pretrained_model needs one
         shutil.copy(os.path.join(tiny.llm, name), os.path.join(paths["llava"], name))
     shutil.rmtree(paths["llm"], ignore_errors=True)
-    export_base(paths["llava"], tiny.llm, paths["llm"], paths["projector"])
+    with _IN_PROCESS_TURN:
+        export_base(paths["llava"], tiny.llm, paths["llm"], paths["projector"])
     state = json.load(open(os.path.join(paths["llava"], "trainer_state.json")))
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     results = {"final_loss": losses[-1] if losses else None, "steps": state["global_step"], "accuracy": {}}
@@ -262,11 +272,12 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     if evaluate:
         from .evaluate import evaluate as run_eval
 
-        t0 = time.time()
-        results["accuracy"] = run_eval(paths["llava"], None, base_eval_tasks(paths["data"]),
-                                       os.path.join(paths["data"], IMAGE_ROOT),
-                                       answers_dir=os.path.join(root, "eval"))
-        times["eval"] = time.time() - t0
+        with _IN_PROCESS_TURN:
+            t0 = time.time()
+            results["accuracy"] = run_eval(paths["llava"], None, base_eval_tasks(paths["data"]),
+                                           os.path.join(paths["data"], IMAGE_ROOT),
+                                           answers_dir=os.path.join(root, "eval"))
+            times["eval"] = time.time() - t0
     results["wall_s"] = {k: round(v, 1) for k, v in times.items()}
     results["train_threads"] = threads
     meta = {"request": request, "results": results}

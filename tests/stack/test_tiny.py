@@ -83,38 +83,3 @@ def test_tokenizer_matches_llava_v1_preprocessing(tiny, capsys):
     assert decoded.replace(" ", "") == "".join(a + "</s>" for a in answers).replace(" ", "")
     for a in answers:
         assert a in tok.decode(kept)
-
-
-def test_transformers_names_resolve_under_one_lock():
-    """A thread resolving transformers names waits while another holds the lock, then gets the real objects."""
-    import threading
-
-    import transformers
-
-    from llava_dymoe import tiny as tiny_mod
-
-    expected = (transformers.LlamaConfig, transformers.CLIPVisionModel)  # resolved now: without the lock the
-    got = []  # worker below would return at once
-    worker = threading.Thread(target=lambda: got.append(tiny_mod._transformers("LlamaConfig", "CLIPVisionModel")))
-    with tiny_mod._TRANSFORMERS_IMPORT_LOCK:
-        worker.start()
-        worker.join(timeout=0.5)
-        assert worker.is_alive() and not got  # blocked on the lock
-    worker.join(timeout=10)
-    assert got == [expected]
-
-
-def test_the_tiny_builder_imports_transformers_only_through_the_lock():
-    """No ``from transformers import``/``import transformers`` in tiny.py outside ``_transformers``."""
-    import ast
-    import inspect
-
-    from llava_dymoe import tiny as tiny_mod
-
-    tree = ast.parse(inspect.getsource(tiny_mod))
-    helper = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_transformers")
-    inside = {id(n) for n in ast.walk(helper)}
-    direct = [n.lineno for n in ast.walk(tree) if id(n) not in inside and (
-        (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "transformers")
-        or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "transformers" for a in n.names)))]
-    assert direct == []

@@ -181,3 +181,59 @@ def test_a_lone_base_build_uses_two_threads_unless_told(monkeypatch, tmp_path):
     assert seen == [3]
     with pytest.raises(ValueError, match="base_threads"):
         execute.prepare(str(tmp_path), PROFILES["quick"], plan, log=lambda m: None, base_threads=0)
+
+
+def test_threaded_base_builds_take_turns_in_process_and_train_side_by_side(monkeypatch, tmp_path):
+    """Two build_base_model calls in threads: their in-process parts (tiny model, CLIP scaling, data, export,
+    evaluation) never overlap, their training subprocesses do (each waits until the other is training)."""
+    import threading
+    import time
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llava_dymoe.synthetic import base as base_mod
+
+    lock, active, peak, training = threading.Lock(), [0], [0], threading.Barrier(2, timeout=10)
+
+    def in_process(result=None):
+        def run(*args, **kwargs):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+            return result(*args) if result else None
+        return run
+
+    def fake_tiny(root, **kwargs):
+        llm = os.path.join(root, "llm")
+        os.makedirs(llm)
+        for name in base_mod.TOKENIZER_FILES:
+            open(os.path.join(llm, name), "w").close()
+        return types.SimpleNamespace(llm=llm, clip=os.path.join(root, "clip"))
+
+    def fake_train(code, argv, log_path, env):
+        training.wait()  # both builds are training at once
+        out = os.path.dirname(log_path) + "/llava-base"
+        os.makedirs(out)
+        with open(os.path.join(out, "trainer_state.json"), "w") as f:
+            json.dump({"log_history": [{"loss": 0.5}], "global_step": 4}, f)
+
+    monkeypatch.setattr("llava_dymoe.tiny.build_tiny_llava", in_process(fake_tiny))
+    monkeypatch.setattr(base_mod, "scale_clip_positions", in_process())
+    monkeypatch.setattr(base_mod, "write_base_mixture", in_process(lambda *a: "mixture.json"))
+    monkeypatch.setattr(base_mod, "export_base", in_process())
+    monkeypatch.setattr("llava_dymoe.synthetic.evaluate.evaluate", in_process(lambda *a: {"cell": 50.0}))
+    monkeypatch.setattr("llava_dymoe.integration.llava_args.llava_train_argv", lambda *a, **k: [])
+    monkeypatch.setattr("llava_dymoe.integration.llava_args.run_python", fake_train)
+
+    def build(name):
+        return base_mod.build_base_model(str(tmp_path / name), BaseConfig(steps=4), log=lambda m: None,
+                                         progress=False)
+
+    with ThreadPoolExecutor(2) as pool:
+        built = list(pool.map(build, ["a", "b"]))
+    assert peak[0] == 1
+    assert [b.meta["results"]["accuracy"] for b in built] == [{"cell": 50.0}] * 2
+    assert [b.meta["results"]["final_loss"] for b in built] == [0.5, 0.5]
