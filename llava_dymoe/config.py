@@ -30,6 +30,12 @@ KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 #: Router kinds (``DyMoEConfig.router``); "cosine" is DyMoE's, the others serve the baselines.
 ROUTERS = ("cosine", "linear", "none")
+#: Token-to-bank assignment rules (``DyMoEConfig.assign_rule``); "paper" is method.md's.
+ASSIGN_RULES = ("paper", "cascade")
+#: Targets of the specialisation loss (``DyMoEConfig.spe_target``); "paper" is method.md's.
+SPE_TARGETS = ("paper", "tag")
+#: Initialisations of a new bank's router rows (``DyMoEConfig.router_init``); "kaiming" is method.md's.
+ROUTER_INITS = ("kaiming", "centroids")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -81,6 +87,22 @@ class DyMoEConfig:
     c_orth: float = _f(0.0, "O-LoRA orthogonality coefficient lambda_1: adds lambda_1 * sum over adapted "
                             "projections of sum_{old banks} |A_new A_old^T| (entrywise L1) to the loss. 0 = off "
                             "(not part of DyMoE; the olora baseline uses O-LoRA's 0.5).")
+    # ---- beyond the paper (opt-in; the defaults are method.md's recipe) -------------------------------
+    assign_rule: str = _f("paper", "Token-to-bank assignment. 'paper': TAG splits old/new while training, inference "
+                                   "routes over all experts with no TAG (method.md §1.6, §3.1). 'cascade' (beyond "
+                                   "the paper): TAG's test applied bank by bank, newest first, at training AND at "
+                                   "inference: a token goes to the newest bank that beats every earlier bank by "
+                                   "D_rel > tau, else to the first bank (core.routing.cascade_assignment); needs "
+                                   "use_tag. No task id.")
+    spe_target: str = _f("paper", "Target y of the specialisation loss. 'paper': y = 1 - max_old w, above 0.5 for "
+                                  "almost every token (method.md §3.2). 'tag' (beyond the paper): y = 1 where TAG "
+                                  "calls the token new, 0 where it calls it old or ambiguous.")
+    router_init: str = _f("kaiming", "Init of a new bank's router rows. 'kaiming': kaiming_uniform(a=sqrt(5)) "
+                                     "(method.md §1.3 [C]). 'centroids' (beyond the paper): spherical k-means "
+                                     "centroids of the new task's own inputs to each projection, from "
+                                     "router_init_batches training batches run before the first step, so the "
+                                     "task's tokens are recognisable from step 0.")
+    router_init_batches: int = _f(4, "Training batches read for router_init='centroids' (unused otherwise).")
     num_tasks: int = _f(0, "Number of task banks present in the saved state (0 for a fresh model). Equals the "
                            "number of tasks learned when expand is True; 1 after any task when it is False.")
     format_version: int = _f(FORMAT_VERSION, "Version of this JSON layout.")
@@ -100,6 +122,7 @@ class DyMoEConfig:
         for name in ("experts_per_task", "expert_rank", "top_k"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("num_tasks", self.num_tasks, minimum=0)
+        _check_int("router_init_batches", self.router_init_batches, minimum=1)
         _check_int("format_version", self.format_version, minimum=1)
         if self.format_version > FORMAT_VERSION:
             raise ValueError(f"format_version {self.format_version} is newer than this llava_dymoe supports "
@@ -125,6 +148,16 @@ class DyMoEConfig:
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {list(ROUTERS)}, got {self.router!r}")
+        for name, choices in (("assign_rule", ASSIGN_RULES), ("spe_target", SPE_TARGETS),
+                              ("router_init", ROUTER_INITS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
+        if self.assign_rule == "cascade" and (not self.use_tag or self.router == "none"):
+            raise ValueError("assign_rule='cascade' applies TAG's test bank by bank at training and inference: it "
+                             "needs --dymoe_use_tag True and a router (--dymoe_router cosine)")
+        if self.router_init == "centroids" and self.router != "cosine":
+            raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
+                             f"it needs --dymoe_router cosine, got {self.router!r}")
         if self.router == "none":
             routed = [n for n in ("use_tag", "c_exc", "c_spe", "c_aux") if getattr(self, n)]
             if routed:

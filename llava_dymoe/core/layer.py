@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..config import DyMoEConfig
 from .losses import masked_mean, new_expert_balance_loss, orthogonality_loss, rsr_losses
-from .routing import cosine_logits_parts, gate, new_token_mask, routing_dtype
+from .routing import cascade_assignment, cosine_logits_parts, gate, new_token_mask, routing_dtype
 from .stats import RoutingStats
 from .transport import DyMoEContext, inject_aux
 
@@ -207,7 +207,13 @@ class DyMoELinear(nn.Linear):
             scale = cfg.router_scale if cfg.router == "cosine" else 0.0  # scale <= 0: dot product
             logits = cosine_logits_parts(xf, [p[2] for p in parts], scale)  # fp32 [N, E]
             allowed = None
-            if multi and cfg.use_tag:
+            if cfg.assign_rule == "cascade" and self.num_tasks >= 2:  # training and inference alike
+                bank = cascade_assignment(logits, self.experts_per_task, cfg.tau)
+                bank_of = torch.arange(self.num_experts, device=logits.device) // self.experts_per_task
+                allowed = bank[:, None] == bank_of[None, :]
+                if multi:
+                    use_new = bank == self.num_tasks - 1
+            elif multi and cfg.use_tag:
                 use_new = new_token_mask(logits, n_old, cfg.tau)
                 is_new = torch.arange(self.num_experts, device=logits.device) >= n_old
                 allowed = use_new[:, None] == is_new[None, :]
@@ -312,7 +318,11 @@ class DyMoELinear(nn.Linear):
                 with torch.set_grad_enabled(grad_path):
                     aux = logits.new_zeros(())
                     if multi:
-                        exc, spe = rsr_losses(logits, n_old, cfg.top_k, cfg.rsr_temperature, valid)
+                        target = None
+                        if cfg.spe_target == "tag":  # TAG's own decision (all "not new" without TAG)
+                            target = use_new if use_new is not None else torch.zeros(
+                                logits.shape[0], dtype=torch.bool, device=logits.device)
+                        exc, spe = rsr_losses(logits, n_old, cfg.top_k, cfg.rsr_temperature, valid, target)
                         terms.update(rsr_exc=exc, rsr_spe=spe)
                         aux = aux + cfg.c_exc * exc + cfg.c_spe * spe
                     if cfg.c_aux > 0:

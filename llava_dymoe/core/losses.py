@@ -46,25 +46,32 @@ def exclusivity_from_weights(g_old: Tensor, g_new: Tensor, valid: Optional[Tenso
 
 
 def specialization_from_weights(w: Tensor, n_old: int, g_old: Tensor, g_new: Tensor,
-                                valid: Optional[Tensor] = None) -> Tensor:
+                                valid: Optional[Tensor] = None, target: Optional[Tensor] = None) -> Tensor:
     """``L_spe = mean_valid(-[y log g_new + (1 - y) log(1 - g_new)])`` with the detached target
-    ``y = clamp(1 - max_{e<n_old} w_e, 0, 1)`` (method.md §3.2).
+    ``y = clamp(1 - max_{e<n_old} w_e, 0, 1)`` (method.md §3.2), or ``y = target`` when a target is given
+    (``[N]``, bool or float in [0, 1]; ``spe_target="tag"`` passes TAG's ``use_new``, beyond the paper).
 
     ``log(1 - g_new)`` is computed as ``log(max(g_old, 1e-8))``: ``1 - g_new = g_old`` exactly, whereas
     ``1 - clamp(g_new, 1e-8, 1 - 1e-8)`` is 0 in fp32 (1 - 1e-8 rounds to 1) and gives -inf/NaN
     (pilot-drift.md, "Numerical pitfall").
     """
-    y = (1.0 - w[:, :n_old].amax(dim=1)).clamp(0.0, 1.0).detach()
+    if target is None:
+        y = (1.0 - w[:, :n_old].amax(dim=1)).clamp(0.0, 1.0).detach()
+    else:
+        if target.numel() != g_new.numel():
+            raise ValueError(f"specialization target has {target.numel()} elements, expected {g_new.numel()}")
+        y = target.reshape(-1).to(device=g_new.device, dtype=g_new.dtype).clamp(0.0, 1.0).detach()
     bce = -(y * g_new.clamp_min(LOG_EPS).log() + (1.0 - y) * g_old.clamp_min(LOG_EPS).log())
     return masked_mean(bce, valid)
 
 
 def rsr_losses(logits: Tensor, n_old: int, top_k: int, temperature: float,
-               valid: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    """``(L_exc, L_spe)`` sharing one soft-weight computation (what the layer uses)."""
+               valid: Optional[Tensor] = None, spe_target: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """``(L_exc, L_spe)`` sharing one soft-weight computation (what the layer uses); ``spe_target`` replaces
+    the specialisation target (``specialization_from_weights``)."""
     w, g_old, g_new = rsr_weights(logits, n_old, top_k, temperature)
     return (exclusivity_from_weights(g_old, g_new, valid),
-            specialization_from_weights(w, n_old, g_old, g_new, valid))
+            specialization_from_weights(w, n_old, g_old, g_new, valid, spe_target))
 
 
 def exclusivity_loss(logits: Tensor, n_old: int, top_k: int, temperature: float,

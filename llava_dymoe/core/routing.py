@@ -167,3 +167,50 @@ def _check_n_old(n_old: int, e: int, allow_all_old: bool) -> None:
     hi = e if allow_all_old else e - 1
     if isinstance(n_old, bool) or not isinstance(n_old, int) or not 0 <= n_old <= hi:
         raise ValueError(f"n_old must be an int in [0, {hi}] for {e} experts, got {n_old!r}")
+
+
+@torch.no_grad()
+def bank_scores(logits: Tensor, experts_per_bank: int) -> Tensor:
+    """Per-bank group scores ``c[n, b] = max_{e in bank b} z[n, e]``, ``[N, B]`` in fp32 (fp64 stays fp64).
+
+    Banks are consecutive runs of ``experts_per_bank`` columns (bank 0 = the first task's experts).
+    """
+    _check_logits(logits)
+    n, e = logits.shape
+    if isinstance(experts_per_bank, bool) or not isinstance(experts_per_bank, int) or experts_per_bank < 1 \
+            or e % experts_per_bank:
+        raise ValueError(f"bank_scores: {e} experts is not a whole number of banks of {experts_per_bank!r}")
+    z = logits.to(routing_dtype(logits.dtype))
+    return z.view(n, e // experts_per_bank, experts_per_bank).amax(dim=2)
+
+
+@torch.no_grad()
+def cascade_assignment(logits: Tensor, experts_per_bank: int, tau: float) -> Tensor:
+    """TAG's decision applied bank by bank, newest first (``assign_rule="cascade"``; beyond the paper).
+
+    With bank scores ``c_b`` (``bank_scores``) and ``m_b = max_{b' < b} c_b'`` (the best earlier bank), bank
+    ``b >= 1`` *claims* a token when TAG would have called it new while bank ``b`` was being trained against
+    the banks before it::
+
+        claims_b = (c_b > m_b) & (|c_b - m_b| / max(|c_b|, |m_b|) > tau)        (method.md §2, §3.1)
+
+    The token is assigned to the newest bank that claims it, and to bank 0 when none does.  Returns the bank
+    index per token, int64 ``[N]``.  For two groups (old = banks ``0..B-2``, new = bank ``B-1``) the newest
+    bank claims exactly the tokens of ``new_token_mask(logits, n_old, tau)``, so the training-time TAG
+    decision is unchanged; the rule only adds the same test among the older banks, and it needs no task id,
+    so it is also the inference rule.
+    """
+    c = bank_scores(logits, experts_per_bank)
+    n, nb = c.shape
+    if nb == 1:
+        return torch.zeros(n, dtype=torch.long, device=logits.device)
+    m = torch.cummax(c, dim=1).values[:, :-1]  # m[:, b-1] = max_{b' < b} c_b'
+    cb = c[:, 1:]
+    denom = torch.maximum(cb.abs(), m.abs())
+    d_rel = torch.where(denom > 0, (cb - m).abs() / denom.clamp_min(torch.finfo(c.dtype).tiny),
+                        torch.zeros_like(denom))
+    claims = (d_rel > tau) & (cb > m)  # [N, B-1], column j = bank j+1
+    claims = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=c.device), claims], dim=1)
+    # newest claiming bank: the last True column
+    idx = torch.arange(nb, device=c.device).expand(n, nb)
+    return torch.where(claims, idx, torch.zeros_like(idx)).amax(dim=1)

@@ -201,13 +201,23 @@ class RoutingStats:
 
     def layer_mean(self, keys=("frac_new", "frac_old", "frac_ambiguous", "mean_g_new")) -> Dict[str, float]:
         """Mean over layers of each key in ``keys`` (layers lacking a key, e.g. with one bank, are skipped)."""
-        rows = list(self.summary().values())
-        out = {}
-        for key in keys:
-            vals = [float(r[key]) for r in rows if key in r]
-            if vals:
-                out[key] = sum(vals) / len(vals)
-        return out
+        return _mean_over(list(self.summary().values()), keys)
+
+    def layer_mean_by_kind(self, keys=("frac_new", "frac_old", "frac_ambiguous", "mean_g_new", "n_tokens")
+                           ) -> Dict[str, Dict[str, float]]:
+        """``{kind name: layer_mean of the tokens of that kind}`` (kinds that were recorded)."""
+        rows = [r.get("by_kind", {}) for r in self.summary().values()]
+        kinds = [k for k in KIND_NAMES if any(k in r for r in rows)]
+        return {k: _mean_over([r[k] for r in rows if k in r], keys) for k in kinds}
+
+
+def _mean_over(rows, keys) -> Dict[str, float]:
+    out = {}
+    for key in keys:
+        vals = [float(r[key]) for r in rows if key in r]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    return out
 
 
 def attach_stats(model: nn.Module, stats: Optional[RoutingStats]) -> int:

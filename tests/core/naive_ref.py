@@ -120,12 +120,39 @@ def balance(z, n_old, top_k, temperature, valid=None):
     return m * sum(f[e] * big_p[e] for e in range(m))
 
 
+def cascade_bank(z_row, experts_per_bank, tau):
+    """Bank of one token under the cascade rule: walk from the newest bank down; bank b takes the token when
+    its best score beats the best score of every earlier bank with relative gap > tau; else bank 0."""
+    vals = [_f(v) for v in z_row]
+    n_banks = len(vals) // experts_per_bank
+    best = [max(vals[b * experts_per_bank:(b + 1) * experts_per_bank]) for b in range(n_banks)]
+    for b in range(n_banks - 1, 0, -1):
+        c_b, c_before = best[b], max(best[:b])
+        denom = max(abs(c_b), abs(c_before))
+        gap = 0.0 if denom == 0 else abs(c_b - c_before) / denom
+        if gap > tau and c_b > c_before:
+            return b
+    return 0
+
+
+def specialization_with_target(z, n_old, top_k, temperature, target, valid=None):
+    """BCE of g_new against a given per-token target (1 = TAG calls the token new)."""
+    vals = []
+    for n in range(z.shape[0]):
+        w = gate_row(z[n], top_k, temperature)
+        g_new = sum(w[n_old:])
+        y = float(target[n])
+        vals.append(-(y * torch.log(torch.clamp(g_new, min=1e-8))
+                      + (1 - y) * torch.log(torch.clamp(1 - g_new, min=1e-8))))
+    return _mean_over(vals, valid)
+
+
 def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling, top_k, temperature,
-                  router_scale=1.0, tag_tau=None):
+                  router_scale=1.0, tag_tau=None, cascade_tau=None):
     """y_n = W0 x_n + b + scaling * sum_e g_e B_e A_e x_n, one token at a time (no dropout).
 
     ``banks``: list of (A [E*r, in], B [out, E*r], R [E, in]); ``tag_tau`` not None -> TAG with the last
-    bank as the new group.
+    bank as the new group; ``cascade_tau`` not None -> only the experts of ``cascade_bank``'s bank.
     """
     routers = torch.cat([b[2] for b in banks], 0)
     n_old = (len(banks) - 1) * experts_per_task
@@ -134,7 +161,10 @@ def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling
         xn = x[n]
         z = cosine(xn[None], routers, router_scale)[0]
         allowed = None
-        if tag_tau is not None and len(banks) >= 2:
+        if cascade_tau is not None and len(banks) >= 2:
+            b = cascade_bank(z, experts_per_task, cascade_tau)
+            allowed = [e // experts_per_task == b for e in range(z.shape[0])]
+        elif tag_tau is not None and len(banks) >= 2:
             new = use_new(z, n_old, tag_tau)
             allowed = [(e >= n_old) == new for e in range(z.shape[0])]
         g = gate_row(z, top_k, temperature, allowed)

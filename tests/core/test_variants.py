@@ -1,0 +1,218 @@
+"""The beyond-the-paper variants' maths (``assign_rule``, ``spe_target``, ``router_init``) against naive
+per-token references, and the promise that the paper's recipe is unchanged unless a variant is set."""
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(__file__))
+import naive_ref as ref  # noqa: E402
+
+from llava_dymoe.config import DyMoEConfig  # noqa: E402
+from llava_dymoe.core import DyMoEContext, DyMoELinear, attach_context, new_token_mask  # noqa: E402
+from llava_dymoe.core.centroids import spherical_kmeans  # noqa: E402
+from llava_dymoe.core.losses import rsr_losses, specialization_from_weights, rsr_weights  # noqa: E402
+from llava_dymoe.core.routing import bank_scores, cascade_assignment  # noqa: E402
+from llava_dymoe.methods import get_method  # noqa: E402
+
+SMALL = dict(experts_per_task=3, expert_rank=2, top_k=4, lora_dropout=0.0, router_temperature=0.3, tau=0.1,
+             rsr_temperature=0.2)
+
+
+# ---------------------------------------------------------------- cascade assignment
+@pytest.mark.parametrize("banks,tau,seed", [(2, 0.2, 0), (3, 0.1, 1), (4, 0.3, 2), (5, 0.05, 3)])
+def test_cascade_assignment_matches_naive_per_token(banks, tau, seed):
+    torch.manual_seed(seed)
+    z = torch.randn(300, banks * 4) * 0.4
+    z[:10] = z[:10].abs()  # all-positive rows
+    z[10:20] = -z[10:20].abs()  # all-negative rows: the relative gap uses |.|
+    got = cascade_assignment(z, 4, tau)
+    want = torch.tensor([ref.cascade_bank(z[n], 4, tau) for n in range(z.shape[0])])
+    assert torch.equal(got, want)
+    assert len(set(got.tolist())) == banks  # every bank is reached on these draws (the test can fail)
+
+
+def test_cascade_with_two_groups_is_tags_decision_and_one_bank_is_bank_zero():
+    torch.manual_seed(4)
+    z = torch.randn(500, 12) * 0.3
+    for n_banks_old in (1, 2):  # old group = banks 0..k-1, new = the last bank
+        zz = z[:, :4 * (n_banks_old + 1)]
+        new = cascade_assignment(zz, 4, 0.2) == n_banks_old
+        assert torch.equal(new, new_token_mask(zz, 4 * n_banks_old, 0.2))
+    assert torch.equal(cascade_assignment(z[:, :4], 4, 0.2), torch.zeros(500, dtype=torch.long))
+
+
+def test_cascade_boundary_is_strict_and_zero_scores_stay_in_bank_zero():
+    # bank scores (0.5, 0.625): D_rel = 0.125/0.625 = 0.2 exactly -> not claimed at tau 0.2 (TAG's '>')
+    z = torch.tensor([[0.5, 0.1, 0.625, 0.0], [0.5, 0.1, 0.626, 0.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    assert cascade_assignment(z, 2, 0.2).tolist() == [0, 1, 0]
+    assert cascade_assignment(z, 2, 0.2).tolist() == [ref.cascade_bank(z[n], 2, 0.2) for n in range(3)]
+    assert bank_scores(z, 2).tolist() == [[0.5, 0.625], [0.5, 0.626], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="banks of 3"):
+        cascade_assignment(z, 3, 0.2)
+
+
+def test_cascade_skips_a_bank_that_only_beats_its_predecessors_weakly():
+    # bank 2 is not decisive over max(bank0, bank1); bank 1 is decisive over bank 0 -> bank 1
+    z = torch.tensor([[0.2, 0.6, 0.65]])
+    assert cascade_assignment(z, 1, 0.2).item() == 1 == ref.cascade_bank(z[0], 1, 0.2)
+
+
+# ---------------------------------------------------------------- specialisation target
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spe_target_tag_matches_naive_values_and_gradients(seed):
+    torch.manual_seed(seed)
+    z = (torch.randn(12, 9, dtype=torch.float64) * 0.5).requires_grad_(True)
+    valid = torch.rand(12) > 0.3
+    target = new_token_mask(z.detach(), 6, 0.1)
+    assert 0 < int(target.sum()) < 12
+    _, spe = rsr_losses(z, 6, 5, 0.2, valid, spe_target=target)
+    want = ref.specialization_with_target(z, 6, 5, 0.2, target, valid)
+    ref.assert_close(spe, want, what="L_spe")
+    ref.assert_close(torch.autograd.grad(spe, z)[0], torch.autograd.grad(want, z)[0], what="dL_spe/dz")
+    # the paper's target differs on these logits (the test can tell the two apart)
+    paper = ref.specialization(z, 6, 5, 0.2, valid)
+    assert abs(float(paper.detach()) - float(want.detach())) > 1e-3
+
+
+def test_spe_target_is_detached_and_checked():
+    z = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w, g_old, g_new = rsr_weights(z, 3, 6, 0.2)
+    soft = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    loss = specialization_from_weights(w, 3, g_old, g_new, None, soft)
+    assert torch.autograd.grad(loss, soft, allow_unused=True)[0] is None
+    with pytest.raises(ValueError, match="5 elements"):
+        specialization_from_weights(w, 3, g_old, g_new, None, torch.zeros(5))
+
+
+# ---------------------------------------------------------------- the layer under the cascade
+def make_layer(tasks, seed=0, **kw):
+    torch.manual_seed(seed)
+    layer = DyMoELinear(nn.Linear(5, 4, dtype=torch.float64), DyMoEConfig(**{**SMALL, **kw}))
+    for _ in range(tasks):
+        key = layer.add_task(dtype=torch.float64)
+        with torch.no_grad():
+            layer.dymoe_B[key].normal_()
+    return layer
+
+
+def naive(layer, x, cascade):
+    cfg = layer.dymoe_config
+    banks = [(layer.dymoe_A[k], layer.dymoe_B[k], layer.dymoe_router[k]) for k in layer.task_keys()]
+    return ref.layer_forward(x.reshape(-1, 5), layer.weight, layer.bias, banks, layer.experts_per_task,
+                             layer.expert_rank, layer.scaling, cfg.top_k, cfg.router_temperature, cfg.router_scale,
+                             tag_tau=None if cascade or not layer.training else cfg.tau,
+                             cascade_tau=cfg.tau if cascade else None)
+
+
+@pytest.mark.parametrize("tasks,training,seed", [(2, True, 0), (3, True, 1), (3, False, 2), (4, False, 3),
+                                                 (1, False, 4)])
+def test_cascade_layer_matches_naive_values_and_gradients(tasks, training, seed):
+    layer = make_layer(tasks, seed, assign_rule="cascade").train(training)
+    x = torch.randn(2, 15, 5, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    y_ref = naive(layer, x, cascade=True).reshape(y.shape)
+    ref.assert_close(y, y_ref, rtol=1e-7, atol=1e-9, what="output")
+    params = [x] + [p for p in layer.parameters() if p.requires_grad]
+    go = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, params, go), torch.autograd.grad(y_ref, params, go)):
+        ref.assert_close(a, b, rtol=1e-7, atol=1e-9, what="grad")
+
+
+def test_cascade_changes_inference_but_not_the_new_bank_decision_of_training():
+    paper, cascade = make_layer(3, 5), make_layer(3, 5, assign_rule="cascade")
+    x = torch.randn(400, 5, dtype=torch.float64)
+    # eval: the paper routes over all experts, the cascade picks one bank -> different outputs
+    assert not torch.allclose(paper.eval()(x), cascade.eval()(x))
+    # training: same tokens reach the new bank (TAG's decision); only the old-group routing differs
+    for layer in (paper, cascade):
+        layer.train()
+    z = ref.cosine(x[:50], torch.cat(list(paper.dymoe_router.values())))
+    new_naive = [ref.use_new(z[n], 6, 0.1) for n in range(50)]
+    assert [ref.cascade_bank(z[n], 3, 0.1) == 2 for n in range(50)] == new_naive
+
+
+def test_layer_spe_target_tag_injects_the_tag_target_gradient():
+    """The aux gradient the layer injects with spe_target='tag' is that of c_spe * BCE(g_new, TAG decision)."""
+    layer = make_layer(2, 6, spe_target="tag", c_exc=0.0, c_spe=0.5)
+    layer.weight.requires_grad_(False)
+    x = torch.randn(30, 5, dtype=torch.float64)
+    attach_context(layer, DyMoEContext(rho=1.0, num_modules=1))
+    router = layer.dymoe_router["t1"]
+    g = torch.autograd.grad(layer(x).sum() * 0.0, router, allow_unused=True)[0]  # only the injected term
+    attach_context(layer, None)
+    z = ref.cosine(x, torch.cat([layer.dymoe_router["t0"], router]))
+    target = [ref.use_new(z[n], 3, 0.1) for n in range(30)]
+    assert 0 < sum(target) < 30
+    want = torch.autograd.grad(0.5 * ref.specialization_with_target(z, 3, 4, 0.2, target), router)[0]
+    ref.assert_close(g, want, rtol=1e-7, atol=1e-10, what="injected dL_spe/drouter")
+
+
+# ---------------------------------------------------------------- nothing changes unless set
+def test_variant_fields_default_to_the_paper_and_dymoe_recipe_does_not_set_them():
+    cfg = get_method("dymoe").build_config()
+    assert (cfg.assign_rule, cfg.spe_target, cfg.router_init) == ("paper", "paper", "kaiming")
+    explicit = get_method("dymoe").build_config({"assign_rule": "paper", "spe_target": "paper",
+                                                 "router_init": "kaiming"})
+    assert explicit == cfg
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
+    a = make_layer(3, 7, c_exc=0.3, c_spe=0.4)
+    b = make_layer(3, 7, c_exc=0.3, c_spe=0.4, assign_rule="paper", spe_target="paper", router_init="kaiming")
+    x = torch.randn(40, 5, dtype=torch.float64)
+    outs = []
+    for layer in (a, b):
+        layer.train(training)
+        attach_context(layer, DyMoEContext(rho=1.0, num_modules=1))
+        y = layer(x)
+        grads = torch.autograd.grad(y.sum(), [p for p in layer.parameters() if p.requires_grad]) if training else ()
+        outs.append((y, grads))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert all(torch.equal(p, q) for p, q in zip(outs[0][1], outs[1][1]))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(assign_rule="cascade", use_tag=False), "needs --dymoe_use_tag True"),
+    (dict(assign_rule="always"), "assign_rule must be one of"),
+    (dict(spe_target="soft"), "spe_target must be one of"),
+    (dict(router_init="centroids", router="linear"), "needs --dymoe_router cosine"),
+    (dict(router_init="pca"), "router_init must be one of"),
+    (dict(router_init_batches=0), "router_init_batches must be >= 1"),
+])
+def test_variant_config_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DyMoEConfig(**kw)
+
+
+# ---------------------------------------------------------------- spherical k-means
+def test_spherical_kmeans_finds_planted_directions_and_is_deterministic():
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.nn.functional.normalize(torch.randn(4, 16, generator=g), dim=1)
+    x = torch.cat([d * (1 + torch.rand(50, 1, generator=g)) + 0.05 * torch.randn(50, 16, generator=g)
+                   for d in dirs])
+    m = spherical_kmeans(x, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(m.norm(dim=1), torch.ones(4), atol=1e-6)
+    assert (m @ dirs.t()).amax(dim=0).min() > 0.99  # every planted direction has a centroid
+    again = spherical_kmeans(x, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(m, again)
+
+
+def test_spherical_kmeans_centroid_is_the_normalised_mean_of_its_tokens():
+    x = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, -1.0], [-0.6, -0.8]])
+    m = spherical_kmeans(x, 2, generator=torch.Generator().manual_seed(0))
+    want = {tuple(torch.nn.functional.normalize(x[i] + x[j], dim=0).round(decimals=5).tolist())
+            for i, j in ((0, 1), (2, 3))}
+    assert {tuple(r.round(decimals=5).tolist()) for r in m} == want
+
+
+def test_spherical_kmeans_more_clusters_than_tokens_and_errors():
+    m = spherical_kmeans(torch.tensor([[1.0, 0.0], [0.0, 2.0]]), 4, generator=torch.Generator().manual_seed(0))
+    assert m.shape == (4, 2) and torch.allclose(m.norm(dim=1), torch.ones(4))
+    with pytest.raises(ValueError, match="N >= 1"):
+        spherical_kmeans(torch.zeros(0, 3), 2)
+    with pytest.raises(ValueError, match="k must be"):
+        spherical_kmeans(torch.ones(3, 3), 0)
