@@ -20,8 +20,8 @@ import torch
 
 from ..core import DyMoEContext, RoutingStats, attach_context, attach_stats
 from ..integration.inject import num_tasks
+from ..integration.token_kinds import ANSWER, IMAGE, INSTRUCTION, kind_mask  # noqa: F401 (re-exported)
 
-IMAGE, INSTRUCTION, ANSWER = 0, 1, 2
 
 
 def read_questions(path: str, limit: Optional[int] = None) -> List[Dict[str, Any]]:
@@ -42,24 +42,6 @@ def read_questions(path: str, limit: Optional[int] = None) -> List[Dict[str, Any
     if not rows:
         raise ValueError(f"{path}: no questions")
     return rows
-
-
-def kind_mask(input_ids: torch.Tensor, n_patches: int, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Post-splice token kinds ``[1, S]`` of one pre-splice sequence ``input_ids`` ``[1, L]``.
-
-    The ``IMAGE_TOKEN_INDEX`` placeholder becomes ``n_patches`` image tokens; tokens whose ``labels`` are
-    not ``IGNORE_INDEX`` are answer tokens; every other token is an instruction token.
-    """
-    from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-
-    ids = input_ids.reshape(-1)
-    kinds = torch.full_like(ids, INSTRUCTION)
-    if labels is not None:
-        kinds[labels.reshape(-1) != IGNORE_INDEX] = ANSWER
-    is_image = ids == IMAGE_TOKEN_INDEX
-    kinds[is_image] = IMAGE
-    repeats = torch.where(is_image, torch.full_like(ids, n_patches), torch.ones_like(ids))
-    return torch.repeat_interleave(kinds, repeats).unsqueeze(0)
 
 
 class Probe:

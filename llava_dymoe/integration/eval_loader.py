@@ -21,6 +21,11 @@ existed when task ``k`` was learned.  With the projector frozen over the sequenc
 difference from the unrestricted evaluation is the routing drift caused by the later banks.  The
 variable is read here, at load time, because upstream's eval scripts call ``load_pretrained_model``
 and must stay unchanged.  Empty or unset = all banks (the default).
+
+Assignment rule (opt-in, for analysis): ``DYMOE_EVAL_ASSIGN_RULE=cascade`` (or ``assign_rule=``) evaluates
+the checkpoint with TAG's decision kept at inference (``DyMoEConfig.assign_rule``, ``core.routing.
+cascade_assignment``) whatever rule it was trained with; ``paper`` forces the plain router.  Unset = the
+checkpoint's own rule.
 """
 from __future__ import annotations
 
@@ -36,6 +41,33 @@ log = logging.getLogger("llava_dymoe.eval")
 
 #: environment variable: evaluate a DyMoE checkpoint with only its first k task banks (see module docstring)
 MAX_TASKS_ENV = "DYMOE_EVAL_MAX_TASKS"
+#: environment variable: evaluate with another token-to-bank rule than the checkpoint's (see module docstring)
+ASSIGN_RULE_ENV = "DYMOE_EVAL_ASSIGN_RULE"
+
+
+def requested_assign_rule(assign_rule=None):
+    """``assign_rule`` if given, else ``$DYMOE_EVAL_ASSIGN_RULE``, else ``None`` (the checkpoint's own rule)."""
+    from ..config import ASSIGN_RULES
+
+    source = "assign_rule"
+    if assign_rule is None:
+        assign_rule, source = os.environ.get(ASSIGN_RULE_ENV, "").strip() or None, ASSIGN_RULE_ENV
+    if assign_rule is not None and assign_rule not in ASSIGN_RULES:
+        raise CheckpointError(f"{source}={assign_rule!r} is not a token-to-bank rule; use one of "
+                              f"{list(ASSIGN_RULES)}, or unset {ASSIGN_RULE_ENV} to use the checkpoint's rule")
+    return assign_rule
+
+
+def override_assign_rule(state, assign_rule):
+    """The task state with its config's ``assign_rule`` replaced (``use_tag`` set, as the cascade needs it)."""
+    from ..config import DyMoEConfig
+
+    cfg = state["config"]
+    if cfg.router == "none":
+        raise CheckpointError(f"{ASSIGN_RULE_ENV}={assign_rule}: method {state['dymoe'].get('method')!r} has no "
+                              f"router (router='none'), so there is no token-to-bank rule to change; unset it")
+    extra = {"use_tag": True} if assign_rule == "cascade" else {}
+    return {**state, "config": DyMoEConfig.from_dict({**cfg.to_dict(), "assign_rule": assign_rule, **extra})}
 
 
 def requested_max_tasks(max_tasks=None):
@@ -87,8 +119,10 @@ def restrict_to_tasks(state, model_path, k, source=MAX_TASKS_ENV):
 
 
 def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, load_4bit=False,
-                        device_map="auto", device="cuda", use_flash_attn=False, max_tasks=None, **kwargs):
-    """Upstream's loader contract; ``max_tasks`` (or ``$DYMOE_EVAL_MAX_TASKS``) keeps the first k banks."""
+                        device_map="auto", device="cuda", use_flash_attn=False, max_tasks=None, assign_rule=None,
+                        **kwargs):
+    """Upstream's loader contract; ``max_tasks`` (or ``$DYMOE_EVAL_MAX_TASKS``) keeps the first k banks,
+    ``assign_rule`` (or ``$DYMOE_EVAL_ASSIGN_RULE``) replaces the checkpoint's token-to-bank rule."""
     from transformers import AutoConfig, AutoTokenizer
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
     from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
@@ -110,6 +144,12 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
                      f"t0..t{k - 1} only ({k} of {saved})", f"routing is restricted to the experts that existed "
                      f"when task {k} was learned; this is NOT the checkpoint's normal model", banner):
             log.warning(line)
+    rule = requested_assign_rule(assign_rule)
+    if rule is not None and rule != state["config"].assign_rule:
+        own = state["config"].assign_rule
+        state = override_assign_rule(state, rule)
+        log.warning("ASSIGN RULE (%s): %s is evaluated with assign_rule=%r instead of its own %r; this is NOT "
+                    "the checkpoint's normal model", ASSIGN_RULE_ENV, model_path, rule, own)
     kw = {"device_map": device_map, **kwargs}
     if device != "cuda":
         kw["device_map"] = {"": device}

@@ -18,10 +18,23 @@ from ..config import DyMoEConfig
 #: DyMoEConfig fields that are not user flags (derived from the checkpoint / bookkeeping).
 _NOT_FLAGS = ("num_tasks", "format_version")
 
+def method_help(training_flag: bool = True) -> str:
+    """The ``--dymoe_method`` help (``training_flag``; ``cli run --method`` otherwise): every recipe, and what
+    ``dymoe_plus`` (beyond the paper) sets."""
+    from ..methods import METHODS, PLUS, VARIANTS, get_method
+
+    plus = get_method("dymoe_plus")
+    recipe = ", ".join(f"{k}={v}" for k, v in plus.config.items())
+    others = [n for n in METHODS.names() if n not in VARIANTS and n != "dymoe"]
+    text = (f"Method recipe (llava_dymoe.methods): dymoe (the paper{', default' if training_flag else ''}); "
+            f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (dymoe + "
+            f"{recipe}; our recommended improvement, docs/beyond-the-paper.md), "
+            f"{', '.join(n for n in VARIANTS if n != PLUS)}")
+    return text + ("; 'none' trains as upstream LLaVA" if training_flag else "")
+
+
 _FIXED = [
-    ("dymoe_method", str, field(default="dymoe", metadata={
-        "help": "Method recipe (llava_dymoe.methods): dymoe, incmoelora, the ablation ladder, the baselines "
-                "lora, moelora, olora; 'none' trains as upstream LLaVA"})),
+    ("dymoe_method", str, field(default="dymoe", metadata={"help": method_help()})),
     ("dymoe_task_id", int, field(default=1, metadata={
         "help": "1-based index of the task this run trains (CoIN script numbering); task t needs "
                 "--dymoe_prev_ckpt pointing at task t-1's output_dir"})),

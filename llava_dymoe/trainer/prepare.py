@@ -80,6 +80,11 @@ def _token_validity_hook(ctx: DyMoEContext):
         if mask is None and len(args) > 1:
             mask = args[1]
         ctx.valid_mask = mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        embeds = kwargs.get("inputs_embeds")
+        if ctx.token_kind is not None and embeds is not None and tuple(ctx.token_kind.shape) != tuple(embeds.shape[:2]):
+            log.warning("routing statistics: token kinds %s do not match the spliced batch %s; this batch is "
+                        "recorded without kinds", tuple(ctx.token_kind.shape), tuple(embeds.shape[:2]))
+            ctx.token_kind = None
 
     return hook
 
@@ -140,14 +145,19 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
     return run
 
 
-def _zero3_leaf_modules(model: nn.Module) -> None:
-    """Under ZeRO-3, gather a DyMoE layer's bank parameters (held in ParameterDicts that are never
-    called) together with the layer itself: mark DyMoELinear as a ZeRO-3 leaf module."""
+def zero3_enabled() -> bool:
+    """Whether the run trains under DeepSpeed ZeRO-3 (as transformers' HfDeepSpeedConfig says)."""
     try:
         from transformers.integrations import is_deepspeed_zero3_enabled
     except ImportError:  # pragma: no cover
-        return
-    if is_deepspeed_zero3_enabled():
+        return False
+    return bool(is_deepspeed_zero3_enabled())
+
+
+def _zero3_leaf_modules(model: nn.Module) -> None:
+    """Under ZeRO-3, gather a DyMoE layer's bank parameters (held in ParameterDicts that are never
+    called) together with the layer itself: mark DyMoELinear as a ZeRO-3 leaf module."""
+    if zero3_enabled():
         from deepspeed.utils import set_z3_leaf_modules
 
         set_z3_leaf_modules(model, [DyMoELinear])

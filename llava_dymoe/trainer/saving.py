@@ -37,7 +37,15 @@ def routing_stats_file(trainer) -> Dict[str, str]:
               "note": "sums over the valid tokens of rank 0's training batches; old group = banks t0..t(k-1), "
                       "new group = this task's bank; c_old/c_new/D_rel on the raw router logits, bank "
                       "masses on the TAG-masked gate (method.md §2-§3)",
-              "layer_mean": stats.layer_mean(), "layers": stats.summary()}
+              "layer_mean": stats.layer_mean(), "by_kind": stats.layer_mean_by_kind(), "layers": stats.summary()}
+    phases = getattr(trainer, "_dymoe_phase_stats", None) or []
+    if phases:  # the same statistics over the first, second and last third of the task's steps
+        from .trainer import PHASES
+
+        record["phases"] = {name: {"layer_mean": ph.layer_mean(), "by_kind": ph.layer_mean_by_kind()}
+                            for name, ph in zip(PHASES, phases)}
+    if getattr(trainer, "dymoe_router_init", None) is not None:
+        record["router_init"] = trainer.dymoe_router_init
     return {ROUTING_STATS: json.dumps(record, indent=1, sort_keys=True)}
 
 

@@ -26,7 +26,10 @@ from typing import Any, Callable, Dict, Optional
 from ..core import RoutingStats, attach_stats, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
+from ..integration.token_kinds import training_token_kinds
 
+#: Thirds of a task's steps over which ``routing_stats.json`` also sums the routing statistics.
+PHASES = ("start", "middle", "end")
 #: ``RoutingStats.layer_mean`` keys -> trainer log keys (``dymoe/<key>``).
 _ROUTING_KEYS = {"frac_new": "frac_new", "frac_old": "frac_old", "frac_ambiguous": "frac_ambiguous",
                  "mean_g_new": "g_new"}
@@ -45,9 +48,14 @@ class DyMoETrainerMixin:
         if getattr(args, "dymoe_method", NO_METHOD) != NO_METHOD:
             self.dymoe = prepare_model(model, args, pretrain_adapter_given=self._dymoe_pretrain_adapter_given())
         self._dymoe_step_stats = self._dymoe_task_stats = None
+        self._dymoe_phase_stats = []
+        self.dymoe_router_init = None
+        if self.dymoe is not None and self.dymoe.cfg.router_init == "centroids" and self.dymoe.cfg.expand:
+            self.dymoe_router_init = _centroid_init(model, args, self.dymoe, kwargs)
         if self.dymoe is not None and getattr(args, "dymoe_log_routing", False):
             self._dymoe_step_stats = RoutingStats(active=False)  # recorded only inside the forward window
             self._dymoe_task_stats = RoutingStats()
+            self._dymoe_phase_stats = [RoutingStats() for _ in PHASES]
             attach_stats(model, self._dymoe_step_stats)
         self._dymoe_sums: Dict[str, float] = {}
         self._dymoe_n = 0
@@ -79,13 +87,19 @@ class DyMoETrainerMixin:
         with collector.window(), (routing.window() if routing is not None else contextlib.nullcontext()):
             if routing is not None:
                 routing.reset()
-            result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+                run.ctx.token_kind = training_token_kinds(inputs, self.model)
+            try:
+                result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            finally:
+                run.ctx.token_kind = None
         if model.training:
             stats = collector.summary(expected=run.num_modules)
             stats["rho"] = run.ctx.rho
             if routing is not None:
                 stats.update({_ROUTING_KEYS[k]: v for k, v in routing.layer_mean().items()})
                 self._dymoe_task_stats.merge(routing)
+                phase = min(len(PHASES) - 1, int(len(PHASES) * self.state.global_step / max_steps))
+                self._dymoe_phase_stats[phase].merge(routing)
             for key, value in stats.items():
                 self._dymoe_sums[key] = self._dymoe_sums.get(key, 0.0) + value
             self._dymoe_n += 1
@@ -105,6 +119,24 @@ class DyMoETrainerMixin:
         if optimizer is not None and hasattr(optimizer, "param_groups"):
             optimizer.param_groups[:] = [g for g in optimizer.param_groups if len(g["params"]) > 0]
         return optimizer
+
+
+def _centroid_init(model, args, run: DyMoERun, kwargs) -> Dict[str, float]:
+    """``router_init="centroids"``: the new bank's router rows from the task's own inputs (router_init.py)."""
+    from .prepare import zero3_enabled
+    from .router_init import init_router_from_data
+
+    if zero3_enabled():
+        raise ValueError("--dymoe_router_init centroids runs a calibration forward before DeepSpeed starts, which "
+                         "ZeRO-3's partitioned weights do not allow; use a ZeRO-2 config (scripts/zero2.json) or "
+                         "--dymoe_router_init kaiming")
+    device = getattr(args, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        model.to(device)
+    return init_router_from_data(model, run.task_key, kwargs.get("train_dataset"), kwargs.get("data_collator"),
+                                 batch_size=max(1, int(args.per_device_train_batch_size)),
+                                 n_batches=run.cfg.router_init_batches,
+                                 seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)
 
 
 def make_dymoe_trainer(base: type, pretrain_adapter_given: Callable[[], bool] = lambda: False) -> type:

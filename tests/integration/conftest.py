@@ -37,3 +37,19 @@ def sequence_zero(tiny, smoke_data, tmp_path_factory):
     """The same sequence under ZeRO-2 and ZeRO-3 (gradient checkpointing on, one rank)."""
     return {stage: _sequence(tiny, smoke_data, tmp_path_factory.mktemp(f"seq_{stage}"), stage)
             for stage in ("zero2", "zero3")}
+
+
+@pytest.fixture(scope="session")
+def variant_sequences(tiny, smoke_data, tmp_path_factory):
+    """``{method: (task-1 dir, task-2 dir)}``: a two-task run of every beyond-the-paper recipe
+    (``methods.VARIANTS``), 3 steps per task, routing statistics on."""
+    from llava_dymoe.methods import VARIANTS
+
+    out = {}
+    for method in VARIANTS:
+        root = tmp_path_factory.mktemp(f"seq_{method}")
+        t1, t2 = root / f"1_task_llava_{method}", root / f"2_task_llava_{method}"
+        train_task(tiny, smoke_data, t1, 1, method=method, steps=3, log_routing=True)
+        train_task(tiny, smoke_data, t2, 2, prev=t1, method=method, steps=3, log_routing=True)
+        out[method] = (str(t1), str(t2))
+    return out

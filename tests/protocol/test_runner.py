@@ -312,3 +312,30 @@ def test_deepspeed_launcher_then_resume_with_the_python_launcher(suite_file, smo
     assert "--num_gpus 1" in log and "--module llava_dymoe.train" in log and "WORLD_SIZE=1" in log
     m = AccuracyMatrix.from_csv(str(out / "matrix.csv"))
     assert m.stages == ["1_TaskA", "2_TaskB"] and m.get(1, 1) == 25.0
+
+
+def test_reeval_answers_every_cell_again_with_another_rule_and_leaves_the_run_untouched(finished_run):
+    """``protocol.reeval``: TAG kept at inference on a finished run; outputs under reeval/, cached, resumable."""
+    from llava_dymoe.protocol.reeval import main as reeval_main, reevaluate
+
+    out = str(finished_run)
+    before = tree_hashes(out, "checkpoints", "stages")
+    matrix = reevaluate(out, "cascade")
+    assert tree_hashes(out, "checkpoints", "stages") == before  # nothing of the run itself changed
+    assert matrix.stages == ["1_TaskA", "2_TaskB"] and math.isnan(matrix.get("1_TaskA", "TaskB"))
+    root = os.path.join(out, "reeval", "cascade")
+    for stage, task in (("1_TaskA", "TaskA"), ("2_TaskB", "TaskA"), ("2_TaskB", "TaskB")):
+        rec = json.load(open(os.path.join(root, stage, task, "score.json")))
+        assert rec["assign_rule"] == "cascade" and matrix.get(stage, task) == rec["score"]
+        marker = hashlib.sha256(open(os.path.join(out, "checkpoints", f"{stage}_llava_dymoe", ckpt.MARKER),
+                                     "rb").read()).hexdigest()
+        assert rec["checkpoint_marker_sha256"] == marker
+    assert "ASSIGN RULE" in open(os.path.join(root, "eval_2.log")).read()  # the loader announced the override
+    assert json.load(open(os.path.join(root, "metrics.json"))) == summary(matrix)
+    cached = tree_hashes(out, "reeval")
+    assert reevaluate(out, "cascade") == matrix and tree_hashes(out, "reeval") == cached  # nothing redone
+    os.remove(os.path.join(root, "2_TaskB", "TaskA", "score.json"))  # a partial cell is redone
+    assert reevaluate(out, "cascade") == matrix
+    assert os.path.isfile(os.path.join(root, "2_TaskB", "TaskA", "score.json"))
+    assert reeval_main([out, "--assign-rule", "nearest"]) == 2
+    assert reeval_main([str(finished_run) + "_missing", "--assign-rule", "cascade"]) == 2

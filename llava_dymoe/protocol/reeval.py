@@ -1,0 +1,116 @@
+"""Re-evaluate a finished continual run with another token-to-bank rule (analysis; nothing is retrained).
+
+    python -m llava_dymoe.protocol.reeval OUT --assign-rule cascade [--threads 1]
+
+Every finished stage ``t`` of the run folder ``OUT`` answers every task ``i <= t`` again, with the
+checkpoint loaded under ``DYMOE_EVAL_ASSIGN_RULE=<rule>`` (``integration.eval_loader``): e.g. a ``dymoe``
+checkpoint with TAG's decision kept at inference (``cascade``).  Files go to ``OUT/reeval/<rule>/``, outside
+the stage records, so the run itself is untouched:
+
+    OUT/reeval/<rule>/<t>_<task>/<task_i>/answers.jsonl, score.json   (score.json records the checkpoint's
+                                                                       marker hash; a stale one is redone)
+    OUT/reeval/<rule>/jobs_<t>.json, eval_<t>.log
+    OUT/reeval/<rule>/matrix.csv, matrix.json, metrics.json
+
+Resumable: finished cells made with the same checkpoint are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import List, Optional
+
+from llava_dymoe.eval.matrix import AccuracyMatrix
+from llava_dymoe.eval.suite import load_suite
+from llava_dymoe.integration.eval_loader import ASSIGN_RULE_ENV
+from llava_dymoe.protocol import launch
+from llava_dymoe.protocol.layout import ANSWERS, RUN_JSON, RunLayout, safe_name, write_json_atomic
+from llava_dymoe.protocol.options import RunOptions
+from llava_dymoe.protocol.stage import load_score, marker_sha, write_score
+
+
+def _options(run_dir: str, record: dict) -> RunOptions:
+    return RunOptions(suite=record["suite_file"], data_root=record["data_root"], method=record["method"],
+                      output_dir=run_dir, base=record["base"], vision_tower=record["vision_tower"],
+                      eval_max_new_tokens=record.get("eval_max_new_tokens"))
+
+
+def reevaluate(run_dir: str, assign_rule: str, threads: Optional[int] = 1) -> AccuracyMatrix:
+    """Answer every (finished stage, seen task) cell of ``run_dir`` with ``assign_rule``; returns the matrix."""
+    from llava_dymoe.config import ASSIGN_RULES
+    from llava_dymoe.eval.report import write_metrics_json
+    from llava_dymoe.eval.scorers import score_file
+    from llava_dymoe.patches.cpu_remap import cuda_available
+
+    if assign_rule not in ASSIGN_RULES:
+        raise ValueError(f"--assign-rule {assign_rule!r}: choose one of {list(ASSIGN_RULES)}")
+    path = os.path.join(run_dir, RUN_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir} is not a run folder of `cli run` (no {RUN_JSON})")
+    with open(path, encoding="utf-8") as f:
+        record = json.load(f)
+    opts = _options(run_dir, record)
+    suite = load_suite(record["suite_file"], data_root=record["data_root"])
+    layout = RunLayout(run_dir, record["method"])
+    root = layout.path("reeval", safe_name(assign_rule))
+    env = {**launch.thread_env(threads, cuda_available())}
+    matrix = AccuracyMatrix(suite.task_names)
+    for t, task in enumerate(suite.tasks, start=1):
+        if not os.path.isfile(layout.stage_record(t, task.name)):
+            break
+        checkpoint = layout.checkpoint_dir(t, task.name)
+        marker = marker_sha(checkpoint)
+        stage = layout.stage_name(t, task.name)
+        row = matrix.add_stage(stage)
+        pending = []
+        for spec in suite.tasks[:t]:
+            d = os.path.join(root, stage, safe_name(spec.name))
+            rec = load_score(d)
+            if rec is not None and rec.get("checkpoint_marker_sha256") == marker:
+                matrix.set(row, spec.name, float(rec["score"]))
+                continue
+            if os.path.exists(d):
+                shutil.rmtree(d)
+            pending.append((spec, d))
+        if not pending:
+            continue
+        jobs = []
+        for spec, d in pending:
+            job = launch.eval_job(opts, spec, checkpoint, os.path.join(d, ANSWERS))
+            job["env"] = {**job["env"], ASSIGN_RULE_ENV: assign_rule}
+            jobs.append(job)
+        jobs_file = write_json_atomic(os.path.join(root, f"jobs_{t}.json"), jobs)
+        launch.run_logged(launch.batch_command(jobs_file), env=env, log_path=os.path.join(root, f"eval_{t}.log"),
+                          commands_log=os.path.join(root, "commands.log"), label=f"reeval {assign_rule} {stage}")
+        for spec, d in pending:
+            result = score_file(spec.scorer, os.path.join(d, ANSWERS), spec.scoring_file,
+                                reference_key=spec.reference_key)
+            rec = write_score(d, spec.name, result, {"assign_rule": assign_rule, "checkpoint_marker_sha256": marker})
+            matrix.set(row, spec.name, float(rec["score"]))
+    matrix.to_csv(os.path.join(root, "matrix.csv"))
+    matrix.to_json(os.path.join(root, "matrix.json"))
+    if len(matrix.stages):
+        write_metrics_json(matrix, os.path.join(root, "metrics.json"))
+    return matrix
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llava_dymoe.protocol.reeval", description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", help="a run folder written by `cli run`")
+    p.add_argument("--assign-rule", required=True, help="token-to-bank rule to evaluate with (paper, cascade)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the eval process (default 1)")
+    args = p.parse_args(argv)
+    try:
+        matrix = reevaluate(args.run_dir, args.assign_rule, args.threads)
+    except (ValueError, FileNotFoundError, launch.StageFailed) as e:
+        print(f"reeval: {e}", file=sys.stderr)
+        return 2
+    print(matrix.to_csv_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""``router_init="centroids"`` (beyond the paper): warm-start the new bank's router rows from the task's data.
+
+Before the first training step (and before DeepSpeed wraps the model), ``router_init_batches`` batches of
+the task's training set are run through the model in eval mode with the new bank set aside, i.e. through
+exactly the previous task's model (the new bank's B is 0, so this is also what step 0 of training computes
+up to routing).  A forward pre-hook on every ``DyMoELinear`` keeps up to ``MAX_TOKENS`` valid input tokens
+(attention mask), and each layer's new router rows become the spherical k-means centroids of its tokens
+(``core.centroids``), rescaled to the norms of the kaiming rows they replace (the cosine router ignores the
+norm, the optimizer's step size relative to the row does not).
+
+The batches are drawn with their own generator seeded from (seed, task): the training data order and every
+other random stream are untouched.  Under ZeRO-3 the base weights are partitioned before the trainer
+exists, so this pass cannot run there (refused with the alternative named).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from ..core import DyMoELinear, dymoe_layers
+from ..core.centroids import spherical_kmeans
+
+log = logging.getLogger("llava_dymoe.trainer")
+
+#: Tokens kept per projection for the k-means (a uniform subsample when the batches hold more).
+MAX_TOKENS = 4096
+
+
+class _Bank:
+    """The trainable bank of one layer, set aside while the calibration batches run."""
+
+    def __init__(self, layer: DyMoELinear, key: str):
+        self.layer, self.key = layer, key
+        self.params = {name: getattr(layer, name).pop(key) for name in DyMoELinear.adapter_layer_names}
+
+    def restore(self) -> None:
+        for name, p in self.params.items():
+            getattr(self.layer, name)[self.key] = p
+        self.layer._dymoe_cache.clear()
+
+
+def _move(batch: Dict[str, Any], device) -> Dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def collect_inputs(model: nn.Module, batches: List[Dict[str, Any]], ctx, generator: torch.Generator,
+                   max_tokens: int = MAX_TOKENS) -> Dict[str, Tensor]:
+    """``{layer name: [n <= max_tokens, in_features]}`` valid inputs of every DyMoE layer over ``batches``."""
+    kept: Dict[str, List[Tensor]] = {}
+
+    def hook_for(name):
+        def hook(module, args):
+            x = args[0].reshape(-1, module.in_features)
+            valid = ctx.token_valid(x.shape[0], x.device) if ctx is not None else None
+            kept.setdefault(name, []).append((x[valid] if valid is not None else x).detach().float().cpu())
+        return hook
+
+    handles = [layer.register_forward_pre_hook(hook_for(name)) for name, layer in dymoe_layers(model)]
+    device = next(p.device for p in model.parameters())
+    try:
+        for batch in batches:
+            model(**_move(batch, device))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, parts in kept.items():
+        x = torch.cat(parts)
+        if x.shape[0] > max_tokens:
+            x = x[torch.randperm(x.shape[0], generator=generator)[:max_tokens]]
+        out[name] = x
+    return out
+
+
+def init_router_from_data(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int,
+                          seed: int, ctx=None) -> Dict[str, float]:
+    """Set bank ``key``'s router rows of every DyMoE layer to centroids of the task's inputs (module docstring).
+
+    Returns a summary: layers initialised, tokens per layer (min), mean cosine of a token to its centroid.
+    """
+    if dataset is None or len(dataset) == 0:
+        raise ValueError("router_init='centroids' needs the task's training set; none was given to the trainer")
+    gen = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(dataset), generator=gen).tolist()
+    batches = [collator([dataset[i] for i in order[s:s + batch_size]])
+               for s in range(0, min(len(order), batch_size * n_batches), batch_size)]
+    layers = dict(dymoe_layers(model))
+    banks = [_Bank(layer, key) for layer in layers.values()]
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = collect_inputs(model, batches, ctx, gen)
+    finally:
+        for bank in banks:
+            bank.restore()
+        model.train(was_training)
+    fits, counts = [], []
+    for name, layer in layers.items():
+        x = inputs.get(name)
+        if x is None or x.shape[0] == 0:
+            raise RuntimeError(f"router_init='centroids': layer {name} saw no valid token in {len(batches)} batches")
+        router = layer.dymoe_router[key]
+        cent = spherical_kmeans(x, router.shape[0], generator=gen)
+        norms = router.detach().float().norm(dim=1, keepdim=True)
+        with torch.no_grad():
+            router.copy_((cent * norms.to(cent.device)).to(router.dtype))
+        u = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        fits.append(float((u @ cent.t()).amax(dim=1).mean()))
+        counts.append(x.shape[0])
+    summary = {"layers": len(layers), "batches": len(batches), "min_tokens": min(counts),
+               "mean_fit": sum(fits) / len(fits)}
+    log.info("router_init=centroids: bank %s of %d layers from %d batches (>= %d tokens per layer; mean cosine "
+             "token-centroid %.3f)", key, summary["layers"], summary["batches"], summary["min_tokens"],
+             summary["mean_fit"])
+    return summary

@@ -1,0 +1,195 @@
+"""The beyond-the-paper recipes through upstream ``train()`` and back through the eval loader.
+
+* every variant (``methods.VARIANTS``): two tasks, old banks bit-identical, the checkpoint records the fields;
+* ``router_init="centroids"``: in process, the new rows are a k-means fixed point of the task's inputs, their
+  norms are kept, nothing but those rows changes, and the training data order is untouched;
+* round trip: a variant model saved and reloaded through ``load_dymoe_for_eval`` gives the same logits and
+  answers as the in-memory model, and routes with the recorded rule (not the paper's);
+* ``DYMOE_EVAL_ASSIGN_RULE`` overrides the rule at load time.
+"""
+import json
+import os
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llava_dymoe.core import DyMoELinear, dymoe_layers
+from llava_dymoe.integration import checkpoint as ckpt
+from llava_dymoe.methods import VARIANTS, get_method
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "core"))
+import naive_ref as ref  # noqa: E402
+
+
+@pytest.mark.parametrize("method", sorted(VARIANTS))
+def test_variant_trains_two_tasks_keeps_old_banks_and_records_its_fields(variant_sequences, method):
+    t1, t2 = variant_sequences[method]
+    a, b = load_file(os.path.join(t1, ckpt.EXPERTS)), load_file(os.path.join(t2, ckpt.EXPERTS))
+    assert a and set(a) < set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{method}: {k} of task 1 changed in task 2"
+    stats = json.load(open(os.path.join(t2, "routing_stats.json")))
+    # TAG gates the new experts: a projection where no token was called new has a new B that never moved
+    # (B starts at 0); both tasks train on the same smoke data, so the warm-started rows match the old ones
+    # and some projections see no new token at all
+    trained = {name: bool(b[f"{name}.dymoe_B.t1"].abs().sum() > 0) for name in stats["layers"]}
+    assert all(not trained[n] for n, row in stats["layers"].items() if row["frac_new"] == 0.0)
+    assert sum(trained.values()) >= len(trained) // 2
+    block = ckpt.load_task_state(t2)["dymoe"]
+    want = get_method(method).build_config()
+    assert block["method"] == method
+    for field in ("assign_rule", "spe_target", "router_init"):
+        assert block["config"][field] == getattr(want, field)
+    assert set(stats["phases"]) == {"start", "middle", "end"}
+    assert set(stats["by_kind"]) == {"image", "instruction", "answer"}
+    assert ("router_init" in stats) == (want.router_init == "centroids")
+
+
+def _args(out, **kw):
+    from llava.train.train import TrainingArguments
+    from llava_dymoe.trainer.arguments import make_training_arguments
+
+    base = dict(output_dir=str(out), report_to="none", gradient_accumulation_steps=1, dymoe_lora_dropout=0.0,
+                per_device_train_batch_size=4, seed=3)
+    base.update(kw)
+    return make_training_arguments(TrainingArguments)(**base)
+
+
+def _model_and_data(tiny, smoke_data):
+    from transformers import AutoTokenizer
+    from llava.train.train import DataArguments, make_supervised_data_module
+    from llava_dymoe.integration.tiny_model import build_llava_model
+
+    model = build_llava_model(tiny.llm, tiny.clip)
+    tok = AutoTokenizer.from_pretrained(tiny.llm, use_fast=False, model_max_length=256, padding_side="right")
+    tok.pad_token = tok.unk_token
+    import llava.train.train as lt
+    lt.conversation_lib.default_conversation = lt.conversation_lib.conv_templates["vicuna_v1"]
+    data_args = DataArguments(data_path=smoke_data.train_json, lazy_preprocess=True, is_multimodal=True,
+                              image_folder=smoke_data.image_folder, image_aspect_ratio="pad")
+    data_args.image_processor = model.get_vision_tower().image_processor
+    data_args.mm_use_im_start_end = False
+    return model, make_supervised_data_module(tokenizer=tok, data_args=data_args)
+
+
+def test_centroid_init_is_a_kmeans_fixed_point_of_the_tasks_inputs(tiny, smoke_data, sequence, tmp_path):
+    from llava_dymoe.trainer.prepare import prepare_model
+    from llava_dymoe.trainer.router_init import collect_inputs, init_router_from_data
+
+    model, data = _model_and_data(tiny, smoke_data)
+    args = _args(tmp_path / "t2", dymoe_task_id=2, dymoe_prev_ckpt=sequence[0], dymoe_router_init="centroids")
+    run = prepare_model(model, args)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rng = torch.get_rng_state()
+    summary = init_router_from_data(model, run.task_key, data["train_dataset"], data["data_collator"],
+                                    batch_size=4, n_batches=2, seed=11, ctx=run.ctx)
+    assert torch.equal(torch.get_rng_state(), rng)  # the global stream (data order, dropout) is untouched
+    assert summary["layers"] == 14 and summary["batches"] == 2 and 0.0 < summary["mean_fit"] <= 1.0
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {n for n in before if n.endswith("dymoe_router.t1")}
+    # the same inputs, collected independently (new bank set aside by hand), define the fixed point
+    layers = dict(dymoe_layers(model))
+    saved = {name: {bank: getattr(layer, bank).pop("t1") for bank in DyMoELinear.adapter_layer_names}
+             for name, layer in layers.items()}
+    gen = torch.Generator().manual_seed(11)
+    order = torch.randperm(len(data["train_dataset"]), generator=gen).tolist()
+    batches = [data["data_collator"]([data["train_dataset"][i] for i in order[s:s + 4]]) for s in (0, 4)]
+    model.eval()
+    inputs = collect_inputs(model, batches, run.ctx, torch.Generator().manual_seed(0), max_tokens=10 ** 9)
+    for name, layer in layers.items():
+        for bank, p in saved[name].items():
+            getattr(layer, bank)["t1"] = p
+        rows = layer.dymoe_router["t1"].detach()
+        assert torch.allclose(rows.norm(dim=1), before[f"{name}.dymoe_router.t1"].norm(dim=1), rtol=1e-5)
+        u = torch.nn.functional.normalize(inputs[name], dim=1)
+        m = torch.nn.functional.normalize(rows, dim=1)
+        assign = (u @ m.t()).argmax(dim=1)
+        for j in assign.unique().tolist():  # each row points at the mean direction of the tokens it wins
+            mean_dir = torch.nn.functional.normalize(u[assign == j].sum(0), dim=0)
+            assert float(mean_dir @ m[j]) > 0.999, (name, j)
+
+
+def test_centroid_init_under_zero3_is_refused_with_the_alternative(monkeypatch):
+    import llava_dymoe.trainer.prepare as prep
+    from llava_dymoe.trainer.trainer import _centroid_init
+
+    monkeypatch.setattr(prep, "zero3_enabled", lambda: True)
+    with pytest.raises(ValueError, match="zero2.json"):
+        _centroid_init(None, None, None, {})
+
+
+def test_variant_round_trip_same_logits_answers_and_rule(tiny, smoke_data, variant_sequences, tmp_path):
+    """dymoe_cascade_spetag task 2 in memory -> saved -> reloaded by the eval loader: identical logits and
+    greedy answers; the reloaded layers route with the cascade (checked against the naive reference)."""
+    from llava_dymoe.integration.eval_loader import load_dymoe_for_eval
+    from llava_dymoe.integration.inject import bank_state
+    from llava_dymoe.trainer.prepare import prepare_model, run_args_record
+    from llava_dymoe.trainer.saving import non_expert_state
+
+    model, data = _model_and_data(tiny, smoke_data)
+    out = tmp_path / "2_task_llava_dymoe_cascade"
+    seq = variant_sequences["dymoe_cascade_spetag"][0]
+    args = _args(out, dymoe_task_id=2, dymoe_prev_ckpt=seq, dymoe_method="dymoe_cascade_spetag")
+    run = prepare_model(model, args)
+    with torch.no_grad():  # stand-in for training: a non-zero new bank and moved router rows
+        g = torch.Generator().manual_seed(5)
+        for _, layer in dymoe_layers(model):
+            layer.dymoe_B["t1"].copy_(torch.randn(layer.dymoe_B["t1"].shape, generator=g) * 0.05)
+    cfg = run.cfg
+    ckpt.write_task_checkpoint(str(out), model_config=model.config, dymoe_cfg=cfg, method=run.method.name,
+                               task_id=2, experts=bank_state(model), non_lora=non_expert_state(model, lambda p: p
+                                                                                            .detach().cpu()),
+                               run_args=run_args_record(args, run), prev_ckpt=seq)
+    batch = data["data_collator"]([data["train_dataset"][i] for i in range(3)])
+    _, loaded, _, _ = load_dymoe_for_eval(str(out), tiny.llm, "x", device="cpu", device_map="cpu",
+                                          torch_dtype=torch.float32)
+    # upstream's loader keeps the vision tower in fp16 (LLaVA's builder); give both models the same tower
+    for m in (model, loaded):
+        m.get_vision_tower().to(torch.float16).to(torch.float32)
+    model.eval()
+    with torch.no_grad():
+        want = model(**batch).logits
+    loaded.eval()
+    with torch.no_grad():
+        got = loaded(**batch).logits
+    assert torch.equal(got, want)
+    assert dict(dymoe_layers(loaded))["model.layers.0.self_attn.q_proj"].dymoe_config.assign_rule == "cascade"
+    img = batch["images"][:1]
+    prompt = batch["input_ids"][:1, :int((batch["labels"][0] != -100).nonzero()[0])]
+    gen = dict(images=img, do_sample=False, max_new_tokens=6, pad_token_id=0)
+    with torch.no_grad():
+        assert torch.equal(model.generate(prompt, **gen), loaded.generate(prompt, **gen))
+    # the loaded layer's eval output is the naive per-token cascade, and differs from the paper's rule
+    layer = dict(dymoe_layers(loaded))["model.layers.1.mlp.down_proj"]
+    seen = []
+    h = layer.register_forward_pre_hook(lambda m, a: seen.append(a[0].reshape(-1, m.in_features)))
+    with torch.no_grad():
+        y = loaded(**batch)
+    h.remove()
+    x = seen[0][:24]
+    banks = [(layer.dymoe_A[k], layer.dymoe_B[k], layer.dymoe_router[k]) for k in layer.task_keys()]
+    args_ref = (x, layer.weight, layer.bias, banks, layer.experts_per_task, layer.expert_rank, layer.scaling,
+                cfg.top_k, cfg.router_temperature, cfg.router_scale)
+    with torch.no_grad():
+        out_layer = layer(x)
+    ref.assert_close(out_layer, ref.layer_forward(*args_ref, cascade_tau=cfg.tau), rtol=1e-5, atol=1e-6,
+                     what="cascade")
+    assert not torch.allclose(out_layer, ref.layer_forward(*args_ref), rtol=1e-5, atol=1e-6)
+    del y
+
+
+def test_eval_assign_rule_override(tiny, sequence, monkeypatch):
+    from llava_dymoe.integration.checkpoint import CheckpointError
+    from llava_dymoe.integration.eval_loader import ASSIGN_RULE_ENV, load_dymoe_for_eval
+
+    kw = dict(device="cpu", device_map="cpu", torch_dtype=torch.float32)
+    monkeypatch.setenv(ASSIGN_RULE_ENV, "cascade")
+    _, model, _, _ = load_dymoe_for_eval(sequence[1], tiny.llm, "x", **kw)
+    cfgs = {layer.dymoe_config.assign_rule for _, layer in dymoe_layers(model)}
+    assert cfgs == {"cascade"}
+    assert ckpt.load_task_state(sequence[1])["config"].assign_rule == "paper"  # the checkpoint is untouched
+    monkeypatch.setenv(ASSIGN_RULE_ENV, "nearest")
+    with pytest.raises(CheckpointError, match="not a token-to-bank rule"):
+        load_dymoe_for_eval(sequence[1], tiny.llm, "x", **kw)
