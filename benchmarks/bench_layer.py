@@ -8,6 +8,13 @@ the base weight is frozen; with >= 2 tasks the DyMoE time includes TAG and the R
 injected gradient.  "inference": eval mode under ``torch.no_grad``.  Variants are timed interleaved in
 the same run (warmup, then the median of ``--repeats`` rounds), and printed as ratios.
 Issue 3 target: 1 task fwd+bwd <= 1.3x the rank-64 LoRA.
+
+The beyond-the-paper variants (``llava_dymoe.methods.VARIANTS``) are timed in the same rounds:
+``cascade`` (``assign_rule="cascade"``: TAG's test bank by bank, at training and at inference) as a ratio
+to ``dymoe``; ``spe_target="tag"`` changes only which target the specialisation BCE reads (no extra work,
+not timed); ``router_init="centroids"`` is a one-off per task and projection, so its spherical k-means on
+``MAX_TOKENS`` tokens is reported against one ``dymoe`` fwd+bwd step (the calibration forward it also
+needs is ``--dymoe_router_init_batches`` inference passes of the previous model).
 """
 from __future__ import annotations
 
@@ -40,8 +47,8 @@ class PlainLoRA(nn.Module):
         return self.base(x) + F.linear(F.linear(self.drop(x), self.A), self.B) * self.scaling
 
 
-def make_dymoe(base: nn.Linear, tasks: int) -> DyMoELinear:
-    layer = DyMoELinear(base, DyMoEConfig())
+def make_dymoe(base: nn.Linear, tasks: int, **cfg) -> DyMoELinear:
+    layer = DyMoELinear(base, DyMoEConfig(**cfg))
     for _ in range(tasks):
         layer.add_task()
         with torch.no_grad():  # non-zero B so every bank does real work
@@ -97,17 +104,36 @@ def main(argv=None) -> None:
     lora = PlainLoRA(base)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {args.tokens}, d {args.dim}, "
           f"fp32, median of {args.repeats} (warmup {args.warmup}); times in ms")
-    print(f"{'tasks':>5} {'mode':>9} {'linear':>8} {'lora64':>8} {'dymoe':>8} {'dymoe/lora':>10} "
-          f"{'dymoe/linear':>12} {'lora/linear':>11}")
+    print(f"{'tasks':>5} {'mode':>9} {'linear':>8} {'lora64':>8} {'dymoe':>8} {'cascade':>8} {'dymoe/lora':>10} "
+          f"{'dymoe/linear':>12} {'lora/linear':>11} {'cascade/dymoe':>13}")
     for tasks in args.tasks:
         dymoe = make_dymoe(base, tasks)
+        cascade = make_dymoe(base, tasks, assign_rule="cascade")
+        with torch.no_grad():  # the same banks: only the rule differs
+            for name in ("dymoe_A", "dymoe_B", "dymoe_router"):
+                for k, p in getattr(cascade, name).items():
+                    p.copy_(getattr(dymoe, name)[k])
         for mode in ("fwd+bwd", "inference"):
             t = bench({"linear": step_fn(base, x, gy, mode), "lora": step_fn(lora, x, gy, mode),
-                       "dymoe": step_fn(dymoe, x, gy, mode)}, args.warmup, args.repeats)
-            print(f"{tasks:>5} {mode:>9} {t['linear']:8.1f} {t['lora']:8.1f} {t['dymoe']:8.1f} "
+                       "dymoe": step_fn(dymoe, x, gy, mode), "cascade": step_fn(cascade, x, gy, mode)},
+                      args.warmup, args.repeats)
+            print(f"{tasks:>5} {mode:>9} {t['linear']:8.1f} {t['lora']:8.1f} {t['dymoe']:8.1f} {t['cascade']:8.1f} "
                   f"{t['dymoe'] / t['lora']:10.2f} {t['dymoe'] / t['linear']:12.2f} "
-                  f"{t['lora'] / t['linear']:11.2f}", flush=True)
+                  f"{t['lora'] / t['linear']:11.2f} {t['cascade'] / t['dymoe']:13.2f}", flush=True)
+    centroid_cost(base, x, gy, args)
 
+
+def centroid_cost(base: nn.Linear, x: torch.Tensor, gy: torch.Tensor, args) -> None:
+    """router_init='centroids': one spherical k-means per projection and task, against one dymoe step."""
+    from llava_dymoe.core.centroids import spherical_kmeans
+    from llava_dymoe.trainer.router_init import MAX_TOKENS
+
+    tokens = x.detach().reshape(-1, args.dim)[:MAX_TOKENS]
+    step = step_fn(make_dymoe(base, 2), x, gy, "fwd+bwd")
+    t = bench({"kmeans": lambda: spherical_kmeans(tokens, 16, generator=torch.Generator().manual_seed(0)),
+               "step": step}, args.warmup, args.repeats)
+    print(f"router_init=centroids: k-means of {tokens.shape[0]} tokens into 16 rows {t['kmeans']:.1f} ms = "
+          f"{t['kmeans'] / t['step']:.2f}x one dymoe fwd+bwd step (2 tasks), once per task and projection")
 
 if __name__ == "__main__":
     main()

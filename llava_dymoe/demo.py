@@ -5,9 +5,10 @@
 1. the base-model stage (``llava_dymoe.synthetic.base``: the tiny LLaVA fully trained on a base
    mixture over the image world; cached);
 2. the synthetic continual suite (``llava_dymoe.synthetic``: five CoIN-like tasks; cached);
-3. ``cli run`` with ``dymoe`` and with ``incmoelora``, side by side (train each task, evaluate all
-   tasks seen so far with the upstream eval modules, accuracy matrix, MFN/MAA/BWT, heatmap;
-   resumable); each run's log is ``runs/<method>.log``;
+3. ``cli run`` with ``dymoe`` (the paper), ``incmoelora`` and ``dymoe_plus`` (our opt-in improvement
+   beyond the paper, docs/results.md), side by side (train each task, evaluate all tasks seen so far with
+   the upstream eval modules, accuracy matrix, MFN/MAA/BWT, heatmap; resumable); each run's log is
+   ``runs/<method>.log``;
 4. ``cli report``: the comparison table (printed) and ``comparison.png``, under one output folder.
 
 ``--quick`` is the reduced mode CI runs (fewer steps and questions; same pipeline).
@@ -106,7 +107,7 @@ FULL = Profile("demo", base_steps=1000, task_steps=120, n_train=600, n_test=30, 
                train_args=TINY_TRAIN_ARGS, dymoe_args=TINY_DYMOE_ARGS)
 QUICK = Profile("quick", base_steps=30, task_steps=4, n_train=24, n_test=4, seeds=(0,), train_args=TINY_TRAIN_ARGS,
                 dymoe_args=TINY_DYMOE_ARGS)
-METHODS = ("dymoe", "incmoelora")
+METHODS = ("dymoe", "incmoelora", "dymoe_plus")
 
 
 def continual_main(argv=None) -> int:
@@ -118,7 +119,8 @@ def continual_main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", default=os.environ.get("DYMOE_DEMO_QUICK") == "1",
                    help="reduced mode (CI): fewer steps and questions, same pipeline")
     p.add_argument("--seed", type=int, default=0, help="training seed of the runs (base model and suite: seed 0)")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
+    p.add_argument("--jobs", type=int, default=len(METHODS),
+                   help=f"runs at a time, one thread each (default {len(METHODS)}: all side by side)")
     args = p.parse_args(argv)
     profile = dataclasses.replace(QUICK if args.quick else FULL, seeds=(args.seed,))
     out = os.path.abspath(args.output_dir)
@@ -126,7 +128,7 @@ def continual_main(argv=None) -> int:
     plan = [Experiment("demo", m, m) for m in METHODS]
     print(f"[1/3] base model ({profile.base_steps} steps, cached) and the synthetic suite", flush=True)
     bases, suite = prepare(out, profile, plan, log=lambda m: print("  " + m, flush=True))
-    print(f"[2/3] {' and '.join(METHODS)} on {len(suite.tasks)} tasks, {profile.task_steps} steps each, "
+    print(f"[2/3] {', '.join(METHODS[:-1])} and {METHODS[-1]} (beyond the paper) on {len(suite.tasks)} tasks, {profile.task_steps} steps each, "
           f"{args.jobs} runs at a time (logs: {os.path.join(out, 'runs', '<method>.log')})", flush=True)
     jobs = make_jobs(out, profile, plan, bases, suite, folder=lambda e, s: os.path.join(out, "runs", e.method))
     try:

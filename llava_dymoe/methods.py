@@ -107,6 +107,28 @@ for _name, _cfg, _what in (
     register_method(Method(_name, config=_cfg, description=f"ablation ladder (method.md §6.2): {_what}"))
 
 
+# ---- beyond the paper (opt-in; docs/results.md "Beyond the paper" measures each against ``dymoe``) ------------
+#: Variants of ``dymoe`` for the plasticity issue: the paper's recipe plus one or more of the config fields
+#: ``assign_rule`` (TAG's test bank by bank, at training and inference), ``router_init`` (new router rows
+#: from centroids of the task's inputs) and ``spe_target`` (L_spe's target = TAG's decision).
+VARIANTS = {
+    "dymoe_cascade": ({"assign_rule": "cascade"},
+                      "beyond the paper: DyMoE with TAG's test applied bank by bank at training and inference"),
+    "dymoe_warm": ({"router_init": "centroids"},
+                   "beyond the paper: DyMoE with new router rows warm-started from centroids of the task's inputs"),
+    "dymoe_cascade_warm": ({"assign_rule": "cascade", "router_init": "centroids"},
+                           "beyond the paper: dymoe_cascade + dymoe_warm"),
+    "dymoe_cascade_spetag": ({"assign_rule": "cascade", "spe_target": "tag"},
+                             "beyond the paper: dymoe_cascade with L_spe's target = TAG's decision"),
+    "dymoe_cascade_warm_spetag": ({"assign_rule": "cascade", "router_init": "centroids", "spe_target": "tag"},
+                                  "beyond the paper: all three changes (cascade, warm start, L_spe target)"),
+}
+#: The variant we recommend (docs/results.md "Beyond the paper"), also reachable as ``--dymoe_method dymoe_plus``.
+PLUS = "dymoe_cascade_warm_spetag"
+for _name, (_cfg, _what) in VARIANTS.items():
+    register_method(Method(_name, config=_cfg, description=_what), aliases=("dymoe_plus",) if _name == PLUS else ())
+
+
 def get_method(name: str) -> Method:
     """The recipe registered as ``name``; ``KeyError`` lists the known methods."""
     return METHODS.get(name)

@@ -19,8 +19,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", required=True, help="suite YAML (task order, data files, generator, scorer)")
     parser.add_argument("--data-root", required=True, help="folder the suite's relative paths start from")
-    parser.add_argument("--method", required=True, help="method recipe (llava_dymoe.methods): dymoe, incmoelora, the ablation ladder "
-                             "incmoelora_aux ... dymoe_aux, the baselines lora, moelora, olora")
+    from llava_dymoe.trainer.arguments import method_help
+
+    parser.add_argument("--method", required=True, help=method_help(training_flag=False))
     parser.add_argument("--output-dir", required=True, help="run folder (new, empty, or this run's, to resume)")
     parser.add_argument("--base", help="base LLM (LLaVA --model_name_or_path; also --model-base at eval)")
     parser.add_argument("--vision-tower", help="CLIP vision tower (LLaVA --vision_tower)")

@@ -1,7 +1,9 @@
-"""``make results``: every method, the ablation ladder, the tau sweep and the width study over seeds.
+"""``make results``: every method, the ablation ladder, the tau sweep, the width study and the beyond-the-paper
+variants (plasticity issue) over seeds.
 
     python -m llava_dymoe.study [--output-dir results_out] [--doc docs/results.md] [--profile full]
-                                [--groups methods ladder tau width] [--seeds 0 1 2] [--jobs 2]
+                                [--groups methods ladder tau width variants variants_width order causes]
+                                [--seeds 0 1 2] [--jobs 2]
                                 [--widths 64 256 512] [--aggregate-only]
 
 Resumable: rerun the same command after an interruption; finished runs are skipped.  The doc
@@ -18,6 +20,7 @@ from .aggregate import write_results_doc
 from .diagnose import run_drift
 from .execute import finished_bases, run_plan
 from .plan import GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan
+from .variants import run_reeval
 
 
 def main(argv=None) -> int:
@@ -34,7 +37,8 @@ def main(argv=None) -> int:
                    help="train the projector in every stage (LLaVA/CoIN style) instead of keeping the base's")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
     p.add_argument("--no-diagnostics", action="store_true",
-                   help="skip the routing diagnostics (cli drift on seed 0 of incmoelora and dymoe)")
+                   help="skip the routing diagnostics (cli drift on seed 0 of incmoelora, dymoe and dymoe_plus; "
+                        "dymoe and incmoelora answered again with TAG kept at inference)")
     p.add_argument("--aggregate-only", action="store_true", help="only rewrite the doc from finished runs")
     args = p.parse_args(argv)
     for w in args.widths:
@@ -59,6 +63,7 @@ def main(argv=None) -> int:
         bases, total = done["bases"], done["total_s"]
         if not args.no_diagnostics:
             run_drift(args.output_dir, plan, bases, done["suite"])
+            run_reeval(args.output_dir, plan, profile.seeds)
     result = write_results_doc(args.output_dir, args.doc, plan, profile, command=command.strip(), bases=bases,
                                total_s=total, widths=args.widths if "width" in args.groups else ())
     print(open(result["doc"]).read())

@@ -8,26 +8,10 @@ import platform
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from .numbers import fmt_ms, mean_std, paired_gap  # noqa: F401 (re-exported)
 from .plan import DEFAULT_WIDTH, Experiment, Profile
 
 METRICS = ("mfn", "maa", "bwt", "mft")
-
-
-def mean_std(values: Sequence[float]):
-    """``(mean, sample std)``; std is NaN for fewer than 2 values, both NaN for none."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return float("nan"), float("nan")
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return m, float("nan")
-    return m, math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-
-
-def fmt_ms(m: float, s: float, digits: int = 1) -> str:
-    if math.isnan(m):
-        return "–"
-    return f"{m:.{digits}f}" if math.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def collect(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List[Dict[str, Any]]:
@@ -113,16 +97,6 @@ def majority_rates(suite_root: str, tasks: Sequence[str]) -> Dict[str, float]:
     return out
 
 
-def paired_gap(by_key: Dict[str, Dict[str, Any]], a: str, b: str, metric: str):
-    """Mean +- std over seeds of ``metric(b) - metric(a)`` for the seeds both finished."""
-    ra, rb = by_key.get(a), by_key.get(b)
-    if not ra or not rb:
-        return float("nan"), float("nan"), 0
-    seeds = sorted(set(ra["seeds"]) & set(rb["seeds"]))
-    m, s = mean_std([rb["per_seed"][x][metric] - ra["per_seed"][x][metric] for x in seeds])
-    return m, s, len(seeds)
-
-
 def width_rows(rows_by_key: Dict[str, Dict[str, Any]], widths: Sequence[int]) -> List[Dict[str, Any]]:
     out = []
     for w in sorted(set(widths) | {DEFAULT_WIDTH}):
@@ -197,14 +171,30 @@ def plot_width(wrows: Sequence[Dict[str, Any]], path: str) -> Optional[str]:
 GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
                 "ladder": "Ablation ladder (method.md §6.2)",
                 "tau": "TAG threshold tau (DyMoE; 0.2 is the paper's, in the methods table)",
-                "width": "Width study: IncMoELoRA vs DyMoE"}
+                "width": "Width study: IncMoELoRA vs DyMoE",
+                "variants": "Beyond the paper: DyMoE variants against the baselines (d = 128)",
+                "variants_width": "Beyond the paper at d = 256",
+                "order": "Beyond the paper on the reversed task order (d = 128)",
+                "causes": "Cause tests of the plasticity audit (d = 128)"}
 
 
 def group_note(group: str) -> str:
-    """A sentence under a group's title (what the width study kept fixed: the paper's recipe, from the config)."""
+    """A sentence under a group's title (what the width study kept fixed: the paper's recipe, from the config;
+    what each beyond-the-paper recipe changes)."""
+    from llava_dymoe.methods import VARIANTS, get_method
+
+    if group == "variants":
+        return ("Opt-in recipes beyond the paper (`llava_dymoe.methods.VARIANTS`), each the paper's `dymoe` recipe "
+                "plus: " + "; ".join(f"`{name}`: " + ", ".join(f"{k}={v}" for k, v in cfg.items())
+                                     for name, (cfg, _) in VARIANTS.items())
+                + f". `dymoe_plus` is `{get_method('dymoe_plus').name}`. Same seeds, batches and steps as the "
+                "baselines.\n")
+    if group == "causes":
+        return ("Each row changes one thing in a paper-rule run (d = 128): no specialisation loss (`c_spe=0`), or "
+                "the projector trained at every task as in LLaVA's and CoIN's recipes (with it trained, oracle "
+                "routing no longer rebuilds task i's model, so that column is not 0).\n")
     if group != "width":
         return ""
-    from llava_dymoe.methods import get_method
 
     cfg = get_method("dymoe").build_config()
     return ("Each width has its own base model (LLM d, MLP 2d, 2 layers, 4 heads, same base recipe and steps); "
@@ -277,6 +267,16 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         png = plot_group(grows, os.path.join(plot_dir, f"{group}_bars.png"), GROUP_TITLES.get(group, group))
         if png:
             out.append(f"![{group}](results/{os.path.basename(png)})\n")
+    from .variants import paired_markdown, reeval_markdown
+
+    paired = paired_markdown(by_key, plan)
+    if paired:
+        out.append("## Beyond the paper: dymoe_plus paired with the baselines\n")
+        out.append(paired)
+    reeval = reeval_markdown(root, plan, profile.seeds)
+    if reeval:
+        out.append("## Cause test: TAG's decision kept at inference\n")
+        out.append(reeval)
     wrows = width_rows(by_key, widths) if widths else []
     if wrows:
         out.append("### DyMoE minus IncMoELoRA, paired by seed\n")
@@ -288,12 +288,15 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         png = plot_width(wrows, os.path.join(plot_dir, "width_curve.png"))
         if png:
             out.append(f"![width](results/{os.path.basename(png)})\n")
-    from .routing import routing_markdown, routing_rows
+    from .routing import routing_markdown, routing_rows, share_markdown, share_rows
 
     tag_view = routing_markdown(routing_rows(root, plan, profile.seeds))
     if tag_view:
         out.append("## What TAG saw while training\n")
         out.append(tag_view)
+        shares = share_markdown(share_rows(root, plan, profile.seeds))
+        if shares:
+            out.append(shares)
     from .diagnose import drift_markdown, drift_rows
 
     diag = drift_markdown(drift_rows(root, plan))

@@ -29,7 +29,11 @@ def _checkpoints(folder: str) -> List[str]:
 
 
 def drift_targets(root: str, plan: Sequence[Experiment]) -> List[Experiment]:
-    return [e for e in plan if e.method in ("incmoelora", "dymoe") and not e.dymoe_args]
+    """IncMoELoRA, DyMoE and ``dymoe_plus`` runs with no extra flags, in the suite's own task order."""
+    from .plan import best_variant
+
+    wanted = ("incmoelora", "dymoe", best_variant())
+    return [e for e in plan if e.method in wanted and not e.dymoe_args and e.order == "default"]
 
 
 def run_drift(root: str, plan: Sequence[Experiment], bases, suite, log=print) -> Dict[str, str]:

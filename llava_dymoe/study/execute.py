@@ -89,9 +89,9 @@ def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, su
                 continue
             seen.add(out)
             base = bases[exp.width]
-            cmd = [sys.executable, "-m", "llava_dymoe.cli", "run", "--suite", suite.suite_yaml, "--data-root",
-                   suite.root, "--method", exp.method, "--output-dir", out, "--base", base.llm, "--vision-tower",
-                   base.clip, "--pretrain-mm-mlp-adapter", base.projector, "--threads", "1",
+            cmd = [sys.executable, "-m", "llava_dymoe.cli", "run", "--suite", suite_file(suite, exp.order),
+                   "--data-root", suite.root, "--method", exp.method, "--output-dir", out, "--base", base.llm,
+                   "--vision-tower", base.clip, "--pretrain-mm-mlp-adapter", base.projector, "--threads", "1",
                    "--train-arg", f"max_steps={profile.task_steps}", "--train-arg", f"seed={seed}"]
             for k, v in profile.train_args.items():
                 cmd += ["--train-arg", f"{k}={v}"]
@@ -104,6 +104,19 @@ def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, su
                 cmd += ["--dymoe-arg", "log_routing=True"]
             jobs.append(RunJob(exp, seed, out, cmd, out + ".log"))
     return jobs
+
+
+def suite_file(suite, order: str) -> str:
+    """The suite YAML of task order ``order`` (``plan.ORDERS``); the default order is the suite's own file."""
+    from llava_dymoe.synthetic.generate import ordered_suite_yaml
+
+    from .plan import ORDERS
+
+    if order not in ORDERS:
+        raise ValueError(f"unknown task order {order!r}; known: {sorted(ORDERS)}")
+    if order == "default":
+        return suite.suite_yaml
+    return ordered_suite_yaml(suite, ORDERS[order], order)
 
 
 def _recipe(method: str):

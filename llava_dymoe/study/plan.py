@@ -7,7 +7,11 @@ LLM width); each is run for every seed.  Groups:
 * ``ladder``: method.md §6.2's cumulative ladder, IncMoELoRA -> +aux -> +TAG -> +exc -> +spe;
 * ``tau``: ``dymoe`` with tau in TAU_SWEEP (0.2, the paper's value, is the ``methods`` run);
 * ``width``: ``incmoelora`` vs ``dymoe`` at other LLM hidden sizes, each from its own base model,
-  with the paper's recipe unchanged (router temperature 0.01 and steps are **not** scaled with d).
+  with the paper's recipe unchanged (router temperature 0.01 and steps are **not** scaled with d);
+* ``variants``: the beyond-the-paper recipes (``methods.VARIANTS``) next to ``incmoelora``, ``olora`` and
+  ``dymoe`` (the plasticity issue); ``variants_width``: the same baselines and ``dymoe_plus`` at d = 256;
+  ``order``: them again on the second task order (``ORDERS["reversed"]``); ``causes``: the audit's cause tests
+  (``dymoe`` without L_spe, and ``dymoe`` / ``incmoelora`` with the projector trained).
 
 The seed varies the training (new-bank init, data order); the base model and the suite are fixed
 (seed 0 each), so the spread is the training's.
@@ -23,7 +27,21 @@ TAU_SWEEP = (0.1, 0.3, 0.5)
 WIDTHS = (64, 256, 512)
 LADDER = ("incmoelora", "incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dymoe_aux")
 METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe")
-GROUPS = ("methods", "ladder", "tau", "width")
+GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes")
+#: What the beyond-the-paper variants are measured against, paired by seed (the plasticity issue).
+VARIANT_BASELINES = ("incmoelora", "olora", "dymoe")
+#: The width and the task order of the variants' second and third look.
+VARIANT_WIDTH = 256
+SECOND_ORDER = "reversed"
+#: Cause tests of the plasticity audit, each against ``dymoe`` (shared-plasticity-audit.md causes 2-3 and
+#: the projector): ``(name, method, dymoe_args)``.
+CAUSES = (("dymoe c_spe=0", "dymoe", (("c_spe", "0"),)),
+          ("dymoe, projector trained", "dymoe", (("train_projector", "True"),)),
+          ("incmoelora, projector trained", "incmoelora", (("train_projector", "True"),)))
+#: Task orders of the study: the suite's own (CoIN-like) and the reverse, chosen before any result was seen
+#: (the plasticity issue asks for a second order; nothing is tuned to either).
+ORDERS = {"default": ("choice", "read", "classify", "vqa", "ground"),
+          "reversed": ("ground", "vqa", "classify", "read", "choice")}
 
 
 @dataclass(frozen=True)
@@ -33,6 +51,8 @@ class Experiment:
     method: str
     dymoe_args: Tuple[Tuple[str, str], ...] = ()
     width: int = DEFAULT_WIDTH
+    #: task order: a key of ``ORDERS`` ("default" = the suite's own order)
+    order: str = "default"
 
     @property
     def key(self) -> str:
@@ -40,6 +60,8 @@ class Experiment:
         parts = [self.method] + [f"{k}{v}" for k, v in self.dymoe_args]
         if self.width != DEFAULT_WIDTH:
             parts.append(f"d{self.width}")
+        if self.order != "default":
+            parts.append(f"order-{self.order}")
         return "_".join(parts)
 
 
@@ -101,7 +123,31 @@ def build_plan(groups: Sequence[str] = GROUPS, widths: Sequence[int] = WIDTHS,
         elif group == "width":
             for w in widths:
                 plan += [Experiment(group, f"{m} d={w}", m, width=w) for m in ("incmoelora", "dymoe")]
+        elif group == "variants":
+            plan += [Experiment(group, m, m) for m in VARIANT_BASELINES + variant_methods()]
+        elif group == "variants_width":
+            plan += [Experiment(group, f"{m} d={VARIANT_WIDTH}", m, width=VARIANT_WIDTH)
+                     for m in VARIANT_BASELINES + (best_variant(),)]
+        elif group == "order":
+            plan += [Experiment(group, f"{m} ({SECOND_ORDER})", m, order=SECOND_ORDER)
+                     for m in VARIANT_BASELINES + (best_variant(),)]
+        elif group == "causes":
+            plan += [Experiment(group, name, m, args) for name, m, args in CAUSES]
     return plan
+
+
+def variant_methods() -> Tuple[str, ...]:
+    """The beyond-the-paper recipes (``methods.VARIANTS``), in registration order."""
+    from llava_dymoe.methods import VARIANTS
+
+    return tuple(VARIANTS)
+
+
+def best_variant() -> str:
+    """The recipe registered as ``dymoe_plus`` (its canonical name)."""
+    from llava_dymoe.methods import get_method
+
+    return get_method("dymoe_plus").name
 
 
 def widths_needed(plan: Sequence[Experiment]) -> List[int]:

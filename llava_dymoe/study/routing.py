@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from llava_dymoe.trainer.saving import ROUTING_STATS
 
-from .aggregate import fmt_ms, mean_std
+from .numbers import fmt_ms, mean_std
 from .execute import run_dir
 from .plan import Experiment
 #: ``(column, key in routing_stats.json)``; ``layer_mean`` keys first, the others are layer means of ``layers``.
@@ -86,3 +86,79 @@ def routing_markdown(rows: Sequence[Dict[str, Any]]) -> str:
                      + " | ".join(fmt_ms(*r["stats"][key], digits=2) for _, key in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
+
+
+# ------------------------------------------------------------------ TAG's new share by stage, phase and kind
+PHASE_NAMES = ("start", "middle", "end")
+KINDS = ("image", "instruction", "answer")
+
+
+def share_record(path: str) -> Optional[Dict[str, float]]:
+    """TAG's new share of one checkpoint's training tokens: overall, per phase of the task, per token kind."""
+    if not os.path.isfile(path):
+        return None
+    data = json.load(open(path))
+    overall = data.get("layer_mean", {}).get("frac_new")
+    if overall is None:
+        return None
+    out = {"all": float(overall)}
+    for name, ph in (data.get("phases") or {}).items():
+        if "frac_new" in ph.get("layer_mean", {}):
+            out[name] = float(ph["layer_mean"]["frac_new"])
+    for kind, row in (data.get("by_kind") or {}).items():
+        if "frac_new" in row:
+            out[kind] = float(row["frac_new"])
+    return out
+
+
+def share_rows(root: str, plan: Sequence[Experiment], seeds: Sequence[int]) -> List[Dict[str, Any]]:
+    """Per experiment with routing statistics: mean ± std over seeds of the new share per stage, and of the
+    mean over stages per phase and per token kind."""
+    rows, seen = [], set()
+    for exp in plan:
+        if exp.key in seen:
+            continue
+        seen.add(exp.key)
+        stage_vals: Dict[int, List[float]] = {}
+        part_vals: Dict[str, List[float]] = {}
+        for seed in seeds:
+            ckroot = os.path.join(run_dir(root, exp, seed), "checkpoints")
+            if not os.path.isdir(ckroot):
+                continue
+            recs = {}
+            for name in os.listdir(ckroot):
+                stage = name.split("_", 1)[0]
+                rec = share_record(os.path.join(ckroot, name, ROUTING_STATS))
+                if stage.isdigit() and rec is not None:
+                    recs[int(stage)] = rec
+            for stage, rec in recs.items():
+                stage_vals.setdefault(stage, []).append(rec["all"])
+            for part in PHASE_NAMES + KINDS:
+                vals = [r[part] for r in recs.values() if part in r]
+                if vals:
+                    part_vals.setdefault(part, []).append(sum(vals) / len(vals))
+        if stage_vals and any(p in part_vals for p in PHASE_NAMES):
+            rows.append({"experiment": exp, "stages": {s: mean_std(v) for s, v in sorted(stage_vals.items())},
+                         "parts": {p: mean_std(v) for p, v in part_vals.items()},
+                         "seeds": max(len(v) for v in stage_vals.values())})
+    return rows
+
+
+def share_markdown(rows: Sequence[Dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    stages = sorted({s for r in rows for s in r["stages"]})
+    cols = [f"t={s}" for s in stages] + list(PHASE_NAMES) + list(KINDS)
+    out = ["Share of (token, projection) pairs TAG calls new while each task trains (the same test at the run's "
+           "tau for the methods that train without TAG), mean ± std over seeds: per stage t (mean over layers), "
+           "then the mean over stages 2-5 within the first, middle and last third of each task's steps, and per "
+           "token kind (image patches, instruction = system prompt and question, answer). The same seed trains on "
+           "the same batches in every method, so the columns compare the same tokens.\n",
+           "| run | d | order | seeds | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+    for r in rows:
+        e = r["experiment"]
+        extra = "".join(f" {k}={v}" for k, v in e.dymoe_args)
+        vals = [fmt_ms(*r["stages"].get(s, (float("nan"),) * 2), digits=2) for s in stages]
+        vals += [fmt_ms(*r["parts"].get(p, (float("nan"),) * 2), digits=2) for p in PHASE_NAMES + KINDS]
+        out.append(f"| {e.method}{extra} | {e.width} | {e.order} | {r['seeds']} | " + " | ".join(vals) + " |")
+    return "\n".join(out) + "\n"

@@ -58,6 +58,25 @@ def _select(tasks: Optional[Sequence[str]]) -> List[TaskDef]:
     return [t for t in SUITE_TASKS if t in chosen]  # keep the suite's training order
 
 
+def ordered_suite_yaml(suite: SyntheticSuite, order: Sequence[str], tag: str) -> str:
+    """Write ``suite_<tag>.yaml`` next to ``suite.yaml``: the same tasks and data in another training order.
+
+    The suite is named ``synthetic-<tag>`` so a run folder of one order never resumes as another.
+    Returns its path.
+    """
+    by_name = {t.name: t for t in SUITE_TASKS}
+    if sorted(order) != sorted(suite.task_names):
+        raise ValueError(f"task order {list(order)} must list each of the suite's tasks {suite.task_names} once")
+    if not tag.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"order tag {tag!r}: use letters, digits, '-' or '_'")
+    path = os.path.join(suite.root, f"suite_{tag}.yaml")
+    text = suite_yaml(f"{SUITE_NAME}-{tag}", [by_name[n] for n in order], DESCRIPTION)
+    if not (os.path.isfile(path) and open(path).read() == text):
+        with open(path, "w") as f:
+            f.write(text)
+    return path
+
+
 def generate_suite(root: str, seed: int = 0, n_train: int = 1000, n_test: int = 100, image_size: int = 64,
                    tasks: Optional[Sequence[str]] = None, overwrite: bool = False) -> SyntheticSuite:
     """Write (or reuse) the suite under ``root``; deterministic for the arguments."""

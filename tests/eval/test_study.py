@@ -26,7 +26,9 @@ def test_plan_covers_every_method_the_ladder_taus_and_widths():
     assert sorted(dict(e.dymoe_args)["tau"] for e in plan if e.group == "tau") == ["0.1", "0.3", "0.5"]
     assert {(e.method, e.width) for e in plan if e.group == "width"} == {
         (m, w) for m in ("incmoelora", "dymoe") for w in (64, 256, 512)}
-    assert len({e.key for e in plan}) == len(plan) - 1  # the ladder's IncMoELoRA is the methods' one
+    # shared runs: the ladder's IncMoELoRA and the variants' three baselines are the methods' runs, the
+    # variants' d=256 IncMoELoRA and DyMoE are the width study's
+    assert len({e.key for e in plan}) == len(plan) - 1 - 3 - 2
     with pytest.raises(ValueError, match="unknown results group"):
         build_plan(["nope"])
 
@@ -246,3 +248,105 @@ def test_run_jobs_counts_finished_stages_and_reports_failures(tmp_path, capsys):
     bad = _fake_job(tmp_path, "c", 1, rc=3)
     with pytest.raises(RuntimeError, match=r"exit 3, log .*c\.log"):
         run_jobs([bad], 1, stages_per_run=2, progress=False)
+
+
+def test_variant_groups_pair_the_best_variant_with_the_baselines_at_two_widths_and_two_orders(tmp_path):
+    from llava_dymoe.methods import VARIANTS, get_method
+    from llava_dymoe.study.plan import ORDERS, VARIANT_BASELINES
+
+    plan = build_plan(["variants", "variants_width", "order", "causes"])
+    best = get_method("dymoe_plus").name
+    assert [e.method for e in plan if e.group == "variants"] == list(VARIANT_BASELINES) + list(VARIANTS)
+    assert {(e.method, e.width) for e in plan if e.group == "variants_width"} == {
+        (m, 256) for m in VARIANT_BASELINES + (best,)}
+    order = [e for e in plan if e.group == "order"]
+    assert {e.order for e in order} == {"reversed"} and all(e.key.endswith("_order-reversed") for e in order)
+    assert sorted(ORDERS["reversed"]) == sorted(ORDERS["default"]) and ORDERS["reversed"] != ORDERS["default"]
+    causes = {e.name: (e.method, dict(e.dymoe_args)) for e in plan if e.group == "causes"}
+    assert causes["dymoe c_spe=0"] == ("dymoe", {"c_spe": "0"})
+    assert causes["dymoe, projector trained"] == ("dymoe", {"train_projector": "True"})
+    # the order's jobs read a suite file with the same tasks in the reversed order, named apart
+    from llava_dymoe.synthetic.generate import SyntheticSuite
+
+    suite = SyntheticSuite(str(tmp_path), str(tmp_path / "suite.yaml"), {}, {t: None for t in ORDERS["default"]})
+    base = types.SimpleNamespace(llm="/b/llm", clip="/b/clip", projector="/b/p.bin")
+    jobs = make_jobs(str(tmp_path), PROFILES["full"], order, {128: base}, suite)
+    yaml_path = jobs[0].command[jobs[0].command.index("--suite") + 1]
+    import yaml
+
+    data = yaml.safe_load(open(yaml_path))
+    assert data["name"] == "synthetic-reversed" and [t["name"] for t in data["tasks"]] == list(ORDERS["reversed"])
+    assert all(j.out_dir.endswith(f"_order-reversed/seed{j.seed}") for j in jobs)
+
+
+def test_paired_gaps_and_goal_check_from_known_runs(tmp_path):
+    from llava_dymoe.study.variants import goal_check, paired_markdown
+
+    root = str(tmp_path)
+    plan = build_plan(["variants"])
+    # (final a, final b) per seed; first_a = 80 everywhere -> BWT = final_a - 80, MFN = (fa + fb) / 2,
+    # MFT = (80 + fb) / 2
+    finals = {"incmoelora": [(40.0, 90.0), (50.0, 70.0)], "olora": [(60.0, 50.0), (60.0, 60.0)],
+              "dymoe": [(70.0, 60.0), (70.0, 50.0)]}
+    from llava_dymoe.methods import get_method
+
+    best = get_method("dymoe_plus").name
+    finals[best] = [(75.0, 86.0), (75.0, 70.0)]
+    for exp in plan:
+        for seed, (fa, fb) in enumerate(finals.get(exp.method, [])):
+            _write_run(run_dir(root, exp, seed), fa, fb)
+    rows = {r["experiment"].key: r for r in collect(root, plan, (0, 1))}
+    text = paired_markdown(rows, plan)
+    # vs incmoelora: MFN per seed 80.5-65, 72.5-60 -> 15.5, 12.5; BWT 35, 25; MFT 83-85, 75-75 -> -2, 0
+    assert "| d = 128, the suite's order | incmoelora | 14.0 ± 2.1 | 30.0 ± 7.1 | -1.0 ± 1.4 | 2 |" in text
+    keys = {e.method: e.key for e in plan}
+    verdict = goal_check(rows, keys, best)
+    assert verdict.startswith("3 of 3 conditions met") and "MFT -1.0 vs IncMoELoRA (within 3)" in verdict
+    finals[best] = [(75.0, 70.0), (75.0, 60.0)]  # MFT 75, 70 -> -5 vs IncMoELoRA's 80: the goal is missed
+    for seed, (fa, fb) in enumerate(finals[best]):
+        _write_run(run_dir(root, [e for e in plan if e.method == best][0], seed), fa, fb)
+    rows = {r["experiment"].key: r for r in collect(root, plan, (0, 1))}
+    assert goal_check(rows, keys, best).startswith("2 of 3 conditions met")
+
+
+def test_new_share_by_stage_phase_and_kind(tmp_path):
+    from llava_dymoe.study.routing import share_markdown, share_rows
+
+    root = str(tmp_path)
+    plan = build_plan(["methods"])
+    dymoe = [e for e in plan if e.method == "dymoe"][0]
+
+    def stats(all_, start, end, image):
+        return {"layer_mean": {"frac_new": all_},
+                "phases": {"start": {"layer_mean": {"frac_new": start}}, "middle": {"layer_mean": {}},
+                           "end": {"layer_mean": {"frac_new": end}}},
+                "by_kind": {"image": {"frac_new": image}}}
+
+    files = {(0, "2_b"): stats(0.3, 0.1, 0.5, 0.2), (0, "3_c"): stats(0.1, 0.0, 0.2, 0.0),
+             (1, "2_b"): stats(0.5, 0.3, 0.7, 0.4)}
+    for (seed, stage), rec in files.items():
+        folder = os.path.join(run_dir(root, dymoe, seed), "checkpoints", f"{stage}_llava_dymoe")
+        os.makedirs(folder)
+        json.dump(rec, open(os.path.join(folder, "routing_stats.json"), "w"))
+    (row,) = share_rows(root, plan, (0, 1))
+    assert row["stages"][2] == pytest.approx((0.4, math.sqrt(0.02))) and row["stages"][3][0] == pytest.approx(0.1)
+    # seed 0: start mean over its stages (0.1 + 0) / 2 = 0.05; seed 1: 0.3 -> 0.175
+    assert row["parts"]["start"][0] == pytest.approx(0.175) and row["parts"]["image"][0] == pytest.approx(0.25)
+    assert "middle" not in row["parts"]
+    text = share_markdown([row])
+    assert "| dymoe | 128 | default | 2 | 0.40 ± 0.14 | 0.10 |" in text
+
+
+def test_reeval_markdown_compares_the_rules_on_the_same_checkpoints(tmp_path):
+    from llava_dymoe.study.variants import reeval_markdown
+
+    root = str(tmp_path)
+    plan = build_plan(["variants"])
+    dymoe = [e for e in plan if e.method == "dymoe"][0]
+    folder = run_dir(root, dymoe, 0)
+    _write_run(folder, 40.0, 50.0)
+    _write_run(os.path.join(folder, "reeval", "cascade"), 60.0, 70.0)
+    text = reeval_markdown(root, plan, (0, 1))
+    assert "| dymoe | 1 | own (plain router) | 45.0 | -40.0 | 65.0 |" in text
+    assert "| dymoe | 1 | TAG kept (cascade) | 65.0 | -20.0 | 75.0 |" in text
+    assert reeval_markdown(str(tmp_path / "empty"), plan, (0,)) == ""
