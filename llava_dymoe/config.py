@@ -34,6 +34,8 @@ ROUTERS = ("cosine", "linear", "none")
 ASSIGN_RULES = ("paper", "cascade")
 #: Targets of the specialisation loss (``DyMoEConfig.spe_target``); "paper" is method.md's.
 SPE_TARGETS = ("paper", "tag")
+#: How TAG measures the gap between group scores (``DyMoEConfig.tag_gap``); "similarity" is method.md's.
+TAG_GAPS = ("similarity", "distance")
 #: Initialisations of a new bank's router rows (``DyMoEConfig.router_init``); "kaiming" is method.md's.
 ROUTER_INITS = ("kaiming", "centroids")
 
@@ -103,6 +105,12 @@ class DyMoEConfig:
                                      "router_init_batches training batches run before the first step, so the "
                                      "task's tokens are recognisable from step 0.")
     router_init_batches: int = _f(4, "Training batches read for router_init='centroids' (unused otherwise).")
+    tag_gap: str = _f("similarity", "How TAG's D_rel measures the gap between the best new and best old score. "
+                                    "'similarity': |c_new - c_old| / max(|c_new|, |c_old|) (method.md §2). "
+                                    "'distance' (beyond the paper): the same gap over the larger cosine distance "
+                                    "max(s - c_new, s - c_old), s = router_scale: 'tau closer to one group', "
+                                    "which does not shrink when all scores are high (warm-started rows); needs "
+                                    "the cosine router.")
     num_tasks: int = _f(0, "Number of task banks present in the saved state (0 for a fresh model). Equals the "
                            "number of tasks learned when expand is True; 1 after any task when it is False.")
     format_version: int = _f(FORMAT_VERSION, "Version of this JSON layout.")
@@ -149,12 +157,16 @@ class DyMoEConfig:
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {list(ROUTERS)}, got {self.router!r}")
         for name, choices in (("assign_rule", ASSIGN_RULES), ("spe_target", SPE_TARGETS),
-                              ("router_init", ROUTER_INITS)):
+                              ("router_init", ROUTER_INITS), ("tag_gap", TAG_GAPS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
         if self.assign_rule == "cascade" and (not self.use_tag or self.router == "none"):
             raise ValueError("assign_rule='cascade' applies TAG's test bank by bank at training and inference: it "
                              "needs --dymoe_use_tag True and a router (--dymoe_router cosine)")
+        if self.tag_gap == "distance" and (self.router != "cosine" or self.router_scale <= 0):
+            raise ValueError("tag_gap='distance' measures TAG's gap in cosine distance: it needs --dymoe_router "
+                             f"cosine with --dymoe_router_scale > 0, got router={self.router!r}, "
+                             f"router_scale={self.router_scale!r}")
         if self.router_init == "centroids" and self.router != "cosine":
             raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
                              f"it needs --dymoe_router cosine, got {self.router!r}")

@@ -122,6 +122,10 @@ VARIANTS = {
                              "beyond the paper: dymoe_cascade with L_spe's target = TAG's decision"),
     "dymoe_cascade_warm_spetag": ({"assign_rule": "cascade", "router_init": "centroids", "spe_target": "tag"},
                                   "beyond the paper: all three changes (cascade, warm start, L_spe target)"),
+    "dymoe_cascade_warm_spetag_distance": ({"assign_rule": "cascade", "router_init": "centroids",
+                                            "spe_target": "tag", "tag_gap": "distance"},
+                                           "beyond the paper: dymoe_cascade_warm_spetag with TAG's gap measured "
+                                           "in cosine distance"),
 }
 #: The variant we recommend (docs/results.md "Beyond the paper"), also reachable as ``--dymoe_method dymoe_plus``.
 PLUS = "dymoe_cascade_warm_spetag"

@@ -208,13 +208,13 @@ class DyMoELinear(nn.Linear):
             logits = cosine_logits_parts(xf, [p[2] for p in parts], scale)  # fp32 [N, E]
             allowed = None
             if cfg.assign_rule == "cascade" and self.num_tasks >= 2:  # training and inference alike
-                bank = cascade_assignment(logits, self.experts_per_task, cfg.tau)
+                bank = cascade_assignment(logits, self.experts_per_task, cfg.tau, cfg.tag_gap, cfg.router_scale)
                 bank_of = torch.arange(self.num_experts, device=logits.device) // self.experts_per_task
                 allowed = bank[:, None] == bank_of[None, :]
                 if multi:
                     use_new = bank == self.num_tasks - 1
             elif multi and cfg.use_tag:
-                use_new = new_token_mask(logits, n_old, cfg.tau)
+                use_new = new_token_mask(logits, n_old, cfg.tau, cfg.tag_gap, cfg.router_scale)
                 is_new = torch.arange(self.num_experts, device=logits.device) >= n_old
                 allowed = use_new[:, None] == is_new[None, :]
             g = gate(logits, cfg.top_k, cfg.router_temperature, allowed)
@@ -231,8 +231,9 @@ class DyMoELinear(nn.Linear):
         ctx, n = self._dymoe_ctx, logits.shape[0]
         valid = ctx.token_valid(n, logits.device) if ctx is not None else None
         kind = ctx.token_kinds(n, logits.device) if ctx is not None else None
-        self._dymoe_stats.record(self._dymoe_stats_name, logits, g, self.experts_per_task, self.dymoe_config.tau,
-                                 valid, kind)
+        cfg = self.dymoe_config
+        self._dymoe_stats.record(self._dymoe_stats_name, logits, g, self.experts_per_task, cfg.tau, valid, kind,
+                                 gap=cfg.tag_gap, scale=cfg.router_scale)
 
     def _mix(self, xf: Tensor, g: Tensor, parts, aux: Sequence[Tuple[Tensor, float]]) -> Tensor:
         """``W0 x + b + sum_parts (dropout(x) A^T  *_rank  g*scaling) B^T``; the expert part runs in the

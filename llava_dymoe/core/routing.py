@@ -68,28 +68,55 @@ def cosine_logits_parts(x: Tensor, router_weights: Sequence[Tensor], scale: floa
 
 
 @torch.no_grad()
-def new_token_mask(logits: Tensor, n_old: int, tau: float) -> Tensor:
+def new_token_mask(logits: Tensor, n_old: int, tau: float, gap: str = "similarity", scale: float = 1.0) -> Tensor:
     """Per-token TAG decision ``use_new`` (method.md §2, §3.1), bool ``[N]``.
 
     ``c_old = max_{e<n_old} z_e``, ``c_new = max_{e>=n_old} z_e``,
     ``D_rel = |c_new - c_old| / max(|c_new|, |c_old|)`` (defined as 0 when both maxima are 0),
     ``use_new = (D_rel > tau) & (c_new > c_old)``.  All False when there is no old or no new group.
+    ``gap``/``scale``: how D_rel is measured (``relative_gap``; the paper's by default).
     """
     _check_logits(logits)
     n, e = logits.shape
     _check_n_old(n_old, e, allow_all_old=True)
     if n_old == 0 or n_old == e:
         return torch.zeros(n, dtype=torch.bool, device=logits.device)
-    c_old, c_new, d_rel = group_scores(logits, n_old)
+    c_old, c_new, d_rel = group_scores(logits, n_old, gap, scale)
     return (d_rel > tau) & (c_new > c_old)
 
 
+#: How TAG measures the gap between two group scores (``DyMoEConfig.tag_gap``); "similarity" is method.md's.
+TAG_GAPS = ("similarity", "distance")
+
+
+def relative_gap(c_a: Tensor, c_b: Tensor, gap: str = "similarity", scale: float = 1.0) -> Tensor:
+    """``D_rel`` between two group scores (elementwise, 0 where the denominator is 0).
+
+    * ``"similarity"`` (method.md §2): ``|c_a - c_b| / max(|c_a|, |c_b|)``, the gap relative to the larger
+      cosine score;
+    * ``"distance"`` (beyond the paper): ``|c_a - c_b| / max(s - c_a, s - c_b)``, the same gap relative to the
+      larger cosine *distance* ``s - c`` (``s`` = the cosine router's scale, the largest possible score).  It
+      reads "the token is at least tau closer to one group than to the other"; unlike the similarity form it
+      does not shrink when every score is high (rows warm-started on the task's own tokens score ~0.85).
+    """
+    if gap == "similarity":
+        denom = torch.maximum(c_a.abs(), c_b.abs())
+    elif gap == "distance":
+        if not scale > 0:
+            raise ValueError(f"relative_gap: gap='distance' needs a cosine router scale > 0, got {scale!r}")
+        denom = (float(scale) - torch.minimum(c_a, c_b)).clamp_min(0.0)
+    else:
+        raise ValueError(f"relative_gap: gap must be one of {list(TAG_GAPS)}, got {gap!r}")
+    return torch.where(denom > 0, (c_a - c_b).abs() / denom.clamp_min(torch.finfo(denom.dtype).tiny),
+                       torch.zeros_like(denom))
+
+
 @torch.no_grad()
-def group_scores(logits: Tensor, n_old: int):
+def group_scores(logits: Tensor, n_old: int, gap: str = "similarity", scale: float = 1.0):
     """``(c_old, c_new, d_rel)``, each ``[N]`` in fp32 (method.md §2); needs ``0 < n_old < E``.
 
-    ``c_old = max_{e<n_old} z_e``, ``c_new = max_{e>=n_old} z_e``,
-    ``D_rel = |c_new - c_old| / max(|c_new|, |c_old|)`` (0 when both maxima are 0).
+    ``c_old = max_{e<n_old} z_e``, ``c_new = max_{e>=n_old} z_e``, ``D_rel = relative_gap(c_new, c_old)``:
+    ``|c_new - c_old| / max(|c_new|, |c_old|)`` (0 when both maxima are 0) with the paper's ``gap``.
     """
     _check_logits(logits)
     _check_n_old(n_old, logits.shape[1], allow_all_old=False)
@@ -98,10 +125,7 @@ def group_scores(logits: Tensor, n_old: int):
     z = logits.to(routing_dtype(logits.dtype))
     c_old = z[:, :n_old].amax(dim=1)
     c_new = z[:, n_old:].amax(dim=1)
-    denom = torch.maximum(c_new.abs(), c_old.abs())
-    d_rel = torch.where(denom > 0, (c_new - c_old).abs() / denom.clamp_min(torch.finfo(z.dtype).tiny),
-                        torch.zeros_like(denom))
-    return c_old, c_new, d_rel
+    return c_old, c_new, relative_gap(c_new, c_old, gap, scale)
 
 
 @torch.no_grad()
@@ -185,7 +209,8 @@ def bank_scores(logits: Tensor, experts_per_bank: int) -> Tensor:
 
 
 @torch.no_grad()
-def cascade_assignment(logits: Tensor, experts_per_bank: int, tau: float) -> Tensor:
+def cascade_assignment(logits: Tensor, experts_per_bank: int, tau: float, gap: str = "similarity",
+                       scale: float = 1.0) -> Tensor:
     """TAG's decision applied bank by bank, newest first (``assign_rule="cascade"``; beyond the paper).
 
     With bank scores ``c_b`` (``bank_scores``) and ``m_b = max_{b' < b} c_b'`` (the best earlier bank), bank
@@ -198,7 +223,7 @@ def cascade_assignment(logits: Tensor, experts_per_bank: int, tau: float) -> Ten
     index per token, int64 ``[N]``.  For two groups (old = banks ``0..B-2``, new = bank ``B-1``) the newest
     bank claims exactly the tokens of ``new_token_mask(logits, n_old, tau)``, so the training-time TAG
     decision is unchanged; the rule only adds the same test among the older banks, and it needs no task id,
-    so it is also the inference rule.
+    so it is also the inference rule.  ``gap``/``scale``: how D_rel is measured (``relative_gap``).
     """
     c = bank_scores(logits, experts_per_bank)
     n, nb = c.shape
@@ -206,9 +231,7 @@ def cascade_assignment(logits: Tensor, experts_per_bank: int, tau: float) -> Ten
         return torch.zeros(n, dtype=torch.long, device=logits.device)
     m = torch.cummax(c, dim=1).values[:, :-1]  # m[:, b-1] = max_{b' < b} c_b'
     cb = c[:, 1:]
-    denom = torch.maximum(cb.abs(), m.abs())
-    d_rel = torch.where(denom > 0, (cb - m).abs() / denom.clamp_min(torch.finfo(c.dtype).tiny),
-                        torch.zeros_like(denom))
+    d_rel = relative_gap(cb, m, gap, scale)
     claims = (d_rel > tau) & (cb > m)  # [N, B-1], column j = bank j+1
     claims = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=c.device), claims], dim=1)
     # newest claiming bank: the last True column

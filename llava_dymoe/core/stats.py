@@ -128,9 +128,11 @@ class RoutingStats:
 
     @torch.no_grad()
     def record(self, name: str, logits: Tensor, g: Tensor, experts_per_task: int, tau: float,
-               valid: Optional[Tensor] = None, kind: Optional[Tensor] = None) -> None:
+               valid: Optional[Tensor] = None, kind: Optional[Tensor] = None, gap: str = "similarity",
+               scale: float = 1.0) -> None:
         """Add one forward of layer ``name``: raw logits and gate weights ``[N, E]``, optional bool
-        ``valid`` and int ``kind`` ``[N]``.  The last ``experts_per_task`` columns are the new group."""
+        ``valid`` and int ``kind`` ``[N]``.  The last ``experts_per_task`` columns are the new group; ``gap``
+        and ``scale`` say how D_rel is measured (``routing.relative_gap``, the layer's ``tag_gap``)."""
         if not self.active:
             return
         n, e = logits.shape
@@ -145,7 +147,7 @@ class RoutingStats:
         bank_of = torch.arange(e, device=g.device) // experts_per_task
         scores = types = None
         if n_banks >= 2:
-            c_old, c_new, d_rel = group_scores(logits.detach(), e - experts_per_task)
+            c_old, c_new, d_rel = group_scores(logits.detach(), e - experts_per_task, gap, scale)
             sure = d_rel > tau
             types = torch.stack([sure & (c_new > c_old), sure & (c_old > c_new), ~sure], 1).double()
             scores = torch.stack([c_old, c_new, d_rel], 1).double()

@@ -120,7 +120,13 @@ def balance(z, n_old, top_k, temperature, valid=None):
     return m * sum(f[e] * big_p[e] for e in range(m))
 
 
-def cascade_bank(z_row, experts_per_bank, tau):
+def rel_gap(a, b, gap="similarity", scale=1.0):
+    """|a - b| over the larger |score| (similarity) or the larger cosine distance scale - score (distance)."""
+    denom = max(abs(a), abs(b)) if gap == "similarity" else max(scale - a, scale - b, 0.0)
+    return 0.0 if denom == 0 else abs(a - b) / denom
+
+
+def cascade_bank(z_row, experts_per_bank, tau, gap_kind="similarity", scale=1.0):
     """Bank of one token under the cascade rule: walk from the newest bank down; bank b takes the token when
     its best score beats the best score of every earlier bank with relative gap > tau; else bank 0."""
     vals = [_f(v) for v in z_row]
@@ -128,8 +134,7 @@ def cascade_bank(z_row, experts_per_bank, tau):
     best = [max(vals[b * experts_per_bank:(b + 1) * experts_per_bank]) for b in range(n_banks)]
     for b in range(n_banks - 1, 0, -1):
         c_b, c_before = best[b], max(best[:b])
-        denom = max(abs(c_b), abs(c_before))
-        gap = 0.0 if denom == 0 else abs(c_b - c_before) / denom
+        gap = rel_gap(c_b, c_before, gap_kind, scale)
         if gap > tau and c_b > c_before:
             return b
     return 0
@@ -148,7 +153,7 @@ def specialization_with_target(z, n_old, top_k, temperature, target, valid=None)
 
 
 def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling, top_k, temperature,
-                  router_scale=1.0, tag_tau=None, cascade_tau=None):
+                  router_scale=1.0, tag_tau=None, cascade_tau=None, cascade_gap="similarity"):
     """y_n = W0 x_n + b + scaling * sum_e g_e B_e A_e x_n, one token at a time (no dropout).
 
     ``banks``: list of (A [E*r, in], B [out, E*r], R [E, in]); ``tag_tau`` not None -> TAG with the last
@@ -162,7 +167,7 @@ def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling
         z = cosine(xn[None], routers, router_scale)[0]
         allowed = None
         if cascade_tau is not None and len(banks) >= 2:
-            b = cascade_bank(z, experts_per_task, cascade_tau)
+            b = cascade_bank(z, experts_per_task, cascade_tau, cascade_gap, router_scale)
             allowed = [e // experts_per_task == b for e in range(z.shape[0])]
         elif tag_tau is not None and len(banks) >= 2:
             new = use_new(z, n_old, tag_tau)

@@ -14,7 +14,7 @@ from llava_dymoe.config import DyMoEConfig  # noqa: E402
 from llava_dymoe.core import DyMoEContext, DyMoELinear, attach_context, new_token_mask  # noqa: E402
 from llava_dymoe.core.centroids import spherical_kmeans  # noqa: E402
 from llava_dymoe.core.losses import rsr_losses, specialization_from_weights, rsr_weights  # noqa: E402
-from llava_dymoe.core.routing import bank_scores, cascade_assignment  # noqa: E402
+from llava_dymoe.core.routing import bank_scores, cascade_assignment, relative_gap  # noqa: E402
 from llava_dymoe.methods import get_method  # noqa: E402
 
 SMALL = dict(experts_per_task=3, expert_rank=2, top_k=4, lora_dropout=0.0, router_temperature=0.3, tau=0.1,
@@ -58,6 +58,34 @@ def test_cascade_skips_a_bank_that_only_beats_its_predecessors_weakly():
     # bank 2 is not decisive over max(bank0, bank1); bank 1 is decisive over bank 0 -> bank 1
     z = torch.tensor([[0.2, 0.6, 0.65]])
     assert cascade_assignment(z, 1, 0.2).item() == 1 == ref.cascade_bank(z[0], 1, 0.2)
+
+
+# ---------------------------------------------------------------- TAG's gap in cosine distance
+@pytest.mark.parametrize("banks,tau,seed", [(2, 0.2, 5), (4, 0.2, 6), (3, 0.1, 7)])
+def test_distance_gap_matches_naive_in_tag_and_cascade(banks, tau, seed):
+    torch.manual_seed(seed)
+    z = (torch.rand(400, banks * 3) * 0.5 + 0.45)  # warm-started rows: every cosine high (0.45-0.95)
+    z[:5] = 1.0  # a token on every row: zero distances, zero gap
+    got = cascade_assignment(z, 3, tau, "distance", 1.0)
+    want = torch.tensor([ref.cascade_bank(z[n], 3, tau, "distance", 1.0) for n in range(z.shape[0])])
+    assert torch.equal(got, want) and got[:5].eq(0).all()
+    new = new_token_mask(z, 3 * (banks - 1), tau, "distance", 1.0)
+    assert torch.equal(new, got == banks - 1)
+    # high scores shrink the similarity gap, not the distance gap: the distance rule claims more tokens here
+    assert int(new.sum()) > int(new_token_mask(z, 3 * (banks - 1), tau).sum())
+
+
+def test_relative_gap_forms_and_scale():
+    a, b = torch.tensor([0.9, 0.5, 2.0]), torch.tensor([0.8, 0.5, 1.0])
+    assert relative_gap(a, b).tolist() == pytest.approx([0.1 / 0.9, 0.0, 0.5])
+    # distance with scale 1: |0.9 - 0.8| / max(0.1, 0.2) = 0.5; with scale 2: 0.1 / 1.2
+    assert relative_gap(a[:1], b[:1], "distance", 1.0).item() == pytest.approx(0.5)
+    assert relative_gap(a[:1], b[:1], "distance", 2.0).item() == pytest.approx(0.1 / 1.2)
+    assert relative_gap(torch.tensor([1.0]), torch.tensor([1.0]), "distance").item() == 0.0
+    with pytest.raises(ValueError, match="scale > 0"):
+        relative_gap(a, b, "distance", 0.0)
+    with pytest.raises(ValueError, match="gap must be one of"):
+        relative_gap(a, b, "angle")
 
 
 # ---------------------------------------------------------------- specialisation target
@@ -104,13 +132,15 @@ def naive(layer, x, cascade):
     return ref.layer_forward(x.reshape(-1, 5), layer.weight, layer.bias, banks, layer.experts_per_task,
                              layer.expert_rank, layer.scaling, cfg.top_k, cfg.router_temperature, cfg.router_scale,
                              tag_tau=None if cascade or not layer.training else cfg.tau,
-                             cascade_tau=cfg.tau if cascade else None)
+                             cascade_tau=cfg.tau if cascade else None, cascade_gap=cfg.tag_gap)
 
 
-@pytest.mark.parametrize("tasks,training,seed", [(2, True, 0), (3, True, 1), (3, False, 2), (4, False, 3),
-                                                 (1, False, 4)])
-def test_cascade_layer_matches_naive_values_and_gradients(tasks, training, seed):
-    layer = make_layer(tasks, seed, assign_rule="cascade").train(training)
+@pytest.mark.parametrize("tasks,training,seed,gap", [(2, True, 0, "similarity"), (3, True, 1, "similarity"),
+                                                     (3, False, 2, "similarity"), (4, False, 3, "similarity"),
+                                                     (1, False, 4, "similarity"), (3, True, 5, "distance"),
+                                                     (4, False, 6, "distance")])
+def test_cascade_layer_matches_naive_values_and_gradients(tasks, training, seed, gap):
+    layer = make_layer(tasks, seed, assign_rule="cascade", tag_gap=gap).train(training)
     x = torch.randn(2, 15, 5, dtype=torch.float64, requires_grad=True)
     y = layer(x)
     y_ref = naive(layer, x, cascade=True).reshape(y.shape)
@@ -153,7 +183,8 @@ def test_layer_spe_target_tag_injects_the_tag_target_gradient():
 # ---------------------------------------------------------------- nothing changes unless set
 def test_variant_fields_default_to_the_paper_and_dymoe_recipe_does_not_set_them():
     cfg = get_method("dymoe").build_config()
-    assert (cfg.assign_rule, cfg.spe_target, cfg.router_init) == ("paper", "paper", "kaiming")
+    assert (cfg.assign_rule, cfg.spe_target, cfg.router_init, cfg.tag_gap) == ("paper", "paper", "kaiming",
+                                                                                "similarity")
     explicit = get_method("dymoe").build_config({"assign_rule": "paper", "spe_target": "paper",
                                                  "router_init": "kaiming"})
     assert explicit == cfg
@@ -162,7 +193,8 @@ def test_variant_fields_default_to_the_paper_and_dymoe_recipe_does_not_set_them(
 @pytest.mark.parametrize("training", [True, False])
 def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
     a = make_layer(3, 7, c_exc=0.3, c_spe=0.4)
-    b = make_layer(3, 7, c_exc=0.3, c_spe=0.4, assign_rule="paper", spe_target="paper", router_init="kaiming")
+    b = make_layer(3, 7, c_exc=0.3, c_spe=0.4, assign_rule="paper", spe_target="paper", router_init="kaiming",
+                   tag_gap="similarity")
     x = torch.randn(40, 5, dtype=torch.float64)
     outs = []
     for layer in (a, b):
@@ -182,6 +214,8 @@ def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
     (dict(router_init="centroids", router="linear"), "needs --dymoe_router cosine"),
     (dict(router_init="pca"), "router_init must be one of"),
     (dict(router_init_batches=0), "router_init_batches must be >= 1"),
+    (dict(tag_gap="angle"), "tag_gap must be one of"),
+    (dict(tag_gap="distance", router_scale=0.0), "needs --dymoe_router cosine with --dymoe_router_scale > 0"),
 ])
 def test_variant_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):
