@@ -82,6 +82,8 @@ def routing_markdown(rows: Sequence[Dict[str, Any]]) -> str:
     for r in rows:
         e = r["experiment"]
         extra = "".join(f" {k}={v}" for k, v in e.dymoe_args)
+        if e.order != "default":
+            extra += f" ({e.order} order)"
         lines.append(f"| {e.method}{extra} | {e.width} | {len(r['seeds'])} | "
                      + " | ".join(fmt_ms(*r["stats"][key], digits=2) for _, key in COLUMNS) + " |")
     return "\n".join(lines) + "\n"

@@ -12,9 +12,8 @@ per-token-kind shares of tokens TAG calls new (``routing_stats.json``).
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .numbers import fmt_ms, mean_std, paired_gap
 from .execute import run_dir
@@ -41,8 +40,8 @@ def paired_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment
     verdicts = []
     for group, label in LOOKS:
         keys = _look_keys(plan, group)
-        if best not in keys or keys[best] not in by_key:
-            continue
+        if best not in keys or not by_key.get(keys[best], {}).get("seeds"):
+            continue  # the look is not in the plan, or dymoe_plus has no finished run there
         for base in VARIANT_BASELINES:
             if base not in keys:
                 continue
@@ -58,7 +57,7 @@ def paired_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment
 def goal_check(by_key: Dict[str, Dict[str, Any]], keys: Dict[str, str], best: str) -> str:
     """One sentence: which of the issue's three conditions the best variant meets in this look (means)."""
     mine = by_key[keys[best]]["stats"]
-    others = {m: by_key[k]["stats"] for m, k in keys.items() if m != best and k in by_key}
+    others = {m: by_key[k]["stats"] for m, k in keys.items() if m != best and by_key.get(k, {}).get("seeds")}
     parts, met = [], 0
     if others:
         top = max(others, key=lambda m: others[m]["mfn"][0])
@@ -113,7 +112,7 @@ def reeval_markdown(root: str, plan: Sequence[Experiment], seeds: Sequence[int])
         if exp.key in seen:
             continue
         seen.add(exp.key)
-        own, cas, diag_own, diag_cas = {}, {}, [], []
+        own, cas = {}, {}
         for seed in seeds:
             folder = run_dir(root, exp, seed)
             path = os.path.join(folder, "reeval", REEVAL_RULE, "matrix.csv")
@@ -137,10 +136,3 @@ def reeval_markdown(root: str, plan: Sequence[Experiment], seeds: Sequence[int])
             vals = [fmt_ms(*mean_std([d[s][m] for s in d])) for m in ("mfn", "bwt", "mft")]
             out.append(f"| {exp.method} | {len(d)} | {label} | " + " | ".join(vals) + " |")
     return "\n".join(out) + "\n"
-
-
-def read_json(path: str) -> Optional[Dict[str, Any]]:
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)

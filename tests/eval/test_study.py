@@ -296,6 +296,9 @@ def test_paired_gaps_and_goal_check_from_known_runs(tmp_path):
         for seed, (fa, fb) in enumerate(finals.get(exp.method, [])):
             _write_run(run_dir(root, exp, seed), fa, fb)
     rows = {r["experiment"].key: r for r in collect(root, plan, (0, 1))}
+    wider = build_plan(["variants", "variants_width"])  # a look without finished runs gets no row and no verdict
+    assert paired_markdown({r["experiment"].key: r for r in collect(root, wider, (0, 1))}, wider) \
+        == paired_markdown(rows, plan)
     text = paired_markdown(rows, plan)
     # vs incmoelora: MFN per seed 80.5-65, 72.5-60 -> 15.5, 12.5; BWT 35, 25; MFT 83-85, 75-75 -> -2, 0
     assert "| d = 128, the suite's order | incmoelora | 14.0 ± 2.1 | 30.0 ± 7.1 | -1.0 ± 1.4 | 2 |" in text
