@@ -207,7 +207,8 @@ def group_note(group: str) -> str:
 def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], profile: Profile, *,
                       command: str, bases: Optional[Dict[int, Any]] = None, total_s: Optional[float] = None,
                       widths: Sequence[int] = ()) -> Dict[str, Any]:
-    """Write ``doc_path`` (Markdown) and its plots in ``<doc dir>/results/``; returns the collected rows."""
+    """Write ``doc_path`` (Markdown), its plots and ``<doc stem>.json`` (the numbers) in ``<doc dir>/results/``;
+    returns the collected rows."""
     rows = collect(root, plan, profile.seeds)
     by_key = {r["experiment"].key: r for r in rows}
     plot_dir = os.path.join(os.path.dirname(os.path.abspath(doc_path)), "results")
@@ -305,7 +306,10 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         out.append(diag)
     with open(doc_path, "w", encoding="utf-8") as f:
         f.write("\n".join(out).rstrip() + "\n")
-    with open(os.path.join(plot_dir, "results.json"), "w", encoding="utf-8") as f:
+    # one JSON per doc, so that a second doc written next to docs/results.md (e.g. docs/results-beyond.md, the
+    # beyond-the-paper groups from another output dir) does not replace the first one's numbers
+    stem = os.path.splitext(os.path.basename(doc_path))[0]
+    with open(os.path.join(plot_dir, f"{stem}.json"), "w", encoding="utf-8") as f:
         json.dump([{"group": r["experiment"].group, "name": r["experiment"].name, "key": r["experiment"].key,
                     "method": r["experiment"].method, "width": r["experiment"].width, "seeds": r["seeds"],
                     "per_seed": r["per_seed"], "stats": r["stats"]} for r in rows], f, indent=2)

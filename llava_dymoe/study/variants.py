@@ -1,7 +1,7 @@
 """Beyond the paper: the plasticity issue's comparisons, goal check and cause tests for the results doc.
 
 For each look at the variants (d = 128 in the suite's order, d = ``VARIANT_WIDTH``, the second task order),
-the recommended variant (``dymoe_plus``) is paired by seed with ``incmoelora``, ``olora`` and ``dymoe``:
+the chosen variant (``dymoe_plus``) is paired by seed with ``incmoelora``, ``olora`` and ``dymoe``:
 ``metric(dymoe_plus) - metric(baseline)`` for MFN, BWT and MFT, mean ± std over the seeds both finished.
 The goal of the issue, checked on the means: MFN above every other method's, MFT within ``MFT_SLACK``
 points of IncMoELoRA's, BWT at least DyMoE's.

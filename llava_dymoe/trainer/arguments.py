@@ -28,7 +28,8 @@ def method_help(training_flag: bool = True) -> str:
     others = [n for n in METHODS.names() if n not in VARIANTS and n != "dymoe"]
     text = (f"Method recipe (llava_dymoe.methods): dymoe (the paper{', default' if training_flag else ''}); "
             f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (dymoe + "
-            f"{recipe}; our recommended improvement, docs/beyond-the-paper.md), "
+            f"{recipe}; our best variant at d=128 on the suite's own order, not robust to task order or width: "
+            f"docs/beyond-the-paper.md), "
             f"{', '.join(n for n in VARIANTS if n != PLUS)}")
     return text + ("; 'none' trains as upstream LLaVA" if training_flag else "")
 

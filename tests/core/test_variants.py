@@ -250,3 +250,36 @@ def test_spherical_kmeans_more_clusters_than_tokens_and_errors():
         spherical_kmeans(torch.zeros(0, 3), 2)
     with pytest.raises(ValueError, match="k must be"):
         spherical_kmeans(torch.ones(3, 3), 0)
+
+
+# ---------------------------------------------------------------- every recipe keeps old banks frozen
+@pytest.mark.parametrize("method", sorted(__import__("llava_dymoe.methods", fromlist=["VARIANTS"]).VARIANTS))
+def test_every_variant_recipe_trains_only_the_new_bank(method):
+    """Each beyond-the-paper recipe's layer fields (router_init acts in the trainer: here the new rows are set
+    to spherical k-means centroids of the task's tokens, as the calibration pass does), a task-2 layer with the
+    RSR losses on, three SGD steps on every trainable parameter: bank t0 is bit-identical, bank t1 moved.
+    (Two of the recipes also train two tasks through upstream train(): tests/integration/test_variants_train.py.)"""
+    cfg = get_method(method).build_config()
+    fields = {f: getattr(cfg, f) for f in ("assign_rule", "spe_target", "router_init", "tag_gap")}
+    layer = make_layer(2, 8, c_exc=0.3, c_spe=0.4, **fields)
+    layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(False)
+    x = torch.randn(60, 5, dtype=torch.float64)
+    if cfg.router_init == "centroids":
+        with torch.no_grad():
+            rows = layer.dymoe_router["t1"]
+            rows.copy_(spherical_kmeans(x, rows.shape[0], generator=torch.Generator().manual_seed(0)) * rows.norm(dim=-1, keepdim=True))
+    old = {n: getattr(layer, n)["t0"].detach().clone() for n in ("dymoe_A", "dymoe_B", "dymoe_router")}
+    new = {n: getattr(layer, n)["t1"].detach().clone() for n in ("dymoe_A", "dymoe_B", "dymoe_router")}
+    trainable = [p for p in layer.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=0.1)
+    attach_context(layer, DyMoEContext(rho=1.0, num_modules=1))
+    layer.train()
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).square().mean().backward()
+        opt.step()
+    attach_context(layer, None)
+    for n, v in old.items():
+        assert torch.equal(getattr(layer, n)["t0"], v), f"{method}: {n}.t0 changed"
+    assert all(not torch.equal(getattr(layer, n)["t1"], v) for n, v in new.items()), method

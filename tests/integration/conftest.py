@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from variant_recipes import TRAINED_VARIANTS
 from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, dymoe_flags, llava_train_argv, run_python,
                                                 single_rank_env)
 
@@ -41,12 +42,10 @@ def sequence_zero(tiny, smoke_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def variant_sequences(tiny, smoke_data, tmp_path_factory):
-    """``{method: (task-1 dir, task-2 dir)}``: a two-task run of every beyond-the-paper recipe
-    (``methods.VARIANTS``), 3 steps per task, routing statistics on."""
-    from llava_dymoe.methods import VARIANTS
-
+    """``{method: (task-1 dir, task-2 dir)}``: a two-task run of the ``TRAINED_VARIANTS`` recipes, 3 steps per
+    task, routing statistics on."""
     out = {}
-    for method in VARIANTS:
+    for method in TRAINED_VARIANTS:
         root = tmp_path_factory.mktemp(f"seq_{method}")
         t1, t2 = root / f"1_task_llava_{method}", root / f"2_task_llava_{method}"
         train_task(tiny, smoke_data, t1, 1, method=method, steps=3, log_routing=True)

@@ -1,6 +1,7 @@
 """The beyond-the-paper recipes through upstream ``train()`` and back through the eval loader.
 
-* every variant (``methods.VARIANTS``): two tasks, old banks bit-identical, the checkpoint records the fields;
+* two variants that between them set every variant field (``variant_recipes.TRAINED_VARIANTS``): two tasks, old banks
+  bit-identical, the checkpoint records the fields (every recipe's layer: tests/core/test_variants.py);
 * ``router_init="centroids"``: in process, the new rows are a k-means fixed point of the task's inputs, their
   norms are kept, nothing but those rows changes, and the training data order is untouched;
 * round trip: a variant model saved and reloaded through ``load_dymoe_for_eval`` gives the same logits and
@@ -21,9 +22,18 @@ from llava_dymoe.methods import VARIANTS, get_method
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "core"))
 import naive_ref as ref  # noqa: E402
+from variant_recipes import TRAINED_VARIANTS  # noqa: E402
 
 
-@pytest.mark.parametrize("method", sorted(VARIANTS))
+def test_the_trained_variants_set_every_variant_field():
+    fields = {f: {get_method(m).build_config().__dict__[f] for m in TRAINED_VARIANTS}
+              for f in ("assign_rule", "spe_target", "router_init", "tag_gap")}
+    default = get_method("dymoe").build_config()
+    assert all(any(v != getattr(default, f) for v in vals) for f, vals in fields.items())
+    assert set(TRAINED_VARIANTS) <= set(VARIANTS)
+
+
+@pytest.mark.parametrize("method", TRAINED_VARIANTS)
 def test_variant_trains_two_tasks_keeps_old_banks_and_records_its_fields(variant_sequences, method):
     t1, t2 = variant_sequences[method]
     a, b = load_file(os.path.join(t1, ckpt.EXPERTS)), load_file(os.path.join(t2, ckpt.EXPERTS))

@@ -34,13 +34,14 @@ def _checkpoint(out, stage):
     return os.path.join(out, "checkpoints", found[0])
 
 
-RUNNER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe_plus")
+RUNNER_METHODS = ("lora", "moelora", "olora", "incmoelora")
 LADDER = ("incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dymoe_aux")
 
 
 def test_every_registered_method_is_covered():
-    """dymoe: test_runner.py; the beyond-the-paper variants: tests/integration/test_variants_train.py (two
-    tasks each through train()); dymoe_plus (an alias of one of them) also through the runner here."""
+    """dymoe: test_runner.py; the beyond-the-paper variants: two tasks through train() for two of them
+    (tests/integration/test_variants_train.py), every recipe's layer in process (tests/core/test_variants.py);
+    dymoe_plus (an alias of one of them) runs all five stages through the runner in the demo test."""
     runner = {get_method(m).name for m in RUNNER_METHODS}
     assert runner | set(LADDER) | set(VARIANTS) | {"dymoe"} == set(METHODS.names())
 
