@@ -172,9 +172,12 @@ def convert_suite(suite, tasks: Optional[List[str]] = None) -> List[Dict[str, An
         official = task.official_answers if task.official_answers and os.path.isfile(task.official_answers) else None
         summary = convert_coin_file(task.annotation_file, task.question_file, task.reference_file,
                                     question_format=task.question_format,
-                                    grounding=task.scorer == "grounding_iou", official_answers=official)
+                                    grounding=task.is_grounding, official_answers=official)
         summary["task"] = task.name
         if task.official_answers and official is None:
             summary["warning"] = f"official_answers {task.official_answers} not found; kept CoIN's single answers"
+            if "coin_textvqa" in (task.scorer, task.clean_scorer):
+                summary["warning"] += ("; coin_textvqa (CoIN's m4c score) needs the 10 official answers and will "
+                                       "refuse these references: provide the file and convert again")
         results.append(summary)
     return results

@@ -1,4 +1,4 @@
-"""Per-task scorers for continual-instruction-tuning suites (CoIN rules, llava-integration.md §3.5).
+"""Per-task scorers (the clean profile) for continual-instruction-tuning suites (llava-integration.md §3.5).
 
 Every scorer is a pure function ``(prediction: str, reference) -> float`` in ``[0, 1]``,
 registered under a fixed name in ``SCORERS`` and fetched with :func:`get`.
@@ -40,16 +40,26 @@ Deliberate differences from CoIN's scripts (all in the direction of a cleaner pr
   period are stripped on both sides, and "unanswerable" matches only the reference
   "unanswerable" (OCR-VQA references never are).  A list reference matches if any entry does.
 * ``vqa_soft`` on TextVQA equals CoIN's m4c score when the references hold the ten official
-  answers (``convert-coin`` with ``official_answers``); with only CoIN's single answer it
-  falls back to the normalised exact match.
+  answers (``convert-coin`` with ``official_answers``), except for the contraction-table
+  words and the 32-period limit listed in :mod:`llava_dymoe.eval.vqa_norm`; with only
+  CoIN's single answer it falls back to the normalised exact match.
+* ``upper()`` vs ``lower()``: the clean ``exact`` compares ``lower()``-ed strings, CoIN's
+  VizWiz/VQAv2 scripts ``upper()``-ed ones, which fold some non-ASCII letters differently
+  (``"straße"`` vs ``"STRASSE"``: equal under ``upper()``, not under ``lower()``).
+* ``grounding_iou`` also finds a box inside other text (``"Coordinates: [0.27, 0.78, 0.81,
+  1.00]."``) or the first of two boxes; CoIN's parser scores both 0.
 * ``vqa_soft`` on VQAv2: CoIN's VQAv2 script is an ``upper()`` exact match against the single
   answer in its val.json; with one reference we do a *normalised* exact match (articles,
   punctuation, number words), which can only accept more equivalent spellings.
 * ``grounding_iou``: CoIN strips the brackets and then drops the first and last characters
   of the remainder (``"[0.1, 0.2, 0.3, 0.4]"`` parses as ``.1, 0.2, 0.3, 0.``); we parse the
   numbers as written.  CoIN multiplies both boxes by ``max(w, h)`` of the image first, which
-  leaves IoU unchanged, so boxes are compared in CoIN's normalised padded-square frame and
+  leaves IoU unchanged (up to float rounding when it is 0.5 exactly), so boxes are compared in CoIN's normalised padded-square frame and
   no image size is needed.  Boxes with ``x2 <= x1`` or ``y2 <= y1`` score 0.
+
+These are the **clean** profile.  The **coin** profile (:mod:`llava_dymoe.eval.coin_scorers`,
+scorers ``coin_sqa`` .. ``coin_ocrvqa``, registered here too) reproduces CoIN's per-sample
+rules exactly, quirks included; ``docs/scoring.md`` lists every difference with an example.
 """
 from __future__ import annotations
 
@@ -63,6 +73,10 @@ from llava_dymoe.registry import Registry
 
 Scorer = Callable[[str, Any], float]
 SCORERS: "Registry[Scorer]" = Registry("scorer")
+
+
+#: scorers whose reference is a box: ``convert-coin`` stores ``answer_bbox`` parsed for them
+GROUNDING_SCORERS = frozenset({"grounding_iou", "coin_grounding"})
 
 
 def get(name: str) -> Scorer:
@@ -264,8 +278,11 @@ def score_file(
             continue
         if "text" not in ans:
             raise ValueError(f"{answers_jsonl}: answer for question {qid!r} has no 'text' field")
+        reference = q[reference_key]
+        if getattr(scorer, "takes_record", False):  # e.g. coin_grounding also reads the image size
+            reference = {**q, "answer": reference}
         try:
-            per_question[qid] = float(scorer(ans["text"], q[reference_key]))
+            per_question[qid] = float(scorer(ans["text"], reference))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{questions_file}: question {qid!r}: {e}") from None
     extra = [qid for qid in answers if qid not in questions]
@@ -278,3 +295,7 @@ def score_file(
         "extra": extra,
         "per_question": per_question,
     }
+
+
+# The ``coin`` profile (CoIN's own per-sample rules) registers its scorers in SCORERS too.
+from llava_dymoe.eval import coin_scorers  # noqa: E402,F401  (registration side effect)

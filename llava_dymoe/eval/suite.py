@@ -44,6 +44,8 @@ class TaskSpec:
     image_root: str
     generator: str
     scorer: str
+    #: optional second scorer (e.g. the clean rule beside a ``coin_*`` scorer): ``matrix_clean.csv``
+    clean_scorer: Optional[str] = None
     reference_file: Optional[str] = None
     official_answers: Optional[str] = None
     reference_key: str = "answer"
@@ -55,6 +57,11 @@ class TaskSpec:
     def question_format(self) -> str:
         """``"jsonl"`` or ``"science_json"``: what :attr:`generator` reads as ``--question-file``."""
         return GENERATORS[self.generator]
+
+    @property
+    def is_grounding(self) -> bool:
+        """Whether the references are boxes (``convert-coin`` parses ``answer_bbox``)."""
+        return bool({self.scorer, self.clean_scorer} & scorers.GROUNDING_SCORERS)
 
     @property
     def scoring_file(self) -> str:
@@ -117,7 +124,7 @@ def _check_task(raw: Any, pos: int, defaults: Dict[str, Any], where: str) -> Tas
     for key in _REQUIRED:
         if values.get(key) in (None, ""):
             raise ValueError(f"{label}: missing field {key!r}")
-    for key in ("name", "generator", "scorer", "conv_mode", "reference_key", *PATH_FIELDS):
+    for key in ("name", "generator", "scorer", "clean_scorer", "conv_mode", "reference_key", *PATH_FIELDS):
         if values.get(key) is not None and (not isinstance(values[key], str) or not values[key].strip()):
             raise ValueError(f"{label}: field {key!r} must be a non-empty string, got {values[key]!r}")
     if values["generator"] not in GENERATORS:
@@ -125,6 +132,9 @@ def _check_task(raw: Any, pos: int, defaults: Dict[str, Any], where: str) -> Tas
                          f"eval module; use one of {', '.join(GENERATORS)}")
     if values["scorer"] not in scorers.SCORERS:
         raise ValueError(f"{label}: field 'scorer' = {values['scorer']!r} is not a known scorer; "
+                         f"known: {', '.join(scorers.names())}")
+    if values.get("clean_scorer") is not None and values["clean_scorer"] not in scorers.SCORERS:
+        raise ValueError(f"{label}: field 'clean_scorer' = {values['clean_scorer']!r} is not a known scorer; "
                          f"known: {', '.join(scorers.names())}")
     mnt = values.get("max_new_tokens", 128)
     if isinstance(mnt, bool) or not isinstance(mnt, int) or mnt <= 0:

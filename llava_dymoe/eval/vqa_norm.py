@@ -27,8 +27,25 @@ n in 2..9 lowers the agreement threshold to m = min(3, n - 1) so that a unanimou
 still scores 1; n = 1 (CoIN's VQAv2/VizWiz files carry one answer) has no leave-one-out
 subset, so the score is the normalised exact match.  The contraction table is generated
 from a list of contractions (every form missing one or more apostrophes maps to the full
-form, except forms that are ordinary words such as ``its``, ``ill``, ``well``); it may
-differ from the reference table in rare forms.
+form, except forms that are ordinary words such as ``its``, ``ill``, ``well``).
+
+Where this differs from the m4c evaluator used by CoIN and LLaVA (``m4c_evaluator.py``,
+reproduced exactly by :func:`llava_dymoe.eval.coin_scorers.m4c_normalize`) -- nowhere else:
+
+* step 3 deletes every period; m4c deletes only the first 32 (it passes ``re.UNICODE`` as
+  ``re.sub``'s ``count``), so ``"yes" + "." * 33`` is ``yes`` here and ``yes.`` in m4c;
+* step 4 maps these 32 words that m4c leaves unchanged: ``couldntve hadntve hedve i'dve
+  id've idve im itdve ive mightntve shedve shes shouldntve somebodyd somebodydve
+  someonedve somethingdve somethings thatd thatll theredve therell theydve wedve whodve
+  wouldntve y'alldve yall'dve yalld've yalldve yallll youdve`` (m4c's ``Im``, ``Ive``,
+  ``Id've``, ``I'dve`` keys are capitalised and never match a lower-cased word);
+* m4c maps two words this table leaves unchanged: ``'ows'at`` -> ``'ow's'at`` and
+  ``somebody'd`` -> ``somebodyd`` (the reverse of this table's ``somebodyd`` ->
+  ``somebody'd``; both tables make the two spellings equal).  m4c's keys ``let's``,
+  ``she's``, ``ow's'at``, ``'ow'sat`` can never match (step 1 splits ``'s`` off first).
+
+So ``vqa_soft`` gives m4c's TextVQA score except on answers containing one of those words
+or more than 32 deletable periods; ``tests/eval/test_vqa_norm_vs_m4c.py`` checks this list.
 """
 from __future__ import annotations
 

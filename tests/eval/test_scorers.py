@@ -11,7 +11,10 @@ from llava_dymoe.eval.vqa_norm import normalize_answer, soft_accuracy
 
 
 def test_registry_has_the_fixed_names():
-    assert scorers.names() == ["contains", "exact", "grounding_iou", "sqa_letter", "vqa_soft"]
+    clean = ["contains", "exact", "grounding_iou", "sqa_letter", "vqa_soft"]
+    coin = ["coin_gqa", "coin_grounding", "coin_imagenet", "coin_ocrvqa", "coin_sqa", "coin_textvqa", "coin_vizwiz",
+            "coin_vqav2"]
+    assert scorers.names() == sorted(clean + coin)
     with pytest.raises(KeyError, match="Known scorers"):
         get("vqa")
 

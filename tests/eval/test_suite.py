@@ -14,9 +14,14 @@ def test_coin_suite_order_and_fields():
     s = load_suite(COIN)
     assert s.name == "coin"
     assert s.task_names == ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCR-VQA"]
-    scorers = {t.name: t.scorer for t in s.tasks}
-    assert scorers == {"ScienceQA": "sqa_letter", "TextVQA": "vqa_soft", "ImageNet": "contains", "GQA": "exact",
-                       "VizWiz": "exact", "Grounding": "grounding_iou", "VQAv2": "vqa_soft", "OCR-VQA": "exact"}
+    scorers = {t.name: t.scorer for t in s.tasks}  # the coin profile by default, the clean one beside it
+    assert scorers == {"ScienceQA": "coin_sqa", "TextVQA": "coin_textvqa", "ImageNet": "coin_imagenet",
+                       "GQA": "coin_gqa", "VizWiz": "coin_vizwiz", "Grounding": "coin_grounding",
+                       "VQAv2": "coin_vqav2", "OCR-VQA": "coin_ocrvqa"}
+    clean = {t.name: t.clean_scorer for t in s.tasks}
+    assert clean == {"ScienceQA": "sqa_letter", "TextVQA": "vqa_soft", "ImageNet": "contains", "GQA": "exact",
+                     "VizWiz": "exact", "Grounding": "grounding_iou", "VQAv2": "vqa_soft", "OCR-VQA": "exact"}
+    assert [t.name for t in s.tasks if t.is_grounding] == ["Grounding"]
     for t in s.tasks:
         assert t.conv_mode == "vicuna_v1" and t.temperature == 0.0 and t.max_new_tokens > 0
         assert t.train_json.startswith("Instructions_Original/") and t.train_json.endswith("/train.json")
