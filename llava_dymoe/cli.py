@@ -9,7 +9,8 @@ To add a command, write ``llava_dymoe/commands/<name>.py`` with those two functi
 one line to :data:`SUBCOMMANDS`.  Only the module of the command being run is imported,
 so a command with heavy imports (torch, llava) does not slow down or break the others.
 A ``ValueError``, ``KeyError``, ``FileNotFoundError`` or ``ImportError`` escaping ``run`` is
-printed as ``error: ...`` and exits with status 2.
+printed as ``error: ...`` and exits with status 2 (a ``llava_dymoe.errors.DyMoEError`` with its
+details first); ``LLAVA_DYMOE_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
                "new/old/ambiguous token fractions of a new task's data against a checkpoint's experts"),
     "convert-coin": ("llava_dymoe.commands.convert_coin",
                      "convert CoIN's test JSON into upstream question files and reference JSONL"),
+    "check-data": ("llava_dymoe.commands.check_data", "check training/question data (or a suite's) before training"),
 }
 
 
@@ -66,9 +68,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    from llava_dymoe.errors import DyMoEError, debug_enabled, print_refusal
+
     try:
         return int(args._run(args) or 0)
+    except DyMoEError as e:  # a known refusal: one line (plus its details), no traceback
+        if debug_enabled():
+            raise
+        return print_refusal(e)
     except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
+        if debug_enabled():
+            raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
         return 2

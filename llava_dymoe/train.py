@@ -9,6 +9,11 @@ line is the script path (plus the ``--dymoe_*`` flags, and ``--lora_enable False
 ``--attn_implementation flash_attention_2`` (what ``train_mem.py`` hard-codes) is passed through to
 ``train()``; without it transformers picks SDPA.  Absolute imports only: the DeepSpeed launcher runs
 this file as a script.
+
+Before anything heavy is imported, the pre-flight (``llava_dymoe.trainer.preflight``) checks
+``--output_dir`` and the data (``--skip_data_check`` turns the data check off).  A refusal
+(``llava_dymoe.errors.DyMoEError``) prints ``error: ...`` and exits with status 2, without a
+traceback unless ``LLAVA_DYMOE_DEBUG=1``.
 """
 import logging
 import sys
@@ -51,6 +56,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     attn, rest = split_attn_implementation(argv)
+    from llava_dymoe.trainer.preflight import training_preflight
+
+    rest = training_preflight(rest)
     sys.argv = [sys.argv[0]] + rest  # LLaVA's train() parses sys.argv itself
     from llava_dymoe.patches.train import train_patch_set
 
@@ -67,4 +75,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from llava_dymoe.errors import run_refusing
+
+    run_refusing(main)

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from llava_dymoe.diagnostics.drift import run_drift
+    from llava_dymoe.result_checks import check_shared_banks
+
+    check_shared_banks(args.before, args.after)
 
     report = run_drift(args.before, args.after, args.questions, args.image_folder, args.model_base,
                        args.output_dir, references=args.references, max_questions=args.max_questions,

@@ -18,6 +18,9 @@ def run(args: argparse.Namespace) -> int:
         matrix = AccuracyMatrix.from_json(args.matrix)
     else:
         matrix = AccuracyMatrix.from_csv(args.matrix)
+    from llava_dymoe.result_checks import check_score_range
+
+    check_score_range(matrix, args.matrix)
     try:
         result = summary(matrix)
     except ValueError as e:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..config import DyMoEConfig
+from ..errors import DyMoEError
 
 CONFIG = "config.json"
 EXPERTS = "dymoe_experts.safetensors"
@@ -38,7 +39,7 @@ MARKER = "dymoe_task.json"
 CHECKPOINT_FILES = (CONFIG, EXPERTS, NON_LORA, ARGS)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DyMoEError):
     """A DyMoE checkpoint is missing, incomplete or does not fit the requested run."""
 
 

@@ -74,6 +74,7 @@ def train_command(opts: RunOptions, task: TaskSpec, t: int, output_dir: str, pre
     if t == 1 and opts.pretrain_mm_mlp_adapter:
         argv += ["--pretrain_mm_mlp_adapter", opts.pretrain_mm_mlp_adapter]
     argv += dymoe_flags(opts.method, t, prev_ckpt, **opts.dymoe_args)
+    argv += ["--skip_data_check", "True"]  # run_sequence checked the data of every stage before the first
     if opts.launcher == "deepspeed":
         return [_deepspeed_executable(), "--num_gpus", str(opts.num_gpus), "--master_port", str(free_port()),
                 "--module", DYMOE_TRAIN_MODULE, *argv], {}

@@ -49,6 +49,7 @@ class RunOptions:
     threads: Optional[int] = None
     plot: bool = True
     oracle_routing: bool = False  # also evaluate task i < t with stage t's checkpoint restricted to i banks
+    skip_data_check: bool = False  # no data pre-flight (protocol/preflight.py) before the first stage
 
 
 def parse_key_values(items: Optional[Sequence[str]], flag: str, strip_prefix: str = "") -> Dict[str, Optional[str]]:

@@ -19,10 +19,12 @@ from torch import nn
 
 from ..config import DyMoEConfig
 from ..core import AuxCollector, DyMoEContext, DyMoELinear, attach_context, dymoe_layers
+from ..errors import ConfigError
 from ..integration import checkpoint as ckpt
 from ..integration.inject import add_task, inject, load_bank_state, num_tasks
 from ..methods import Method, get_method
 from .arguments import config_overrides
+from .preflight import check_sequence
 
 log = logging.getLogger("llava_dymoe.trainer")
 
@@ -51,25 +53,11 @@ def resolve_config(args: Any, prev: Optional[Dict[str, Any]]) -> DyMoEConfig:
 
 
 def _check_sequence(args: Any, prev: Optional[Dict[str, Any]]) -> None:
-    t = args.dymoe_task_id
-    if not isinstance(t, int) or t < 1:
-        raise ValueError(f"--dymoe_task_id must be a positive integer (1-based), got {t!r}")
-    if t == 1 and args.dymoe_prev_ckpt:
-        raise ValueError("--dymoe_task_id 1 starts a sequence and takes no --dymoe_prev_ckpt; for a later "
-                         "task pass its number, e.g. --dymoe_task_id 2")
-    if t > 1 and not args.dymoe_prev_ckpt:
-        raise ValueError(f"--dymoe_task_id {t} continues a sequence: pass --dymoe_prev_ckpt with task "
-                         f"{t - 1}'s output_dir")
-    if prev is not None:
-        # tasks learned = the saved task_id (a non-expanding method keeps one bank for every task)
-        saved_tasks = int(prev["dymoe"].get("task_id", prev["config"].num_tasks))
-        saved_method = prev["dymoe"].get("method")
-        if saved_tasks != t - 1:
-            raise ValueError(f"--dymoe_prev_ckpt {args.dymoe_prev_ckpt} holds {saved_tasks} task(s), so this run "
-                             f"is task {saved_tasks + 1}, not --dymoe_task_id {t}")
-        if saved_method != get_method(args.dymoe_method).name:
-            raise ValueError(f"--dymoe_prev_ckpt was trained with --dymoe_method {saved_method}, this run asks for "
-                             f"{args.dymoe_method}; one sequence uses one method")
+    saved = None
+    if prev is not None:  # tasks learned = the saved task_id (a non-expanding method keeps one bank for every task)
+        saved = {"task_id": prev["dymoe"].get("task_id", prev["config"].num_tasks),
+                 "method": prev["dymoe"].get("method")}
+    check_sequence(args.dymoe_task_id, args.dymoe_prev_ckpt, args.dymoe_method, saved)
 
 
 def _token_validity_hook(ctx: DyMoEContext):
@@ -92,10 +80,10 @@ def _token_validity_hook(ctx: DyMoEContext):
 def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = False) -> DyMoERun:
     """Turn ``model`` (LlavaLlamaForCausalLM, projector built) into this task's trainable DyMoE model."""
     if getattr(args, "lora_enable", False):
-        raise ValueError("DyMoE replaces LLaVA's LoRA: run with --lora_enable False (the default) and the "
+        raise ConfigError("DyMoE replaces LLaVA's LoRA: run with --lora_enable False (the default) and the "
                          "--dymoe_* flags")
     if getattr(args, "bits", 16) != 16:
-        raise ValueError(f"--bits {args.bits} (k-bit training) is not supported with DyMoE; use --bits 16")
+        raise ConfigError(f"--bits {args.bits} (k-bit training) is not supported with DyMoE; use --bits 16")
     prev = ckpt.load_task_state(args.dymoe_prev_ckpt) if args.dymoe_prev_ckpt else None
     _check_sequence(args, prev)
     ckpt.assert_writable(args.output_dir, args.dymoe_prev_ckpt)

@@ -1,0 +1,27 @@
+"""The data pre-flight of a suite: every task's training JSON and question file, in one report.
+
+Used by ``cli check-data --suite`` and by ``cli run`` before its first stage trains (``cli run
+--skip-data-check`` turns it off; the training processes it starts then skip their own check).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from llava_dymoe.eval.suite import Suite
+from llava_dymoe.integration.data_check import check_question_file, check_training_data
+from llava_dymoe.integration.data_report import DataReport
+
+
+def check_suite_data(suite: Suite, n_stages: Optional[int] = None, *, questions: bool = True,
+                     tokenizer: Optional[str] = None, model_max_length: Optional[int] = None,
+                     image_tokens: Optional[int] = None, decode_images: bool = False) -> DataReport:
+    """One report over the first ``n_stages`` tasks of a resolved ``suite`` (all by default)."""
+    report = DataReport()
+    for task in suite.tasks[:n_stages or len(suite.tasks)]:
+        report.extend(check_training_data(task.train_json, task.image_root, tokenizer=tokenizer,
+                                          model_max_length=model_max_length, image_tokens=image_tokens,
+                                          decode_images=decode_images))
+        if questions:
+            report.extend(check_question_file(task.question_file, task.image_root, task.question_format,
+                                              decode_images=decode_images))
+    return report

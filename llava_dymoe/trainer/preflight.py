@@ -1,0 +1,187 @@
+"""The training pre-flight: checks that need no model, run from the command line before any loads.
+
+``python -m llava_dymoe.train`` calls :func:`training_preflight` on its arguments before it
+imports transformers or LLaVA, so a refusal comes within a second and leaves nothing behind:
+
+1. ``--output_dir``: refused unless new, empty or an unfinished run of ours
+   (:mod:`llava_dymoe.integration.output_dir`; ``--overwrite_output_dir True`` to write into a
+   foreign non-empty folder anyway);
+2. ``--data_path`` / ``--image_folder``: the data check (:mod:`llava_dymoe.integration.data_check`);
+   ``--skip_data_check`` (our flag, removed before LLaVA parses the rest) turns it off;
+3. the ``--dymoe_*`` flags: task id, previous task's checkpoint (finished, one task less),
+   method, ``--lora_enable`` (:func:`check_sequence`; ``prepare_model`` repeats it with the loaded
+   checkpoint), and the method's config with the architecture flags (:func:`check_config_flags`);
+4. the folder is claimed (``dymoe_run.json``) once all pass.
+
+Values are read from the argv as ``HfArgumentParser`` would (``--flag value`` or ``--flag=value``,
+the last occurrence wins; a bool flag without a value is true).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ConfigError
+from ..integration.data_check import check_training_data
+from ..integration.output_dir import MARKER, check_output_dir, claim_output_dir, is_finished
+
+log = logging.getLogger("llava_dymoe.preflight")
+
+SKIP_FLAG = "--skip_data_check"
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+def argv_value(argv: Sequence[str], name: str) -> Optional[str]:
+    """The value of ``--name`` in ``argv`` (last occurrence; ``""`` for a bare flag), else None."""
+    flag, value = f"--{name}", None
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            value = "" if nxt is None or nxt.startswith("--") else nxt
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def as_bool(value: Optional[str], flag: str) -> bool:
+    if value is None:
+        return False
+    if value == "" or value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise SystemExit(f"error: {flag} {value!r}: expected True or False")
+
+
+def pop_bool_flag(argv: Sequence[str], flag: str) -> Tuple[bool, List[str]]:
+    """``(value, argv without the flag)`` for a bool flag LLaVA's parser does not know."""
+    value, out, i = None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == flag:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and nxt.lower() in _TRUE + _FALSE:
+                value, i = nxt, i + 2
+            else:
+                value, i = "", i + 1
+            continue
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+        i += 1
+    return as_bool(value, flag), out
+
+
+def check_sequence(t: Any, prev_ckpt: Optional[str], method: str, saved: Optional[Dict[str, Any]]) -> None:
+    """Task id, previous checkpoint and method fit together; ``saved`` = the previous checkpoint's
+    ``{"task_id", "method"}`` (None: not read)."""
+    from ..methods import get_method
+
+    if not isinstance(t, int) or t < 1:
+        raise ConfigError(f"--dymoe_task_id must be a positive integer (1-based), got {t!r}")
+    if t == 1 and prev_ckpt:
+        raise ConfigError("--dymoe_task_id 1 starts a sequence and takes no --dymoe_prev_ckpt; for a later "
+                          "task pass its number, e.g. --dymoe_task_id 2")
+    if t > 1 and not prev_ckpt:
+        raise ConfigError(f"--dymoe_task_id {t} continues a sequence: pass --dymoe_prev_ckpt with task "
+                          f"{t - 1}'s output_dir")
+    if saved is None:
+        return
+    saved_tasks, saved_method = int(saved["task_id"]), saved.get("method")
+    if saved_tasks != t - 1:
+        raise ConfigError(f"--dymoe_prev_ckpt {prev_ckpt} holds {saved_tasks} task(s), so this run "
+                          f"is task {saved_tasks + 1}, not --dymoe_task_id {t}")
+    if saved_method != get_method(method).name:
+        raise ConfigError(f"--dymoe_prev_ckpt was trained with --dymoe_method {saved_method}, this run asks for "
+                          f"{method}; one sequence uses one method")
+
+
+def check_sequence_flags(argv: Sequence[str]) -> None:
+    """:func:`check_sequence` on the command line, with the previous checkpoint's completion marker."""
+    method = argv_value(argv, "dymoe_method") or "dymoe"
+    if method.strip().lower() == "none":
+        return
+    from ..methods import get_method
+
+    try:
+        get_method(method)
+    except KeyError as e:
+        raise ConfigError(f"--dymoe_method: {e.args[0] if e.args else e}") from None
+    if as_bool(argv_value(argv, "lora_enable"), "--lora_enable"):
+        raise ConfigError("DyMoE replaces LLaVA's LoRA: run with --lora_enable False (the default) and the "
+                          "--dymoe_* flags")
+    raw = argv_value(argv, "dymoe_task_id")
+    try:
+        t: Any = 1 if raw is None else int(raw)
+    except ValueError:
+        t = raw
+    prev = argv_value(argv, "dymoe_prev_ckpt") or None
+    saved = None
+    if prev and isinstance(t, int) and t > 1:
+        if not is_finished(prev):
+            raise ConfigError(f"--dymoe_prev_ckpt {prev} is not a finished DyMoE task checkpoint (no {MARKER}): "
+                              "the previous task did not finish, or the path is wrong. Re-run that task first")
+        with open(os.path.join(prev, MARKER)) as f:
+            saved = json.load(f)
+    check_sequence(t, prev, method, saved)
+    check_config_flags(argv, method)
+
+
+def check_config_flags(argv: Sequence[str], method: str) -> None:
+    """The method recipe with the ``--dymoe_<field>`` flags of the command line is a valid ``DyMoEConfig``.
+
+    A value that does not convert (``--dymoe_top_k x``) is left to LLaVA's parser, which names it."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from ..config import DyMoEConfig
+    from ..methods import get_method
+    from .arguments import config_overrides
+
+    flags = SimpleNamespace()
+    for f in dataclasses.fields(DyMoEConfig):
+        raw = argv_value(argv, f"dymoe_{f.name}")
+        if raw is None:
+            continue
+        kind = type(f.default) if f.default is not dataclasses.MISSING else str
+        try:
+            value = as_bool(raw, f"--dymoe_{f.name}") if kind is bool else kind(raw)
+        except (TypeError, ValueError, SystemExit):
+            return
+        setattr(flags, f"dymoe_{f.name}", value)
+    try:
+        get_method(method).build_config(config_overrides(flags))
+    except ValueError as e:
+        raise ConfigError(f"--dymoe_* flags (method {method}): {e}") from None
+
+
+def training_preflight(argv: Sequence[str]) -> List[str]:
+    """Run the checks on a training command line; returns the argv for LLaVA (our flag removed).
+
+    Raises :class:`~llava_dymoe.errors.OutputDirError` or :class:`~llava_dymoe.errors.DataError`."""
+    skip_data, rest = pop_bool_flag(argv, SKIP_FLAG)
+    output_dir = argv_value(rest, "output_dir") or None
+    if output_dir:
+        state = check_output_dir(output_dir, overwrite=as_bool(argv_value(rest, "overwrite_output_dir"),
+                                                               "--overwrite_output_dir"),
+                                 prev_ckpt=argv_value(rest, "dymoe_prev_ckpt") or None)
+        if state == "overwrite":
+            log.warning("--overwrite_output_dir True: writing into the non-empty folder %s (files of the same "
+                        "name are replaced)", output_dir)
+    check_sequence_flags(rest)
+    data_path = argv_value(rest, "data_path") or None
+    if data_path and not skip_data:
+        report = check_training_data(data_path, argv_value(rest, "image_folder") or None)
+        report.raise_if_failed(SKIP_FLAG)
+        log.info("%s", report.summary())
+        if report.warnings:
+            log.warning("%s", report.format())
+    elif data_path:
+        log.info("data check skipped (%s)", SKIP_FLAG)
+    if output_dir:
+        claim_output_dir(output_dir, list(argv))
+    return rest
