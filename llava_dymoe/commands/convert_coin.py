@@ -47,14 +47,14 @@ def run(args: argparse.Namespace) -> int:
                                   ("--reference-file", args.reference_file)) if not v]
         if missing:
             raise ValueError(f"give --suite/--data-root, or {', '.join(missing)} for single-file mode")
-        from llava_dymoe.eval.scorers import get
+        from llava_dymoe.eval.scorers import GROUNDING_SCORERS, get
 
         get(args.scorer)  # KeyError listing the known scorers
         if args.generator not in GENERATORS:
             raise ValueError(f"--generator {args.generator!r} is not supported; use one of {', '.join(GENERATORS)}")
         results = [convert.convert_coin_file(
             args.test_json, args.question_file, args.reference_file,
-            question_format=GENERATORS[args.generator], grounding=args.scorer == "grounding_iou",
+            question_format=GENERATORS[args.generator], grounding=args.scorer in GROUNDING_SCORERS,
             official_answers=args.official_answers)]
     for r in results:
         print(json.dumps(r))

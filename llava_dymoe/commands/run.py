@@ -40,7 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the suite's max_new_tokens (generators that accept it)")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS of the subprocesses (default: 1 on CPU "
                                                     "unless OMP_NUM_THREADS is set; inherited with CUDA)")
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="do not check the stages' data (JSON, fields, images, <image> tokens) before training")
     parser.add_argument("--no-plot", action="store_true", help="skip matrix.png (no matplotlib needed)")
+    parser.add_argument("--coin-repo", help="a checkout of CoIN: after the run, score every cell whose task uses a "
+                                            "coin_* scorer with CoIN's own eval script too (coin_repo_check.json); "
+                                            "exit 1 on any disagreement")
+    parser.add_argument("--coin-python", help="Python interpreter for CoIN's scripts (default: this one)")
+    parser.add_argument("--coin-cwd", help="working directory for CoIN's scripts (default: --coin-repo)")
     parser.add_argument("--oracle-routing", action="store_true",
                         help="after each stage t, also evaluate every task i < t with stage t's checkpoint "
                              "restricted to the banks of tasks 1..i (DYMOE_EVAL_MAX_TASKS=i): "
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         train_args=parse_key_values(args.train_arg, "--train-arg"),
         dymoe_args=parse_key_values(args.dymoe_arg, "--dymoe-arg", strip_prefix="dymoe_"),
         stages=args.stages, eval_max_new_tokens=args.eval_max_new_tokens, threads=args.threads,
-        plot=not args.no_plot, oracle_routing=args.oracle_routing)
+        plot=not args.no_plot, oracle_routing=args.oracle_routing, skip_data_check=args.skip_data_check)
     try:
         result = run_sequence(opts)
     except StageFailed as e:
@@ -75,4 +82,30 @@ def run(args: argparse.Namespace) -> int:
         print("\nrouting restricted to each task's banks (--oracle-routing; diagonal = all banks):")
         print(matrix_markdown(result.restricted))
     print(json.dumps({k: result.summary[k] for k in ("mfn", "maa", "bwt", "forgetting", "mft")}))
-    return 0
+    return _coin_cross_check(args, result) if args.coin_repo else 0
+
+
+def _coin_cross_check(args: argparse.Namespace, result) -> int:
+    """``--coin-repo``: every coin_* cell scored again by the user's CoIN checkout; 1 on a disagreement."""
+    import os
+
+    from llava_dymoe.eval import coin_repo
+    from llava_dymoe.eval.suite import load_suite
+    from llava_dymoe.protocol.layout import ANSWERS, RunLayout
+
+    layout = RunLayout(args.output_dir, args.method)
+    cells = coin_repo.cross_check_run(
+        args.coin_repo, load_suite(args.suite, data_root=args.data_root), result.records,
+        lambda rec, task: os.path.join(layout.eval_dir(rec["stage"], rec["task"], task), ANSWERS),
+        python=args.coin_python, cwd=args.coin_cwd)
+    with open(os.path.join(args.output_dir, "coin_repo_check.json"), "w") as f:
+        json.dump(cells, f, indent=2)
+    bad = [c for c in cells if c.get("agree") is False]
+    failed = [c for c in cells if "error" in c]
+    for c in bad:
+        print(coin_repo.disagreement_banner(f"{c['task']} (stage {c['stage']})", "coin profile", c), file=sys.stderr)
+    for c in failed:
+        print(f"warning: CoIN's script failed on {c['stage']} / {c['task']}: {c['error']}", file=sys.stderr)
+    print(f"--coin-repo: {len(cells) - len(bad) - len(failed)} of {len(cells)} cells agree with CoIN's scripts "
+          f"({os.path.join(args.output_dir, 'coin_repo_check.json')})")
+    return 1 if bad else 0

@@ -9,6 +9,10 @@ For each stage ``t`` in the suite's task order, :func:`run_sequence`
 3. writes ``stage.json`` (the completion record, last), then rebuilds ``matrix.csv``,
    ``matrix.json``, ``metrics.json``, ``report.md`` and ``matrix.png`` from the finished stages.
 
+Before the first stage, the data of stages 1..N (training JSON, question file, images) is checked
+(:mod:`.preflight`; ``--skip-data-check`` turns it off); a problem stops the run before anything
+is written.
+
 Resume (rerun the same command): a finished stage is verified by its files and skipped; a
 finished checkpoint whose evaluation is incomplete is only evaluated; a half-written stage
 (checkpoint without its ``dymoe_task.json`` marker, answers without ``score.json``) is logged,
@@ -254,6 +258,10 @@ def write_outputs(layout: RunLayout, suite: Suite, records: List[Dict[str, Any]]
     matrix.to_json(layout.path("matrix.json"))
     summary = write_metrics_json(matrix, layout.path("metrics.json"))
     write_run_report(matrix, layout.root, title=f"{layout.method} on {suite.name}", plot=plot)
+    # a suite whose tasks name a clean_scorer (CoIN: matrix.csv in CoIN's profile) also gets matrix_clean.csv
+    from llava_dymoe.eval.profiles import write_clean_outputs
+
+    write_clean_outputs(layout, suite, records)
     if oracle is not None:
         from llava_dymoe.protocol.oracle import write_oracle_outputs
 
@@ -292,6 +300,11 @@ def run_sequence(opts: RunOptions) -> RunResult:
         raise FileNotFoundError(f"data files of suite {suite.name!r} under --data-root {suite.data_root} are missing:"
                                 "\n  " + "\n  ".join(missing) + "\nCheck --data-root (suite paths are relative to "
                                 "it); CoIN question/reference files are written by `llava_dymoe.cli convert-coin`.")
+    if not opts.skip_data_check:  # before the run folder is claimed: a refusal leaves nothing behind
+        from llava_dymoe.protocol.preflight import check_suite_data
+
+        report = check_suite_data(suite, n).raise_if_failed("--skip-data-check")
+        status(report.summary())
     train_args = training_overrides(suite, opts)
     layout = RunLayout(opts.output_dir, opts.method)
     created = layout.claim(run_identity(opts, suite, train_args), compare_identity)
