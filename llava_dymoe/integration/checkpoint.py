@@ -161,8 +161,13 @@ def _gathered(params):
 def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConfig, method: str, task_id: int,
                           experts: Mapping[str, Tensor], non_lora: Mapping[str, Tensor],
                           run_args: Mapping[str, Any], prev_ckpt: Optional[str] = None,
-                          extra_files: Optional[Mapping[str, Union[str, bytes]]] = None) -> str:
+                          extra_files: Optional[Mapping[str, Union[str, bytes]]] = None,
+                          finished: bool = True, base_model: Optional[Mapping[str, Any]] = None) -> str:
     """Write one finished task's directory (rank 0 only); the marker goes last.
+
+    ``finished=False`` writes the same files without the marker: an intermediate checkpoint
+    (``checkpoint-N`` of ``--save_strategy steps``), which resumes the task but is not a finished one.
+    ``base_model``: the base LLM's fingerprint (``base_model.base_fingerprint``), recorded in the block.
 
     ``extra_files`` maps plain file names (no directory part, none of the standard names) to text or
     bytes written next to the standard files, e.g. ``routing_stats.json``; their hashes are in the marker.
@@ -178,6 +183,8 @@ def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConf
     os.makedirs(output_dir, exist_ok=True)
     block = {"config": dymoe_cfg.to_dict(), "method": method, "task_id": int(task_id),
              "prev_ckpt": os.path.abspath(prev_ckpt) if prev_ckpt else None, "llava_dymoe_version": __version__}
+    if base_model:
+        block["base_model"] = dict(base_model)
     model_config.dymoe = block
     model_config.save_pretrained(output_dir)
     save_file({k: v.contiguous() for k, v in experts.items()}, os.path.join(output_dir, EXPERTS),
@@ -189,6 +196,8 @@ def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConf
     for name, content in extra.items():
         with open(os.path.join(output_dir, name), "wb") as f:
             f.write(content.encode("utf-8") if isinstance(content, str) else bytes(content))
+    if not finished:
+        return output_dir
     marker = {"task_id": int(task_id), "method": method, "num_tasks": dymoe_cfg.num_tasks,
               "sha256": {n: sha256_file(os.path.join(output_dir, n)) for n in (*CHECKPOINT_FILES, *sorted(extra))}}
     tmp = os.path.join(output_dir, MARKER + ".tmp")

@@ -47,6 +47,9 @@ _FIXED = [
     ("dymoe_load_prev_projector", Optional[bool], field(default=None, metadata={
         "help": "Load the previous task's projector (non_lora_trainables.bin). Default: yes, unless "
                 "--pretrain_mm_mlp_adapter is passed explicitly"})),
+    ("dymoe_allow_base_mismatch", bool, field(default=False, metadata={
+        "help": "Continue the sequence although --model_name_or_path is not the base model --dymoe_prev_ckpt "
+                "was trained on (its recorded config hash or weight fingerprint differs); refused otherwise"})),
     ("dymoe_use_reentrant", bool, field(default=True, metadata={
         "help": "use_reentrant for gradient checkpointing (reentrant works with ZeRO-3 and frozen "
                 "parameters; llava-integration.md §2)"})),
@@ -95,15 +98,51 @@ def dymoe_args_dict(args: Any) -> Dict[str, Any]:
 NO_METHOD = "none"
 
 
+#: ``(base class, default method) -> DyMoETrainingArguments``: one class per pair, so that a pickled
+#: instance rebuilt in this process gets the class the parser uses.
+_CLASSES: Dict[Any, type] = {}
+
+
 def make_training_arguments(base: type, default_method: str = "dymoe") -> type:
     """``@dataclass class DyMoETrainingArguments(DyMoEArguments, base)`` for ``HfArgumentParser``.
 
     ``default_method`` is the ``--dymoe_method`` default: ``"dymoe"`` for ``python -m
-    llava_dymoe.train``, ``"none"`` for a patched fork (upstream behaviour unless asked)."""
-    ns = {"__module__": __name__, "__doc__": base.__doc__}
+    llava_dymoe.train``, ``"none"`` for a patched fork (upstream behaviour unless asked).
+
+    The class is built at patch time, so pickle cannot find it by name; its instances pickle
+    through :func:`rebuild_training_arguments` (``Trainer`` writes ``training_args.bin`` into every
+    checkpoint with ``torch.save``), which rebuilds the class from ``base``'s import path."""
+    base = getattr(base, "_dymoe_base", base)  # never stack the flags twice
+    key = (base, default_method)
+    if key in _CLASSES:
+        return _CLASSES[key]
+    ns = {"__module__": __name__, "__doc__": base.__doc__, "_dymoe_base": base,
+          "_dymoe_default_method": default_method, "__reduce__": _reduce}
     if default_method != "dymoe":  # redefine the field: same position, another default
         help_text = dataclasses.fields(DyMoEArguments)[0].metadata["help"]
         ns["__annotations__"] = {"dymoe_method": str}
         ns["dymoe_method"] = field(default=default_method, metadata={"help": help_text})
     # DyMoEArguments first in the bases = last in the field order (its fields all have defaults)
-    return dataclass(type("DyMoETrainingArguments", (DyMoEArguments, base), ns))
+    cls = dataclass(type("DyMoETrainingArguments", (DyMoEArguments, base), ns))
+    _CLASSES[key] = cls
+    return cls
+
+
+def _reduce(self):
+    base = type(self)._dymoe_base
+    return (rebuild_training_arguments,
+            (base.__module__, base.__qualname__, type(self)._dymoe_default_method, dict(self.__dict__)))
+
+
+def rebuild_training_arguments(base_module: str, base_name: str, default_method: str, state: Dict[str, Any]):
+    """Unpickle a ``DyMoETrainingArguments``: the class is rebuilt over ``base_module.base_name`` (the
+    original class when that name is patched), the attributes restored without ``__post_init__``."""
+    import importlib
+
+    base = importlib.import_module(base_module)
+    for part in base_name.split("."):
+        base = getattr(base, part)
+    cls = make_training_arguments(base, default_method)
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    return obj

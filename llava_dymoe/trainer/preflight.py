@@ -10,8 +10,12 @@ imports transformers or LLaVA, so a refusal comes within a second and leaves not
    ``--skip_data_check`` (our flag, removed before LLaVA parses the rest) turns it off;
 3. the ``--dymoe_*`` flags: task id, previous task's checkpoint (finished, one task less),
    method, ``--lora_enable`` (:func:`check_sequence`; ``prepare_model`` repeats it with the loaded
-   checkpoint), and the method's config with the architecture flags (:func:`check_config_flags`);
-4. the folder is claimed (``dymoe_run.json``) once all pass.
+   checkpoint), the method's config with the architecture flags (:func:`check_config_flags`), and
+   the base model: ``--model_name_or_path`` must be the one the previous task recorded
+   (:mod:`llava_dymoe.integration.base_model`; ``--dymoe_allow_base_mismatch True`` to override);
+4. ``--resume_from_checkpoint PATH``: an intermediate DyMoE ``checkpoint-N`` of this task, saved with
+   (or without) DeepSpeed as this run is (:func:`check_resumable`);
+5. the folder is claimed (``dymoe_run.json``) once all pass.
 
 Values are read from the argv as ``HfArgumentParser`` would (``--flag value`` or ``--flag=value``,
 the last occurrence wins; a bool flag without a value is true).
@@ -129,6 +133,12 @@ def check_sequence_flags(argv: Sequence[str]) -> None:
             saved = json.load(f)
     check_sequence(t, prev, method, saved)
     check_config_flags(argv, method)
+    base = argv_value(argv, "model_name_or_path")
+    if prev and base:
+        from ..integration.base_model import TRAIN_ALLOW_FLAG, check_same_base
+
+        check_same_base(prev, base, allow=as_bool(argv_value(argv, TRAIN_ALLOW_FLAG[2:]), TRAIN_ALLOW_FLAG),
+                        what="--model_name_or_path", override=f"{TRAIN_ALLOW_FLAG} True")
 
 
 def check_config_flags(argv: Sequence[str], method: str) -> None:
@@ -159,6 +169,53 @@ def check_config_flags(argv: Sequence[str], method: str) -> None:
         raise ConfigError(f"--dymoe_* flags (method {method}): {e}") from None
 
 
+#: What a ``checkpoint-N`` of ``--save_strategy steps`` holds besides HF's files (``checkpoint.CONFIG``,
+#: ``EXPERTS``, ``NON_LORA``: a test keeps them equal; repeated so that the pre-flight imports no torch).
+RESUME_FILES = ("config.json", "dymoe_experts.safetensors", "non_lora_trainables.bin")
+
+
+def check_resumable(path: str, deepspeed: bool, task_id: Optional[int] = None) -> None:
+    """``path`` is a DyMoE ``checkpoint-N`` (of task ``task_id`` when given) that a run with or without
+    DeepSpeed can resume from; raises :class:`ConfigError`."""
+    import glob
+
+    if not os.path.isdir(path):
+        raise ConfigError(f"--resume_from_checkpoint {path}: no such folder")
+    if not all(os.path.isfile(os.path.join(path, name)) for name in RESUME_FILES):
+        raise ConfigError(f"--resume_from_checkpoint {path} is not an intermediate DyMoE checkpoint (a checkpoint-N "
+                          f"folder with {', '.join(RESUME_FILES)}, written with --save_strategy steps)")
+    if task_id is not None:
+        try:
+            with open(os.path.join(path, RESUME_FILES[0])) as f:
+                saved = (json.load(f).get("dymoe") or {}).get("task_id")
+        except (OSError, ValueError, AttributeError):
+            saved = None
+        if saved != task_id:
+            raise ConfigError(f"--resume_from_checkpoint {path} was saved by task {saved}, this run is task "
+                              f"{task_id} (--dymoe_task_id); resume a task only from its own checkpoint-N")
+    saved_with_deepspeed = bool(glob.glob(os.path.join(path, "global_step*")))
+    if deepspeed and not saved_with_deepspeed:
+        raise ConfigError(f"--resume_from_checkpoint {path} was saved without DeepSpeed (no global_step*): resume "
+                          "it without --deepspeed")
+    if not deepspeed and not os.path.isfile(os.path.join(path, "optimizer.pt")):
+        raise ConfigError(f"--resume_from_checkpoint {path} has no optimizer.pt"
+                          + (" (it was saved under DeepSpeed): resume it with the same --deepspeed config"
+                             if saved_with_deepspeed else ": its save did not finish; resume from an earlier "
+                                                          "checkpoint-N"))
+
+
+def check_resume_flag(argv: Sequence[str]) -> None:
+    """:func:`check_resumable` on ``--resume_from_checkpoint PATH`` (True/False are left to the trainer)."""
+    path = argv_value(argv, "resume_from_checkpoint")
+    if not path or path.lower() in _TRUE + _FALSE:
+        return
+    method = (argv_value(argv, "dymoe_method") or "dymoe").strip().lower()
+    raw = argv_value(argv, "dymoe_task_id")
+    task = int(raw) if raw and raw.isdigit() else (1 if raw is None else None)
+    check_resumable(path, deepspeed=bool(argv_value(argv, "deepspeed")),
+                    task_id=None if method == "none" else task)
+
+
 def training_preflight(argv: Sequence[str]) -> List[str]:
     """Run the checks on a training command line; returns the argv for LLaVA (our flag removed).
 
@@ -173,6 +230,7 @@ def training_preflight(argv: Sequence[str]) -> List[str]:
             log.warning("--overwrite_output_dir True: writing into the non-empty folder %s (files of the same "
                         "name are replaced)", output_dir)
     check_sequence_flags(rest)
+    check_resume_flag(rest)
     data_path = argv_value(rest, "data_path") or None
     if data_path and not skip_data:
         report = check_training_data(data_path, argv_value(rest, "image_folder") or None)

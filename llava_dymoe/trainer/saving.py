@@ -5,15 +5,22 @@ Gathering is collective under ZeRO-3, so every rank runs the state collection (w
 item 1).  Saved: every task bank, the projector (always, trained or not, so each directory is
 self-contained) and any other trainable non-expert weight, in upstream key style; with
 ``--dymoe_log_routing True`` also ``routing_stats.json`` (hashed in the completion marker).
+
+Intermediate ``checkpoint-N`` folders (``--save_strategy steps``, ``DyMoETrainer.save_model``) hold
+the same files without the completion marker, next to HF's optimizer, scheduler, RNG and trainer
+state (under DeepSpeed: its ``global_stepN`` without the frozen weights).  A run without DeepSpeed
+resumes from them with :func:`load_intermediate_state`; under DeepSpeed its own state is loaded.
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Callable, Dict
 
+import torch
 from torch import Tensor
 
-from ..integration.checkpoint import write_task_checkpoint
+from ..integration.checkpoint import EXPERTS, NON_LORA, CheckpointError, read_config_json, write_task_checkpoint
 from ..integration.inject import bank_state
 from .prepare import run_args_record
 
@@ -49,7 +56,16 @@ def routing_stats_file(trainer) -> Dict[str, str]:
     return {ROUTING_STATS: json.dumps(record, indent=1, sort_keys=True)}
 
 
-def save_dymoe_task(trainer, output_dir: str, gather: Callable) -> None:
+def llava_gather() -> Callable:
+    """LLaVA's ZeRO-3-aware parameter gather (a collective under ZeRO-3: call on every rank)."""
+    from llava.train.train import maybe_zero_3
+
+    return lambda p: maybe_zero_3(p, ignore_status=True)
+
+
+def save_dymoe_task(trainer, output_dir: str, gather: Callable, finished: bool = True) -> None:
+    """Write the task checkpoint (``finished=False``: the same files without the completion marker,
+    for an intermediate ``checkpoint-N``).  Every rank calls it; the world's rank 0 writes."""
     model = trainer.model
     run = trainer.dymoe
     experts = bank_state(model, gather)
@@ -58,9 +74,35 @@ def save_dymoe_task(trainer, output_dir: str, gather: Callable) -> None:
         write_task_checkpoint(output_dir, model_config=model.config, dymoe_cfg=run.cfg, method=run.method.name,
                               task_id=run.task_id, experts=experts, non_lora=non_lora,
                               run_args=run_args_record(trainer.args, run), prev_ckpt=run.prev_ckpt,
-                              extra_files=routing_stats_file(trainer))
+                              extra_files=routing_stats_file(trainer) if finished else None, finished=finished)
     if trainer.args.world_size > 1:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
+
+
+def load_intermediate_state(trainer, checkpoint: str) -> int:
+    """Resume without DeepSpeed: copy the trainable weights of ``checkpoint`` (``checkpoint-N``) into the
+    model, bit for bit.  Refuses a checkpoint of another task or method, or one that lacks a trainable
+    weight.  Returns the number of tensors loaded."""
+    from safetensors.torch import load_file
+
+    run = trainer.dymoe
+    block = read_config_json(checkpoint).get("dymoe") or {}
+    if block.get("task_id") != run.task_id or block.get("method") != run.method.name:
+        raise CheckpointError(f"--resume_from_checkpoint {checkpoint} was saved by task {block.get('task_id')} "
+                              f"({block.get('method')}), this run is task {run.task_id} ({run.method.name}); "
+                              "resume a task only from its own checkpoint-N folders")
+    saved = dict(load_file(os.path.join(checkpoint, EXPERTS)))
+    saved.update(torch.load(os.path.join(checkpoint, NON_LORA), map_location="cpu", weights_only=True))
+    trainable = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trainable if n not in saved or tuple(saved[n].shape) != tuple(p.shape)]
+    if missing:
+        raise CheckpointError(f"--resume_from_checkpoint {checkpoint} lacks {len(missing)} trainable weight(s) of "
+                              f"this run (e.g. {missing[:3]}); it was saved by another configuration")
+    with torch.no_grad():
+        for name, p in trainable:
+            p.copy_(saved[name].to(device=p.device, dtype=p.dtype))
+    return len(trainable)
+

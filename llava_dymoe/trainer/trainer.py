@@ -21,12 +21,17 @@ original ``llava.train.llava_trainer.LLaVATrainer``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+import os
 from typing import Any, Callable, Dict, Optional
 
 from ..core import RoutingStats, attach_stats, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
 from ..integration.token_kinds import training_token_kinds
+
+log = logging.getLogger("llava_dymoe.trainer")
 
 #: Thirds of a task's steps over which ``routing_stats.json`` also sums the routing statistics.
 PHASES = ("start", "middle", "end")
@@ -119,6 +124,118 @@ class DyMoETrainerMixin:
         if optimizer is not None and hasattr(optimizer, "param_groups"):
             optimizer.param_groups[:] = [g for g in optimizer.param_groups if len(g["params"]) > 0]
         return optimizer
+
+    # ------------------------------------------------------------------ checkpoint-N and resume (issue 17)
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """LLaVA's ``train()`` passes ``True`` when ``checkpoint-*`` folders exist and ignores
+        ``--resume_from_checkpoint``; a DyMoE run honours the flag (a path, or ``True`` for the last
+        ``checkpoint-N`` of ``--output_dir``)."""
+        if self.dymoe is None:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        resume_from_checkpoint = resume_target(self.args, resume_from_checkpoint)
+        with _deepspeed_resume(self.is_deepspeed_enabled, self.dymoe.task_id):
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        """``checkpoint-N``: the task checkpoint's files without the completion marker (every bank and router,
+        the projector), never the frozen base model; every rank calls it (a ZeRO-3 gather)."""
+        if self.dymoe is None:
+            return super().save_model(output_dir, _internal_call)
+        import torch
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        from .saving import llava_gather, save_dymoe_task
+
+        output_dir = output_dir or self.args.output_dir
+        save_dymoe_task(self, output_dir, llava_gather(), finished=False)
+        if self.args.should_save:
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        engine = self.model_wrapped if self.dymoe is not None and self.is_deepspeed_enabled else None
+        if engine is None:
+            return super()._save_optimizer_and_scheduler(output_dir)
+        # DeepSpeed's checkpoint without the frozen weights (upstream does this for peft models only):
+        # a 7B base model would otherwise be written into every checkpoint-N
+        engine.save_checkpoint = functools.partial(type(engine).save_checkpoint, engine,
+                                                   exclude_frozen_parameters=True)
+        try:
+            return super()._save_optimizer_and_scheduler(output_dir)
+        finally:
+            del engine.save_checkpoint
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Resume without DeepSpeed: the trainable weights of ``checkpoint-N``, bit for bit."""
+        if self.dymoe is None:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from .preflight import check_resumable
+        from .saving import load_intermediate_state
+
+        check_resumable(resume_from_checkpoint, deepspeed=False, task_id=self.dymoe.task_id)
+        n = load_intermediate_state(self, resume_from_checkpoint)
+        log.info("resumed %d trainable tensors from %s", n, resume_from_checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        # rng_state.pth holds numpy's state, which torch.load's weights_only default refuses: the file is
+        # this run's own (written by Trainer._save_rng_state), so it is read in full
+        with _torch_load_full():
+            return super()._load_rng_state(checkpoint)
+
+
+def resume_target(args: Any, requested: Any) -> Any:
+    """What to resume from: ``--resume_from_checkpoint`` (a path, or True/true = the last ``checkpoint-N`` of
+    ``--output_dir``) wins over LLaVA's ``True``; else ``requested``."""
+    flag = getattr(args, "resume_from_checkpoint", None)
+    if flag in (None, "") or requested not in (None, True):
+        return requested
+    if str(flag).strip().lower() in ("true", "1", "yes"):
+        return True
+    return None if str(flag).strip().lower() in ("false", "0", "no") else str(flag)
+
+
+@contextlib.contextmanager
+def _torch_load_full():
+    import torch
+
+    original = torch.load
+
+    def load(*a, **kw):
+        kw.setdefault("weights_only", False)
+        return original(*a, **kw)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+@contextlib.contextmanager
+def _deepspeed_resume(enabled: bool, task_id: int):
+    """During ``Trainer.train`` under DeepSpeed: resume from a ``checkpoint-N`` whose DeepSpeed state holds the
+    trainable weights only (``_save_optimizer_and_scheduler``), so the module loads non-strictly."""
+    if not enabled:
+        yield
+        return
+    import transformers.trainer as hf_trainer
+
+    from .preflight import check_resumable
+
+    original = hf_trainer.deepspeed_load_checkpoint
+
+    def deepspeed_load_checkpoint(engine, checkpoint_path):
+        check_resumable(checkpoint_path, deepspeed=True, task_id=task_id)
+        load_path, _ = engine.load_checkpoint(checkpoint_path, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True, load_module_strict=False)
+        if load_path is None:
+            raise ValueError(f"[deepspeed] failed to resume from checkpoint {checkpoint_path}")
+        log.info("resumed DeepSpeed state (trainable weights, optimizer) from %s", checkpoint_path)
+
+    hf_trainer.deepspeed_load_checkpoint = deepspeed_load_checkpoint
+    try:
+        yield
+    finally:
+        hf_trainer.deepspeed_load_checkpoint = original
 
 
 def _centroid_init(model, args, run: DyMoERun, kwargs) -> Dict[str, float]:

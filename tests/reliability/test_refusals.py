@@ -128,8 +128,56 @@ def test_output_dir_is_the_previous_task(tmp_path):
 def test_output_dir_constants_match_the_checkpoint_module():
     from llava_dymoe.integration import checkpoint as ckpt
 
+    from llava_dymoe.trainer.preflight import RESUME_FILES
+
     assert (od.MARKER, od.CONFIG) == (ckpt.MARKER, ckpt.CONFIG) and od.CLAIM not in ckpt.CHECKPOINT_FILES
+    assert RESUME_FILES == (ckpt.CONFIG, ckpt.EXPERTS, ckpt.NON_LORA)
     assert issubclass(ckpt.CheckpointError, DyMoEError) and issubclass(DyMoEError, ValueError)
+
+
+# ----------------------------------------------------------------------------- --resume_from_checkpoint
+
+def _intermediate(path, task_id=1, deepspeed=False):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"dymoe": {"task_id": task_id, "method": "dymoe"}}))
+    for name in ("dymoe_experts.safetensors", "non_lora_trainables.bin", "trainer_state.json"):
+        (path / name).write_text("x")
+    if deepspeed:
+        (path / "global_step2").mkdir()
+    else:
+        (path / "optimizer.pt").write_text("x")
+    return path
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "no such folder"),
+    ("not_ours", "is not an intermediate DyMoE checkpoint"),
+    ("other_task", "was saved by task 2, this run is task 1"),
+    ("deepspeed_ckpt", "resume it with the same --deepspeed config"),
+    ("plain_ckpt_under_deepspeed", "was saved without DeepSpeed"),
+    ("unfinished_save", "its save did not finish"),
+])
+def test_resume_from_checkpoint_refusals(data, tmp_path, case, needle):
+    ck = tmp_path / "run" / "checkpoint-2"
+    extra = []
+    if case == "not_ours":
+        ck.mkdir(parents=True)
+        (ck / "pytorch_model.bin").write_text("x")
+    elif case == "other_task":
+        _intermediate(ck, task_id=2)
+    elif case == "deepspeed_ckpt":
+        _intermediate(ck, deepspeed=True)
+    elif case == "plain_ckpt_under_deepspeed":
+        _intermediate(ck)
+        extra = ["--deepspeed", "scripts/zero2.json"]
+    elif case == "unfinished_save":
+        _intermediate(ck)
+        (ck / "optimizer.pt").unlink()
+    before = tree_hashes(tmp_path)
+    out = tmp_path / "out"
+    res = _train(data, str(out), "--resume_from_checkpoint", str(ck), *extra, "--skip_data_check")
+    _one_line_refusal(res, "--resume_from_checkpoint", needle)
+    assert tree_hashes(tmp_path) == before and not out.exists()
 
 
 # ----------------------------------------------------------------------------- sequence flags, before loading
