@@ -20,6 +20,8 @@ import runpy
 import sys
 from typing import List, Optional, Sequence
 
+from ..errors import DyMoEError, debug_enabled, print_refusal
+
 #: Upstream generation modules the shim is tested with; any other ``llava.*`` module also runs.
 SUPPORTED = ("llava.eval.model_vqa_loader", "llava.eval.model_vqa_science", "llava.eval.model_vqa")
 USAGE = f"""usage: python -m llava_dymoe.eval MODULE [upstream arguments ...]
@@ -95,4 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ShimUsageError as exc:
         print(f"python -m llava_dymoe.eval: error: {exc}", file=sys.stderr)
         return 2
+    except DyMoEError as exc:  # a refusal of the loader (another base model, an unfinished checkpoint, ...)
+        if debug_enabled():
+            raise
+        return print_refusal(exc)
     return 0

@@ -120,9 +120,11 @@ def restrict_to_tasks(state, model_path, k, source=MAX_TASKS_ENV):
 
 def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, load_4bit=False,
                         device_map="auto", device="cuda", use_flash_attn=False, max_tasks=None, assign_rule=None,
-                        **kwargs):
+                        allow_base_mismatch=None, **kwargs):
     """Upstream's loader contract; ``max_tasks`` (or ``$DYMOE_EVAL_MAX_TASKS``) keeps the first k banks,
-    ``assign_rule`` (or ``$DYMOE_EVAL_ASSIGN_RULE``) replaces the checkpoint's token-to-bank rule."""
+    ``assign_rule`` (or ``$DYMOE_EVAL_ASSIGN_RULE``) replaces the checkpoint's token-to-bank rule.
+    ``model_base`` must be the base the checkpoint records (``base_model.py``); ``allow_base_mismatch``
+    (or ``$DYMOE_EVAL_ALLOW_BASE_MISMATCH=1``) accepts another one with a warning."""
     from transformers import AutoConfig, AutoTokenizer
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
     from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
@@ -136,6 +138,12 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
                               "need fp16/bf16/fp32 base weights); drop --load-8bit/--load-4bit")
     k, source = requested_max_tasks(max_tasks)
     state = load_task_state(model_path)
+    from .base_model import EVAL_ALLOW_ENV, check_same_base
+
+    if allow_base_mismatch is None:
+        allow_base_mismatch = os.environ.get(EVAL_ALLOW_ENV, "").strip() not in ("", "0")
+    check_same_base(model_path, model_base, allow=bool(allow_base_mismatch), what="--model-base",
+                    override=f"{EVAL_ALLOW_ENV}=1", error=CheckpointError)
     if k is not None:
         saved = state["config"].num_tasks
         state = restrict_to_tasks(state, model_path, k, source)

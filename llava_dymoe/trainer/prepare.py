@@ -41,6 +41,7 @@ class DyMoERun:
     ctx: DyMoEContext
     prev_ckpt: Optional[str] = None
     trainable: Dict[str, int] = field(default_factory=dict)
+    base_model: Optional[Dict[str, Any]] = None
 
 
 def resolve_config(args: Any, prev: Optional[Dict[str, Any]]) -> DyMoEConfig:
@@ -86,6 +87,7 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
         raise ConfigError(f"--bits {args.bits} (k-bit training) is not supported with DyMoE; use --bits 16")
     prev = ckpt.load_task_state(args.dymoe_prev_ckpt) if args.dymoe_prev_ckpt else None
     _check_sequence(args, prev)
+    base = _base_model(model, args)
     ckpt.assert_writable(args.output_dir, args.dymoe_prev_ckpt)
     cfg = resolve_config(args, prev)
     report = inject(model, cfg)
@@ -126,11 +128,26 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
         if p.requires_grad:
             trainable["experts" if "dymoe_" in name else "other"] += p.numel()
     run = DyMoERun(cfg, get_method(args.dymoe_method), args.dymoe_task_id, key, len(report), ctx,
-                   args.dymoe_prev_ckpt, trainable)
+                   args.dymoe_prev_ckpt, trainable, base)
     log.info("DyMoE task %d (%s): %d projections x %d experts/task, bank %s; trainable: %d expert + %d other "
              "parameters", run.task_id, run.method.name, run.num_modules, cfg.experts_per_task, key,
              trainable["experts"], trainable["other"])
     return run
+
+
+def _base_model(model: nn.Module, args: Any) -> Optional[Dict[str, Any]]:
+    """The base LLM's fingerprint (recorded in the checkpoint); with a previous task, the same base is required
+    (the pre-flight checked it already on the command line; a patched fork has no pre-flight)."""
+    from ..integration.base_model import TRAIN_ALLOW_FLAG, base_fingerprint, check_same_base
+
+    path = getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not path:
+        return None
+    if args.dymoe_prev_ckpt:
+        allow = bool(getattr(args, "dymoe_allow_base_mismatch", False))
+        return check_same_base(args.dymoe_prev_ckpt, path, allow=allow, what="--model_name_or_path",
+                               override=f"{TRAIN_ALLOW_FLAG} True")
+    return base_fingerprint(path)
 
 
 def zero3_enabled() -> bool:

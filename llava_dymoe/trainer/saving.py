@@ -74,7 +74,8 @@ def save_dymoe_task(trainer, output_dir: str, gather: Callable, finished: bool =
         write_task_checkpoint(output_dir, model_config=model.config, dymoe_cfg=run.cfg, method=run.method.name,
                               task_id=run.task_id, experts=experts, non_lora=non_lora,
                               run_args=run_args_record(trainer.args, run), prev_ckpt=run.prev_ckpt,
-                              extra_files=routing_stats_file(trainer) if finished else None, finished=finished)
+                              extra_files=routing_stats_file(trainer) if finished else None, finished=finished,
+                              base_model=run.base_model)
     if trainer.args.world_size > 1:
         import torch.distributed as dist
 
