@@ -85,6 +85,34 @@ def test_tag_mask_edge_cases():
         tag_mask(z, 5, 0.2)
 
 
+# rows [old, old, new, new] whose D_rel = |c_new - c_old| / max(|c_new|, |c_old|) is exactly representable
+_BOUNDARY = torch.tensor([[1.0, 0.0, 2.0, 0.0],      # D_rel = 1/2
+                          [0.75, 0.0, 1.0, 0.0],     # D_rel = 1/4
+                          [0.0, -1.0, 1.0, 0.0],     # c_old = 0: D_rel = 1
+                          [-1.0, -2.0, -0.5, -3.0]])  # negatives: D_rel = 1/2
+_BOUNDARY_D_REL = [0.5, 0.25, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("row", range(len(_BOUNDARY_D_REL)))
+def test_tag_boundary_is_strict(row, dtype):
+    """method.md §2: a token is new when D_rel > tau; D_rel == tau is ambiguous and stays with the old group
+    (a change to >= fails here), while the smallest step above tau makes it new."""
+    z = _BOUNDARY[row:row + 1].to(dtype)
+    tau = _BOUNDARY_D_REL[row]
+    from llava_dymoe.core.routing import cascade_assignment, group_scores
+
+    assert group_scores(z, 2)[2].item() == tau  # the row sits exactly on the boundary
+    assert not new_token_mask(z, 2, tau).item()
+    assert tag_mask(z, 2, tau)[0].tolist() == [True, True, False, False]
+    assert ref.use_new(z[0], 2, tau) is False
+    assert cascade_assignment(z, 2, tau).item() == 0  # the newest bank claims the token only above tau
+    below = tau * (1 - 2 ** -20)  # a step below tau that fp32 (the routing dtype of bf16/fp32 logits) resolves
+    assert new_token_mask(z, 2, below).item() and ref.use_new(z[0], 2, below) is True
+    assert tag_mask(z, 2, below)[0].tolist() == [False, False, True, True]
+    assert cascade_assignment(z, 2, below).item() == 1
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("top_k,temperature", [(1, 0.5), (3, 0.5), (6, 0.3), (9, 1.0), (4, 0.05)])
 @pytest.mark.parametrize("masked", [False, True])

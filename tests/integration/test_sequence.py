@@ -94,17 +94,51 @@ def _eval_logits(path, tiny):
         return model(input_ids=ids, images=pix).logits[0, -1]
 
 
-@pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_zero_checkpoints_load_and_match_the_plain_run(sequence, sequence_zero, tiny, stage):
-    t1z, t2z = sequence_zero[stage]
-    a, b = _experts(sequence[1]), _experts(t2z)
+#: ZeRO-3 vs the plain run, task 2's new bank B (zero at init, so B is its whole 4-step update):
+#: ||B_zero3 - B_plain|| / ||B_plain|| over all B tensors; measured 0.0014 (task 1 of the same setup).
+#: A run that trained less (or not at all) is at 1.0.
+ZERO3_REL_BOUND = 0.02
+
+
+def test_zero_old_banks_are_bit_identical_on_every_tensor(sequence_zero):
+    for stage, (t1z, t2z) in sequence_zero.items():
+        old, new = _experts(t1z), _experts(t2z)
+        assert old and set(old) < set(new)
+        unequal = [k for k in old if not torch.equal(old[k], new[k])]
+        assert not unequal, (stage, len(unequal), len(old))
+
+
+def test_zero2_reproduces_the_plain_run_bit_identically(sequence, sequence_zero):
+    for plain, zero2 in zip(sequence, sequence_zero["zero2"]):
+        a, b = _experts(plain), _experts(zero2)
+        assert set(a) == set(b)
+        unequal = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not unequal, (len(unequal), max((a[k] - b[k]).abs().max().item() for k in unequal))
+        na = torch.load(os.path.join(plain, ckpt.NON_LORA), weights_only=True)
+        nb = torch.load(os.path.join(zero2, ckpt.NON_LORA), weights_only=True)
+        assert all(torch.equal(na[k], nb[k]) for k in na)
+
+
+def test_zero3_matches_the_plain_run_within_a_fraction_of_the_update(sequence, sequence_zero):
+    a, b = _experts(sequence[1]), _experts(sequence_zero["zero3"][1])
     assert set(a) == set(b)
-    assert torch.equal(_experts(t1z)[next(iter(_experts(t1z)))], b[next(iter(_experts(t1z)))])
-    # same seed, same initial banks and projector: ZeRO-2 reproduces the plain run exactly (measured);
-    # ZeRO-3's partitioned fp32 arithmetic differs by ~2e-4 in the weights and ~1e-5 in the logits
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
-    la, lb = _eval_logits(sequence[1], tiny), _eval_logits(t2z, tiny)
-    assert la.argmax() == lb.argmax() and torch.allclose(la, lb, atol=1e-3)
+    keys = [k for k in a if k.endswith("dymoe_B.t1")]
+    update = torch.cat([a[k].flatten() for k in keys]).norm()
+    diff = torch.cat([(b[k] - a[k]).flatten() for k in keys]).norm()
+    assert update > 0 and diff / update < ZERO3_REL_BOUND, (diff / update).item()
+    # every other tensor (A, routers) within the largest single B update (ZeRO-3's partitioned fp32 arithmetic
+    # differs by ~2e-4 in the weights, measured)
+    largest = max(a[k].abs().max().item() for k in keys)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < largest
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_zero_checkpoints_load_and_give_the_plain_logits(sequence, sequence_zero, tiny, stage):
+    la, lb = _eval_logits(sequence[1], tiny), _eval_logits(sequence_zero[stage][1], tiny)
+    if stage == "zero2":
+        assert torch.equal(la, lb)
+    else:  # ~1e-5 measured
+        assert la.argmax() == lb.argmax() and torch.allclose(la, lb, atol=1e-3)
 
 
 def test_eval_shim_answers_every_question_with_the_task2_checkpoint(sequence, tiny, smoke_data, tmp_path):
@@ -125,3 +159,22 @@ def test_eval_shim_answers_every_question_with_the_task2_checkpoint(sequence, ti
     assert rows[0]["model_id"] == os.path.basename(sequence[1])
     result = score_file("exact", str(answers), smoke_data.references)
     assert result["n"] == len(questions) and not result["missing"]
+    # the same answers by direct greedy generation from the same checkpoint (no shim, no upstream eval module)
+    from PIL import Image
+    from llava.mm_utils import process_images
+    from llava_dymoe.integration.tiny_model import vicuna_prompt_ids
+
+    tok, model, processor, _ = ckpt.load_dymoe_for_eval(sequence[1], tiny.llm, "x", device="cpu", device_map="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the shim ran (OMP_NUM_THREADS=1)
+    try:
+        for question, row in zip(questions, rows):
+            image = Image.open(os.path.join(smoke_data.image_folder, question["image"])).convert("RGB")
+            pixels = process_images([image], processor, model.config).to(torch.float16)
+            with torch.inference_mode():
+                ids = model.generate(vicuna_prompt_ids(tok, question["text"]), images=pixels, image_sizes=[image.size],
+                                     do_sample=False, max_new_tokens=8, use_cache=True)
+            assert tok.batch_decode(ids, skip_special_tokens=True)[0].strip() == row["text"], question["question_id"]
+    finally:
+        torch.set_num_threads(threads)
+    assert any(row["text"] for row in rows)
