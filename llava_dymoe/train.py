@@ -54,6 +54,9 @@ def seed_from_argv(argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from llava_dymoe.integration.process_hygiene import die_with_parent_if_asked
+
+    die_with_parent_if_asked()  # started by `cli run` (or a launcher under it): end with it
     argv = list(sys.argv[1:] if argv is None else argv)
     attn, rest = split_attn_implementation(argv)
     from llava_dymoe.trainer.preflight import training_preflight

@@ -87,6 +87,9 @@ def _setup_logging() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from ..integration.process_hygiene import die_with_parent_if_asked
+
+    die_with_parent_if_asked()  # started by `cli run`: end with it (its DataLoader workers follow)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stdout if argv else sys.stderr)

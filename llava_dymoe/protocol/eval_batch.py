@@ -38,6 +38,9 @@ def job_environment(env: Optional[Dict[str, str]]) -> Iterator[None]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from llava_dymoe.integration.process_hygiene import die_with_parent_if_asked
+
+    die_with_parent_if_asked()  # started by `cli run`: end with it (its DataLoader workers follow)
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 1:
         print("usage: python -m llava_dymoe.protocol.eval_batch JOBS.json", file=sys.stderr)

@@ -28,6 +28,7 @@ import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from llava_dymoe.eval.suite import TaskSpec
+from llava_dymoe.integration import process_hygiene as hygiene
 from llava_dymoe.integration.eval_loader import MAX_TASKS_ENV
 from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, dymoe_flags, free_port, llava_train_argv,
                                                 single_rank_env)
@@ -123,22 +124,29 @@ def run_logged(cmd: Sequence[str], *, env: Mapping[str, str], log_path: str, com
     """Run ``cmd`` with ``env`` added, output appended to ``log_path``; returns its wall time in seconds.
 
     The command goes to ``commands_log`` first.  A non-zero exit raises :class:`StageFailed`
-    with the tail of the log; an interruption of the runner kills the child.
+    with the tail of the log.  The child leads its own process group and dies with the runner, even a
+    SIGKILLed one (:mod:`~llava_dymoe.integration.process_hygiene`); whatever it leaves in its group
+    (launcher ranks, DataLoader workers) is killed when it ends or when the runner is interrupted.
     """
     log_command(commands_log, label, cmd, env)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+                hygiene.DIE_WITH_PARENT_ENV: "1", **env}
     start = time.perf_counter()
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')} {label}\n$ {format_command(cmd, env)}\n")
         log.flush()
-        proc = subprocess.Popen(list(cmd), env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(list(cmd), env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=hygiene.child_setup if os.name == "posix" else None)
         try:
             rc = proc.wait()
         except BaseException:
+            hygiene.kill_group(proc.pid)
             proc.kill()
             proc.wait()
             raise
+        finally:
+            hygiene.kill_group(proc.pid)
     seconds = time.perf_counter() - start
     if rc != 0:
         with open(log_path, encoding="utf-8", errors="replace") as f:

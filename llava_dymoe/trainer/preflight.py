@@ -15,7 +15,8 @@ imports transformers or LLaVA, so a refusal comes within a second and leaves not
    (:mod:`llava_dymoe.integration.base_model`; ``--dymoe_allow_base_mismatch True`` to override);
 4. ``--resume_from_checkpoint PATH``: an intermediate DyMoE ``checkpoint-N`` of this task, saved with
    (or without) DeepSpeed as this run is (:func:`check_resumable`);
-5. the folder is claimed (``dymoe_run.json``) once all pass.
+5. the folder is locked for this process (``.dymoe_train.lock``, rank 0; a busy folder is refused) and
+   claimed (``dymoe_run.json``) once all pass.
 
 Values are read from the argv as ``HfArgumentParser`` would (``--flag value`` or ``--flag=value``,
 the last occurrence wins; a bool flag without a value is true).
@@ -241,5 +242,8 @@ def training_preflight(argv: Sequence[str]) -> List[str]:
     elif data_path:
         log.info("data check skipped (%s)", SKIP_FLAG)
     if output_dir:
+        from ..integration.process_hygiene import hold_output_lock
+
+        hold_output_lock(output_dir)  # held until this process ends: no second training in the folder
         claim_output_dir(output_dir, list(argv))
     return rest

@@ -46,7 +46,8 @@ def _experts(path):
 def _kill_and_resume(tiny, data, out, task_id, prev=None, deepspeed=None):
     rc, _ = _run(tiny, data, out, task_id, prev, deepspeed, kill_after=2)
     assert rc == 137
-    assert sorted(os.listdir(out)) == ["checkpoint-2", ckpt_claim()]  # no tmp-checkpoint-*, no final files
+    # no tmp-checkpoint-*, no final files; the training lock (a dot-file) was dropped with its holder
+    assert sorted(os.listdir(out)) == [".dymoe_train.lock", "checkpoint-2", ckpt_claim()]
     at_kill = _experts(out / "checkpoint-2")
     rc, log = _run(tiny, data, out, task_id, prev, deepspeed)
     assert rc == 0, log[-3000:]

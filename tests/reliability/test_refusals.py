@@ -11,6 +11,7 @@ import pytest
 from llava_dymoe.cli import main as cli
 from llava_dymoe.errors import DataError, DyMoEError, OutputDirError, ResultRangeError
 from llava_dymoe.integration import output_dir as od
+from llava_dymoe.integration.process_hygiene import TRAIN_LOCK
 
 from reliability_helpers import run_module, tree_hashes
 
@@ -88,7 +89,7 @@ def test_overwrite_output_dir_lets_a_foreign_folder_be_used(data, tmp_path):
             "--overwrite_output_dir", "True"]
     assert training_preflight(argv) == argv
     after = tree_hashes(out)
-    assert set(after) - set(before) == {od.CLAIM} and all(after[k] == v for k, v in before.items())
+    assert set(after) - set(before) == {od.CLAIM, TRAIN_LOCK} and all(after[k] == v for k, v in before.items())
     assert od.check_output_dir(str(out)) == "ours"  # claimed: a rerun is accepted without the flag
 
 
@@ -115,7 +116,7 @@ def test_rerun_into_a_claimed_folder_passes_the_preflight(data, tmp_path):
     training_preflight(argv)
     os.makedirs(os.path.join(out, "checkpoint-2"))  # an interrupted run of ours
     training_preflight(argv)
-    assert sorted(os.listdir(out)) == ["checkpoint-2", od.CLAIM]
+    assert sorted(os.listdir(out)) == [TRAIN_LOCK, "checkpoint-2", od.CLAIM]
 
 
 def test_output_dir_is_the_previous_task(tmp_path):
