@@ -1,7 +1,11 @@
 """Shared fixtures: one tiny LLaVA and one smoke dataset per test session (built locally, no hub)."""
 import os
+import sys
 
 import pytest
+
+# the reliability helpers (file hashes, entry-point subprocesses, refusal checks) serve every test folder
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reliability"))
 
 
 @pytest.fixture(scope="session")

@@ -12,34 +12,7 @@ import pytest
 from llava_dymoe.integration import base_model as bm
 from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.integration.llava_args import dymoe_flags, llava_train_argv
-
-
-def _hashes(root):
-    import hashlib
-
-    return {os.path.relpath(os.path.join(d, n), root): hashlib.sha256(open(os.path.join(d, n), "rb").read())
-            .hexdigest() for d, _, files in os.walk(root) for n in files}
-
-
-def _run(module, *args, env=None):
-    import subprocess
-    import sys
-
-    full = dict(os.environ)
-    full.pop("LLAVA_DYMOE_DEBUG", None)
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=full,
-                          timeout=300)
-
-
-def _one_line_refusal(res, *needles):
-    assert res.returncode == 2, res.stderr[-3000:]
-    assert "Traceback" not in res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and res.stderr.strip().splitlines()[-1] == errors[0], res.stderr[-2000:]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from reliability_helpers import one_line_refusal as _one_line_refusal, run_module as _run, tree_hashes as _hashes
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +50,7 @@ def test_continuing_on_another_base_is_refused_before_loading(sequence, tiny, ot
     t1 = sequence[0]
     before = _hashes(t1)
     out = tmp_path / "2_task_other_base"
-    res = _run("llava_dymoe.train", *_task2_argv(tiny, other_base.llm, smoke_data, t1, out))
+    res = _run("llava_dymoe.train", *_task2_argv(tiny, other_base.llm, smoke_data, t1, out), timeout=300)
     line = _one_line_refusal(res, "--model_name_or_path", "is not the base model", "--dymoe_allow_base_mismatch True")
     saved, given = bm.saved_fingerprint(t1), bm.base_fingerprint(other_base.llm)
     assert saved["weights_fingerprint"][:12] in line and given["weights_fingerprint"][:12] in line
@@ -118,7 +91,7 @@ def test_evaluating_with_another_base_is_refused(sequence, tiny, other_base, smo
     answers = tmp_path / "answers.jsonl"
     res = _run("llava_dymoe.eval", "llava.eval.model_vqa_loader", "--model-path", t2, "--model-base",
                other_base.llm, "--question-file", smoke_data.questions, "--image-folder", smoke_data.image_folder,
-               "--answers-file", answers, "--temperature", "0", "--conv-mode", "vicuna_v1")
+               "--answers-file", answers, "--temperature", "0", "--conv-mode", "vicuna_v1", timeout=300)
     _one_line_refusal(res, "--model-base", bm.EVAL_ALLOW_ENV + "=1")
     assert not answers.exists() and _hashes(t2) == before
     # the override, and a checkpoint written before fingerprints existed, load

@@ -18,10 +18,22 @@ def tree_hashes(root) -> dict:
     return out
 
 
-def run_module(module, *args, env=None):
+def run_module(module, *args, env=None, timeout=120):
     """``python -m module args`` -> CompletedProcess (text, captured)."""
     full = dict(os.environ)
     full.pop("LLAVA_DYMOE_DEBUG", None)
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          env=full, timeout=120)
+                          env=full, timeout=timeout)
+
+
+def one_line_refusal(res, *needles):
+    """Assert a refusal as the entry points print it: exit 2, no traceback, one ``error:`` line (the last one)
+    containing every needle; returns that line."""
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and res.stderr.strip().splitlines()[-1] == errors[0], res.stderr[-2000:]
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]

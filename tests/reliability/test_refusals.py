@@ -13,22 +13,12 @@ from llava_dymoe.errors import DataError, DyMoEError, OutputDirError, ResultRang
 from llava_dymoe.integration import output_dir as od
 from llava_dymoe.integration.process_hygiene import TRAIN_LOCK
 
-from reliability_helpers import run_module, tree_hashes
+from reliability_helpers import one_line_refusal as _one_line_refusal, run_module, tree_hashes
 
 
 def _train(data, out, *extra, env=None):
     return run_module("llava_dymoe.train", "--model_name_or_path", "no/such-model", "--data_path", data.train_json,
                       "--image_folder", data.image_folder, "--output_dir", out, *extra, env=env)
-
-
-def _one_line_refusal(res, *needles):
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and res.stderr.strip().splitlines()[-1] == errors[0]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def _upstream_lora_checkpoint(path):
