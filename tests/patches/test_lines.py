@@ -1,0 +1,80 @@
+"""Patch points found by the symbols of the ``llava`` in use (or a copy of it), not by its version string."""
+import os
+import shutil
+
+import pytest
+
+from llava_dymoe.patches import lines
+from llava_dymoe.patches.lines import UpstreamMismatch, scan, select_line
+
+pytestmark = pytest.mark.llava11  # holds on both upstream lines (make test-llava11)
+
+
+def test_every_patch_point_is_found_in_the_llava_in_use():
+    import transformers
+
+    report = scan()
+    assert [r.point.id for r in report.results] == [p.id for p in lines.POINTS]
+    assert all(r.status == "found" and os.path.exists(r.path) for r in report.results), report.results
+    line = report.nearest_line
+    assert line.transformers == transformers.__version__  # each line lives in its own environment
+    sel = select_line()
+    assert not sel.is_fork and sel.requires == {"llava-torch": f"=={line.llava_torch}",
+                                                "transformers": f"=={line.transformers}"}
+    assert report.train_takes_attn is line.train_takes_attn and report.builder_flash is line.builder_flash
+
+
+@pytest.fixture
+def fork(tmp_path):
+    """A writable copy of the llava package in use, as a fork checkout would be."""
+    dst = tmp_path / "fork" / "llava"
+    shutil.copytree(lines.llava_dir_in_use(), dst, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_a_copy_is_a_fork_judged_by_symbols_only(fork):
+    sel = select_line(llava_dir=str(fork.parent))  # a checkout root holding llava/ works too
+    assert sel.is_fork and sel.requires == {"transformers": f"=={sel.line.transformers}"}
+    assert sel.report.llava_dir == str(fork)
+
+
+def test_missing_patch_point_gives_one_message_with_symbol_expectation_and_file(fork):
+    _edit(fork / "train" / "train.py", "def safe_save_model_for_hf_trainer(", "def save_everything(")
+    with pytest.raises(UpstreamMismatch) as err:
+        select_line("train", llava_dir=str(fork))
+    msg = str(err.value)
+    assert "\n" not in msg
+    for part in ("patch point T3", "llava.train.train:safe_save_model_for_hf_trainer is missing",
+                 "expects safe_save_model_for_hf_trainer(trainer, output_dir)", str(fork / "train" / "train.py"),
+                 "python -m llava_dymoe.autopatch check"):
+        assert part in msg, (part, msg)
+    select_line("eval", llava_dir=str(fork))  # the eval side does not need T3
+
+
+def test_changed_signature_is_reported_with_its_line(fork):
+    _edit(fork / "model" / "builder.py", "def load_pretrained_model(model_path, model_base, model_name,",
+          "def load_pretrained_model(model_base, model_path, model_name,")
+    r = scan(str(fork)).result("E1")
+    assert r.status == "changed" and r.line and "load_pretrained_model(model_base, model_path" in r.detail
+    with pytest.raises(UpstreamMismatch, match=r"patch point E1: .* is not what llava_dymoe expects .* line \d+"):
+        select_line("eval", llava_dir=str(fork))
+
+
+def test_line_differences_are_read_from_the_source(fork):
+    report = scan(str(fork))
+    assert report.nearest_line is (lines.LINE_12 if report.train_takes_attn else lines.LINE_11)
+    assert lines.generator_takes_max_new_tokens("llava.eval.model_vqa_loader", str(fork)) is report.train_takes_attn
+    assert not lines.generator_takes_max_new_tokens("llava.eval.model_vqa", str(fork))
+    with pytest.raises(UpstreamMismatch, match="use_reentrant"):
+        lines.check_train_flags(lines.LINE_11, ["--dymoe_use_reentrant", "False"])
+    lines.check_train_flags(lines.LINE_12, ["--dymoe_use_reentrant", "False"])
+    assert lines.train_call_kwargs(lines.LINE_12, "sdpa") == {"attn_implementation": "sdpa"}
+    assert lines.train_call_kwargs(lines.LINE_11, None) == {}
+    with pytest.raises(UpstreamMismatch, match="attn_implementation sdpa"):
+        lines.train_call_kwargs(lines.LINE_11, "sdpa")
