@@ -74,21 +74,36 @@ def render(report: ScanReport, line: UpstreamLine, diff: DiffResult) -> str:
     if diff.applies is None:
         out.append(f"fork diff {name}: not tried: {diff.note}")
     elif diff.applies:
-        out.append(f"fork diff {name}: applies (dry run)" + (f"; with fuzz: {', '.join(diff.fuzzy)}"
+        out.append(f"fork diff {name}: applies (dry run)" + (f"; notes: {', '.join(diff.fuzzy)}"
                                                            if diff.fuzzy else ""))
     else:
         out.append(f"fork diff {name}: does NOT apply (dry run); failing hunks: "
-                   + (", ".join(diff.failed) or diff.note))
+                   + (", ".join(diff.failed) or diff.note) + (f"; notes: {', '.join(diff.fuzzy)}" if diff.fuzzy else ""))
     for r in report.results:
         if r.status != "found":
             out.append(f"{r.point.id}: llava_dymoe expects {r.point.expects}")
     return "\n".join(out)
 
 
+#: hunks whose change a fork may already carry, and the scan attribute that says so
+_ALREADY_THERE = {"llava/train/llava_trainer.py": ("modality_sampler_single_ok", "this llava already falls back to "
+                                                   "length grouping for single-modality data (LLaVA's later fix)")}
+
+
+def _drop_hunks_already_there(report: ScanReport, diff: DiffResult) -> None:
+    for path, (attr, why) in _ALREADY_THERE.items():
+        if getattr(report, attr) and any(f.startswith(path + " ") for f in diff.failed):
+            diff.failed = [f for f in diff.failed if not f.startswith(path + " ")]
+            diff.fuzzy.append(f"{path}: not needed, {why}")
+            diff.applies = not diff.failed
+
+
 def check(llava_dir: Optional[str] = None) -> int:
     report = scan(llava_dir)
     line = report.nearest_line
     diff = dry_run(line.diff, report.llava_dir)
+    if diff.applies is False:
+        _drop_hunks_already_there(report, diff)
     print(render(report, line, diff))
     ok = all(r.status == "found" for r in report.results) and diff.applies is not False
     return 0 if ok else 1

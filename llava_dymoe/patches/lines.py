@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DyMoEError
 from ._base import PatchTargetMissing
+
+logger = logging.getLogger("llava_dymoe.patches")
 
 REPO_PATCHES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                             "patches")
@@ -370,6 +373,8 @@ def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None) -> 
     requires = {"transformers": f"=={line.transformers}"}
     if not is_fork:
         requires = {"llava-torch": f"=={line.llava_torch}", **requires}
+    logger.info("upstream: %s by the symbols of %s%s", line.describe(), report.llava_dir,
+                " (not the installed llava-torch: a fork, judged by its symbols)" if is_fork else "")
     return Selection(line, report, requires, is_fork)
 
 
