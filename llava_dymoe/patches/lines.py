@@ -111,6 +111,10 @@ POINTS: Tuple[PatchPoint, ...] = (
                "hook patches it right after its first import)", "eval"),
 )
 POINT_BY_ID: Dict[str, PatchPoint] = {p.id: p for p in POINTS}
+#: Points the run-time patch sets cannot do without.  E2 (by-value copies) and E3 (our runner's default
+#: generator) are reported by ``autopatch check`` but do not stop the eval shim: it can wrap any eval
+#: module of the fork, and E1 alone is what it patches.
+REQUIRED: Dict[str, Tuple[str, ...]] = {"train": ("T0", "T1", "T1b", "T2", "T3"), "eval": ("E1", "E4")}
 
 
 @dataclass
@@ -361,12 +365,13 @@ def mismatch_message(r: PointResult, line: UpstreamLine) -> str:
 def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None) -> Selection:
     """The line of the ``llava`` in use and the requirements for its patch sets.
 
-    Raises :class:`UpstreamMismatch` for the first patch point of ``side`` ("train", "eval" or
-    both) that is missing or changed."""
+    Raises :class:`UpstreamMismatch` for the first ``REQUIRED`` patch point of ``side`` ("train",
+    "eval" or both) that is missing or changed."""
     report = scan(llava_dir)
     line = report.nearest_line
+    needed = [pid for sd, ids in REQUIRED.items() if side in (None, sd) for pid in ids]
     for r in report.results:
-        if (side is None or r.point.side == side) and r.status != "found":
+        if r.point.id in needed and r.status != "found":
             raise UpstreamMismatch(mismatch_message(r, line))
     installed = installed_llava_dir()
     is_fork = installed is None or installed != report.llava_dir

@@ -78,3 +78,9 @@ def test_line_differences_are_read_from_the_source(fork):
     assert lines.train_call_kwargs(lines.LINE_11, None) == {}
     with pytest.raises(UpstreamMismatch, match="attn_implementation sdpa"):
         lines.train_call_kwargs(lines.LINE_11, "sdpa")
+
+
+def test_eval_side_needs_only_the_loader(fork):
+    (fork / "eval" / "model_vqa_loader.py").unlink()  # e.g. MCITlib's SEFE has no such eval_model
+    assert scan(str(fork)).result("E3").status == "missing"
+    select_line("eval", llava_dir=str(fork))  # the shim can still wrap the fork's other eval modules
