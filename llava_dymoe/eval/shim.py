@@ -85,6 +85,8 @@ def _setup_logging() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from llava_dymoe.errors import DyMoEError, debug_enabled
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stdout if argv else sys.stderr)
@@ -93,6 +95,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         run_upstream(argv[0], argv[1:])
     except ShimUsageError as exc:
+        print(f"python -m llava_dymoe.eval: error: {exc}", file=sys.stderr)
+        return 2
+    except DyMoEError as exc:  # e.g. a fork without a patch point (patches.lines.UpstreamMismatch): one line
+        if debug_enabled():
+            raise
         print(f"python -m llava_dymoe.eval: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -84,3 +84,23 @@ def test_eval_side_needs_only_the_loader(fork):
     (fork / "eval" / "model_vqa_loader.py").unlink()  # e.g. MCITlib's SEFE has no such eval_model
     assert scan(str(fork)).result("E3").status == "missing"
     select_line("eval", llava_dir=str(fork))  # the shim can still wrap the fork's other eval modules
+
+
+def test_entry_points_refuse_a_fork_without_a_patch_point_in_one_line(fork, tiny, smoke_data, tmp_path):
+    from llava_dymoe.integration.llava_args import dymoe_flags, llava_train_argv
+    import subprocess
+    import sys
+
+    _edit(fork / "train" / "train.py", "def safe_save_model_for_hf_trainer(", "def save_everything(")
+    _edit(fork / "model" / "builder.py", "def load_pretrained_model(model_path, model_base, model_name,",
+          "def load_pretrained_model(model_base, model_path, model_name,")
+    env = {**os.environ, "PYTHONPATH": str(fork.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = llava_train_argv(tiny.llm, tiny.clip, smoke_data.train_json, smoke_data.image_folder,
+                            str(tmp_path / "out"), lora=False, extra=dymoe_flags("dymoe", 1))
+    for cmd, point in ((["-m", "llava_dymoe.train", *argv], "T3"),
+                       (["-m", "llava_dymoe.eval", "llava.eval.model_vqa_loader", "--model-path", "x"], "E1")):
+        proc = subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if "error: " in line]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+        assert f"error: patch point {point}: " in errors[0] and str(fork) in errors[0], errors[0]
+        assert "Traceback" not in proc.stderr
