@@ -1,6 +1,8 @@
 # llava-dymoe: two commands on a fresh machine.
 #   make test   - create .venv if missing, install in the verified order, run the test suite
 #   make demo   - same setup, then run the main job on the embedded default (tiny LLaVA, CPU)
+#   make setup-llava11 / make test-llava11 - the second supported upstream line (llava-torch 1.1.1,
+#                 transformers 4.31.0, the line the continual-tuning forks use) in .venv-llava11
 #   make results - (not in CI) the full study behind docs/results.md
 #
 # Install order (shared/docs/stack.md): torch first, then llava-torch WITHOUT its dependencies
@@ -20,8 +22,15 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.llava_dymoe_installed
 PYTEST_ARGS ?=
+# The 1.1 line (docs/upstream-lines.md): its own venv; pins and why in requirements/llava-torch-1.1.1.txt.
+VENV11 ?= .venv-llava11
+LLAVA11_SPEC ?= llava-torch==1.1.1
+REQ11 := requirements/llava-torch-1.1.1.txt
+PY11 := $(VENV11)/bin/python
+PIP11 := $(PY11) -m pip
+STAMP11 := $(VENV11)/.llava_dymoe_installed
 
-.PHONY: setup test test-slow demo results bench clean
+.PHONY: setup test test-slow demo results bench clean setup-llava11 test-llava11
 
 setup: $(STAMP)
 
@@ -39,6 +48,24 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
 
+# llava_dymoe goes in with --no-deps: its install_requires pin the 1.2 line (transformers 4.37.2);
+# the 1.1 line's stack comes from $(REQ11).
+setup-llava11: $(STAMP11)
+
+$(STAMP11): setup.py $(REQ11)
+	@test -x $(PY11) || $(PYTHON) -m venv $(VENV11)
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PIP11) install -q "$(TORCH_SPEC)"; \
+	 else echo "TORCH_SPEC is empty: keeping the torch already in $(VENV11)"; $(PY11) -c "import torch"; fi
+	$(PIP11) install -q --no-deps "$(LLAVA11_SPEC)"
+	$(PIP11) install -q -r $(REQ11)
+	$(PIP11) install -q --no-deps -e .
+	@touch $@
+
+# Every test marked `llava11` (tests that touch upstream code and hold on both lines, plus the 1.1 line's
+# own tests/lines/); tests of 1.2-only features skip there with the reason.
+test-llava11: $(STAMP11)
+	$(PY11) -m pytest -m "llava11 and not slow" -q $(PYTEST_ARGS)
+
 demo: $(STAMP)
 	$(PY) -m llava_dymoe.demo
 
@@ -51,4 +78,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_layer.py
 
 clean:
-	rm -rf $(VENV) demo_out results_out .pytest_cache
+	rm -rf $(VENV) $(VENV11) demo_out results_out .pytest_cache

@@ -3,6 +3,8 @@
     python -m llava_dymoe.autopatch install     # writes llava_dymoe_autopatch.pth into site-packages
     LLAVA_DYMOE=1 python -m llava.eval.model_vqa_loader --model-path CKPT --model-base BASE ...
     python -m llava_dymoe.autopatch uninstall   # removes it;  `status` tells what is in place
+    python -m llava_dymoe.autopatch check [--llava-dir PATH]   # every patch point of this llava (or a
+                                                # fork checkout) and whether our fork diff applies
 
 The ``.pth`` line (run by ``site`` at interpreter start) imports this module only when
 ``LLAVA_DYMOE=1``.  Why it stays safe: without the variable nothing is imported at all; with it,
@@ -100,10 +102,16 @@ def status(site_dir: Optional[str] = None) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llava_dymoe.autopatch",
                                 description="Install/uninstall the env-gated autopatch .pth (E4).")
-    p.add_argument("action", choices=["install", "uninstall", "status"])
+    p.add_argument("action", choices=["install", "uninstall", "status", "check"])
+    p.add_argument("--llava-dir", default=None, help="check: a llava package directory or a fork checkout "
+                   "holding llava/ (default: the llava this Python would import)")
     p.add_argument("--site-dir", default=None, help="target directory (default: this interpreter's "
                    "site-packages, %(default)s)")
     args = p.parse_args(argv)
+    if args.action == "check":
+        from llava_dymoe.patches.check import check
+
+        return check(args.llava_dir)
     path = os.path.join(args.site_dir or default_site_dir(), PTH_NAME)
     if args.action == "install":
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -63,16 +63,20 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     rest = training_preflight(rest)
     sys.argv = [sys.argv[0]] + rest  # LLaVA's train() parses sys.argv itself
+    from llava_dymoe.patches.lines import check_train_flags, select_line, train_call_kwargs
     from llava_dymoe.patches.train import train_patch_set
+
+    selection = select_line("train")  # the upstream line, by the symbols the llava in use has
+    check_train_flags(selection.line, rest)
 
     from transformers import set_seed
 
     set_seed(seed_from_argv(rest))
-    patches = train_patch_set().apply()
+    patches = train_patch_set(requires=selection.requires).apply()
     try:
         from llava.train.train import train
 
-        train(attn_implementation=attn)
+        train(**train_call_kwargs(selection.line, attn))
     finally:
         patches.revert()
 

@@ -100,8 +100,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ShimUsageError as exc:
         print(f"python -m llava_dymoe.eval: error: {exc}", file=sys.stderr)
         return 2
-    except DyMoEError as exc:  # a refusal of the loader (another base model, an unfinished checkpoint, ...)
-        if debug_enabled():
+    except DyMoEError as exc:  # a loader refusal (another base model, an unfinished checkpoint, ...) or a fork
+        if debug_enabled():  # without a patch point (patches.lines.UpstreamMismatch): one line, exit 2
             raise
         return print_refusal(exc)
     return 0

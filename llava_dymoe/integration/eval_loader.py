@@ -128,6 +128,7 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
     from transformers import AutoConfig, AutoTokenizer
     from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
     from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
+    from ..patches.lines import load_vision_tower
 
     if model_base is None:
         raise CheckpointError(f"{model_path} is a DyMoE checkpoint: it stores the experts and the projector, "
@@ -185,7 +186,7 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
     model.resize_token_embeddings(len(tokenizer))
     vision_tower = model.get_vision_tower()
     if not vision_tower.is_loaded:
-        vision_tower.load_model(device_map=device_map)
+        load_vision_tower(vision_tower, device_map)  # the line's load_model signature
     if device_map != "auto":
         vision_tower.to(device=device_map, dtype=torch.float16)
     context_len = getattr(model.config, "max_sequence_length", 2048)

@@ -115,11 +115,15 @@ def eval_patch_set(loader_replacement: Optional[Callable[[Any], Any]] = None) ->
     """E1 + E2 as a :class:`PatchSet` (not applied).
 
     ``loader_replacement`` is a factory ``original -> replacement`` (same contract as
-    ``Patch.make``) for forks or tests; the default is :func:`make_loader_wrapper`.
+    ``Patch.make``) for forks or tests; the default is :func:`make_loader_wrapper`.  The version
+    requirements are those of the line the ``llava`` in use belongs to (``lines.select_line``).
     """
+    from .lines import select_line
+
     return PatchSet("eval", [Patch(
         LOADER_TARGET, loader_replacement or make_loader_wrapper, rebind_by_value=True,
-        description="E1/E2: DyMoE checkpoints rebuilt by llava_dymoe, others deferred to upstream")])
+        description="E1/E2: DyMoE checkpoints rebuilt by llava_dymoe, others deferred to upstream")],
+        requires=select_line("eval").requires)
 
 
 def apply_eval_patches(*, remap_cpu: bool = True) -> List[PatchSet]:

@@ -1,7 +1,8 @@
 """Hooks for LLaVA forks that prefer explicit call sites to run-time patches.
 
-``patches/llava-torch-1.2.2.post1-dymoe.diff`` (a unified diff against llava-torch
-1.2.2.post1's ``llava/`` sources) calls these two functions where the patch sets would rebind
+``patches/llava-torch-1.2.2.post1-dymoe.diff`` and ``patches/llava-torch-1.1.1-dymoe.diff`` (unified
+diffs against the ``llava/`` sources of llava-torch 1.2.2.post1 and 1.1.1, one per supported line,
+docs/upstream-lines.md) call these two functions where the patch sets would rebind
 globals; both build their objects with the very same factories as ``patches/train.py`` and
 ``patches/eval.py``, so a patched fork and an unmodified LLaVA with run-time patches behave the same.
 
@@ -12,7 +13,10 @@ globals; both build their objects with the very same factories as ``patches/trai
 * ``dymoe_loader(model_path)`` -> ``load_dymoe_for_eval`` for a DyMoE checkpoint, else ``None``
   (E1), used at the top of ``llava.model.builder.load_pretrained_model``.
 
-Apply it with ``cd site-packages && patch -p1 < .../llava-torch-1.2.2.post1-dymoe.diff``.
+Apply the diff of your line with ``cd site-packages && patch -p1 < .../llava-torch-<version>-dymoe.diff``
+(``python -m llava_dymoe.autopatch check --llava-dir FORK`` dry-runs it first and names failing hunks).
+The 1.1.1 diff also carries LLaVA's later fix of ``get_modality_length_grouped_indices`` for
+single-modality data (the run-time patch set's T4).
 """
 from __future__ import annotations
 

@@ -68,8 +68,31 @@ def make_saver(original):
     return safe_save_model_for_hf_trainer
 
 
+def make_modality_sampler(original):
+    """T4 (1.1 line): llava-torch 1.1.1's ``get_modality_length_grouped_indices`` fails with
+    ``ValueError: not enough values to unpack`` when every sample has an image (or none has), as in
+    each CoIN task; later LLaVA (1.2.x, and forks such as MCITlib) fall back to plain length grouping."""
+    def get_modality_length_grouped_indices(lengths, batch_size, world_size, generator=None):
+        if all(n > 0 for n in lengths) or all(n < 0 for n in lengths):
+            from llava.train.llava_trainer import get_length_grouped_indices
+
+            return get_length_grouped_indices(lengths, batch_size, world_size, generator=generator)
+        return original(lengths, batch_size, world_size, generator=generator)
+
+    return get_modality_length_grouped_indices
+
+
 def train_patch_set(requires: Optional[dict] = None) -> PatchSet:
-    """The T1-T3 patch set (not applied; call ``.apply()`` or use it as a context manager)."""
+    """The T1-T3 patch set (not applied; call ``.apply()`` or use it as a context manager).
+
+    ``requires`` defaults to what ``lines.select_line("train")`` finds for the ``llava`` in use (the
+    line's transformers, plus its llava-torch unless the ``llava`` in use is a fork's own files); a
+    missing or changed patch point raises ``lines.UpstreamMismatch`` here, before anything is patched."""
+    from .lines import select_line
+
+    selection = select_line("train")
+    if requires is None:
+        requires = selection.requires
     patches = [
         Patch("llava.train.train:TrainingArguments", make_training_arguments_class,
               description="T1: --dymoe_* flags"),
@@ -79,5 +102,7 @@ def train_patch_set(requires: Optional[dict] = None) -> PatchSet:
         Patch("llava.train.train:safe_save_model_for_hf_trainer", make_saver,
               description="T3: ZeRO-safe DyMoE task checkpoint"),
     ]
-    kw = {} if requires is None else {"requires": requires}
-    return PatchSet("train", patches, **kw)
+    if selection.report.modality_sampler_single_ok is False:
+        patches.append(Patch("llava.train.llava_trainer:get_modality_length_grouped_indices", make_modality_sampler,
+                             description="T4: single-modality data with --group_by_modality_length (1.1.1 bug)"))
+    return PatchSet("train", patches, requires=requires)

@@ -30,14 +30,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from llava_dymoe.eval.suite import TaskSpec
 from llava_dymoe.integration import process_hygiene as hygiene
 from llava_dymoe.integration.eval_loader import MAX_TASKS_ENV
+from llava_dymoe.patches.lines import generator_takes_max_new_tokens
 from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, dymoe_flags, free_port, llava_train_argv,
                                                 single_rank_env)
 from llava_dymoe.protocol.options import RunOptions
 
 EVAL_SHIM_MODULE = "llava_dymoe.eval"
 EVAL_BATCH_MODULE = "llava_dymoe.protocol.eval_batch"
-#: upstream generators that accept --max_new_tokens (model_vqa and model_vqa_science hard-code 1024)
-TAKES_MAX_NEW_TOKENS = ("llava.eval.model_vqa_loader",)
 #: flags LLaVA's own eval scripts pass to a generator (scripts/v1_5/eval/sqa.sh)
 EXTRA_EVAL_FLAGS: Dict[str, Tuple[str, ...]] = {"llava.eval.model_vqa_science": ("--single-pred-prompt",)}
 
@@ -93,7 +92,7 @@ def eval_job(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: st
     argv = ["--model-path", checkpoint, "--model-base", opts.base, "--question-file", task.question_file,
             "--image-folder", task.image_root, "--answers-file", answers_file,
             "--temperature", repr(task.temperature), "--conv-mode", task.conv_mode]
-    if task.generator in TAKES_MAX_NEW_TOKENS:
+    if generator_takes_max_new_tokens(task.generator):  # 1.2's model_vqa_loader; 1.1.1's hard-codes 128
         argv += ["--max_new_tokens", str(opts.eval_max_new_tokens or task.max_new_tokens)]
     argv += list(EXTRA_EVAL_FLAGS.get(task.generator, ()))
     env = {} if max_tasks is None else {MAX_TASKS_ENV: str(int(max_tasks))}

@@ -1,15 +1,14 @@
 """patches/llava-torch-1.2.2.post1-dymoe.diff: applies to llava-torch 1.2.2.post1 and gives the same
 DyMoE training and loading through the patched copy, with no run-time patch applied."""
-import importlib.util
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
+from line_marks import on_line, patched_llava_copy
 from llava_dymoe.integration.llava_args import UPSTREAM_TRAIN, dymoe_flags, llava_train_argv, run_python
+
+pytestmark = on_line("1.2", "the 1.1 line's diff is tested in tests/lines/test_fork_diff_llava11.py")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIFF = os.path.join(REPO, "patches", "llava-torch-1.2.2.post1-dymoe.diff")
@@ -17,21 +16,7 @@ DIFF = os.path.join(REPO, "patches", "llava-torch-1.2.2.post1-dymoe.diff")
 
 @pytest.fixture(scope="module")
 def forked(tmp_path_factory):
-    if shutil.which("patch") is None:
-        pytest.skip("GNU patch is not installed (apt-get install patch)")
-    site = tmp_path_factory.mktemp("fork_site")
-    src = importlib.util.find_spec("llava").submodule_search_locations[0]
-    shutil.copytree(src, site / "llava", ignore=shutil.ignore_patterns("__pycache__"))
-    with open(DIFF) as f:
-        dry = subprocess.run(["patch", "-p1", "--dry-run"], stdin=f, cwd=site, capture_output=True, text=True)
-    assert dry.returncode == 0, dry.stdout + dry.stderr
-    with open(DIFF) as f:
-        real = subprocess.run(["patch", "-p1"], stdin=f, cwd=site, capture_output=True, text=True)
-    assert real.returncode == 0 and "FAILED" not in real.stdout
-    env = {"PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    where = run_python("import llava, os; print(os.path.dirname(llava.__file__))", [], env=env)
-    assert where.stdout.strip().splitlines()[-1] == str(site / "llava")
-    return env
+    return patched_llava_copy(DIFF, tmp_path_factory.mktemp("fork_site"))
 
 
 #: After upstream's train() returns: what the fork path did.  The diff's hooks make the DyMoE classes locals of

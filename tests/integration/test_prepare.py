@@ -9,6 +9,8 @@ from llava_dymoe.core import DyMoELinear, dymoe_layers
 from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.trainer.prepare import prepare_model
 
+pytestmark = pytest.mark.llava11  # holds on both upstream lines (make test-llava11)
+
 
 @pytest.fixture(scope="module")
 def args_cls():

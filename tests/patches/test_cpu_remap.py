@@ -9,7 +9,8 @@ import torch
 from llava_dymoe.patches import cpu_remap
 from llava_dymoe.patches._base import applied_patch_sets, is_ours
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the remap only acts without CUDA")
+pytestmark = [pytest.mark.skipif(torch.cuda.is_available(), reason="the remap only acts without CUDA"),
+              pytest.mark.llava11]
 _NOTHING = object()
 
 

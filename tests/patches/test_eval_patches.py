@@ -14,6 +14,8 @@ from llava_dymoe.patches import cpu_remap
 from llava_dymoe.patches.eval import HOOK_MODULE, eval_patch_set, eval_patches, make_loader_wrapper
 from llava_dymoe.patches._base import PatchError, applied_patch_sets, is_ours
 
+pytestmark = pytest.mark.llava11  # holds on both upstream lines (make test-llava11)
+
 TUPLE = ("tok", "model", "proc", 2048)
 
 

@@ -6,7 +6,10 @@ import os
 import pytest
 import torch
 
+from line_marks import on_line
 from llava_dymoe.tiny import TinySizes, build_tiny_llava, main
+
+pytestmark = pytest.mark.llava11  # holds on both upstream lines (make test-llava11)
 
 
 def _digest(path):
@@ -54,6 +57,8 @@ def test_bad_sizes_are_refused(bad):
         TinySizes(**bad)
 
 
+@on_line("1.2", "llava-torch 1.1.1's preprocess_v1 counts multi-turn rounds of a legacy=False tokenizer one token "
+                "off under transformers 4.31 ('tokenization mismatch'; see docs/upstream-lines.md)")
 def test_tokenizer_matches_llava_v1_preprocessing(tiny, capsys):
     from transformers import AutoTokenizer
     import llava.conversation as conversation_lib
