@@ -23,10 +23,22 @@ Speed: no Python loop over experts.  Per forward, contiguous frozen banks are co
 version counters and dropped by ``train()``) and each trainable bank is its own part, so weight
 gradients are only formed for trainable banks: x_a = dropout(x) A_part^T, gate on the rank dimension
 (view [N, E, r] * g[..., None]), delta = sum_parts x_a B_part^T.
+
+Exact savings (``_mix_sparse``, the default): a bank's contribution to a token whose gate weights in that
+bank are all exactly 0 is exactly 0, so it is not computed.  While training with TAG each token lives in
+one group, so the frozen banks run only on the old/ambiguous tokens and the trainable bank only on the new
+ones; at inference frozen banks no token of the batch routes to are skipped, and a bank used by few tokens
+(cascade routing, softmax underflow at T = 0.01) runs on the gathered rows of its tokens.  The maths is
+unchanged; the float results can differ from ``_mix`` in the last bits where rows are gathered (fp32: max
+relative difference ~1e-6, measured by benchmarks/bench_layer.py).  ``LLAVA_DYMOE_DENSE=1`` forces ``_mix``,
+which reproduces earlier results bit for bit.  A per-expert gathered path (tokens sorted by expert, rank-4
+GEMMs) was measured 6-12x slower than the dense banks on CPU at d = 1024, 4096 tokens, top-16 of 128, so it
+is not used (benchmarks/bench_layer.py ``--gathered``).
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -40,6 +52,25 @@ from .stats import RoutingStats
 from .transport import DyMoEContext, inject_aux
 
 _BANKS = ("dymoe_A", "dymoe_B", "dymoe_router")
+
+#: Environment switch: ``LLAVA_DYMOE_DENSE=1`` computes every bank for every token (``_mix``), the path of
+#: llava_dymoe before the exact savings, bit for bit; unset/0 = the sparse path (``_mix_sparse``).
+DENSE_ENV = "LLAVA_DYMOE_DENSE"
+#: A bank used by at most this share of a forward's tokens is computed on the gathered rows of its tokens;
+#: above it, on every row (gathering costs ~4 passes over the rows; see benchmarks/bench_layer.py).
+GATHER_MAX_SHARE = 0.75
+#: ...and only in forwards of at least this many tokens: below it the index bookkeeping costs about what it
+#: saves, and tiny batches (decoding, unit tests) keep ``_mix``'s rounding (a GEMM's per-row result depends on
+#: its row count, so gathered rows differ from ``_mix`` in the last bits).
+GATHER_MIN_TOKENS = 256
+#: A run of frozen banks is computed bank by bank (each on its own tokens) when its tokens are spread over its
+#: banks: sum of per-bank token counts <= this share of (run tokens x banks); else as one concatenated group.
+SPLIT_MAX_SHARE = 0.5
+
+
+def dense_forced() -> bool:
+    """True when ``LLAVA_DYMOE_DENSE`` is set to a value other than "", "0", "false", "no"."""
+    return os.environ.get(DENSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 class DyMoELinear(nn.Linear):
@@ -223,7 +254,10 @@ class DyMoELinear(nn.Linear):
         aux: List[Tuple[Tensor, float]] = []
         if self.training and self._dymoe_ctx is not None:
             aux = self._aux(logits, n_old, use_new)
-        y = self._mix(xf, g, parts, aux)
+        if dense_forced():
+            y = self._mix(xf, g, parts, aux)
+        else:
+            y = self._mix_sparse(xf, g, aux)
         return y.view(*x.shape[:-1], self.out_features)
 
     def _record_stats(self, logits: Tensor, g: Tensor) -> None:
@@ -257,6 +291,107 @@ class DyMoELinear(nn.Linear):
                 acc = acc.addmm_(xa, b.to(dt).t())
             offset += ne
         return acc if fused else base + acc.to(base.dtype)
+
+    def _mix_sparse(self, xf: Tensor, g: Tensor, aux: Sequence[Tuple[Tensor, float]]) -> Tensor:
+        """``_mix`` computing each bank only for the tokens that route to it (same maths, see module doc).
+
+        A token's row of bank b is skipped when all its gate weights in b are exactly 0 (outside the top-k,
+        masked away by TAG / cascade, or softmax underflow at T = 0.01): its contribution is exactly 0.
+        Groups come from ``_sparse_groups``: runs of banks used by more than ``GATHER_MAX_SHARE`` of the
+        tokens are computed over every row (as ``_mix``), the others on the gathered rows of their tokens
+        (``index_select`` in, ``addmm`` on their rows of the running sum, ``index_copy_`` out); frozen banks
+        no token uses are skipped; the trainable bank always runs (on 0 rows if need be), so its parameters
+        get a gradient (zeros) as in ``_mix``.  Results equal ``_mix``'s up to float rounding (bit for bit
+        when every group runs on every row); ``LLAVA_DYMOE_DENSE=1`` forces ``_mix``."""
+        keys = self.task_keys()
+        dt = self.dymoe_A[keys[-1]].dtype
+        base = F.linear(xf, self.weight, self.bias)
+        fused = base.dtype == dt
+        xd = self.dymoe_dropout(xf.to(dt))  # over every row: the same dropout draw as ``_mix``
+        gs = (g * self.scaling).to(dt)
+        n, r, ept = xf.shape[0], self.expert_rank, self.experts_per_task
+        used = gs.ne(0).view(n, len(keys), ept).any(2)  # [N, T]: token n has a non-zero weight in bank t
+        counts = used.sum(0).tolist()
+        acc = base if fused else None
+        injected = not aux
+        groups = self._sparse_groups(used, counts)
+        for i, (b0, b1, gather) in enumerate(groups):
+            a, b = self._group_banks(keys[b0:b1])
+            off, ne = b0 * ept, (b1 - b0) * ept
+            last = i == len(groups) - 1 and b1 == len(keys)
+            if not gather:
+                xa = (F.linear(xd, a).view(n, ne, r) * gs[:, off:off + ne, None]).view(n, ne * r)
+                if last:
+                    for term in aux:
+                        xa = inject_aux(xa, *term)
+                    injected = True
+                acc = F.linear(xa, b) if acc is None else acc.addmm_(xa, b.t())
+                continue
+            idx = (used[:, b0] if b1 - b0 == 1 else used[:, b0:b1].any(1)).nonzero().squeeze(1)
+            m = idx.shape[0]
+            xa = (F.linear(xd.index_select(0, idx), a).view(m, ne, r)
+                  * gs.narrow(1, off, ne).index_select(0, idx)[:, :, None]).view(m, ne * r)
+            if last:
+                for term in aux:
+                    xa = inject_aux(xa, *term)
+                injected = True
+            if acc is None:
+                acc = base.new_zeros(n, self.out_features, dtype=dt)
+            # the rows' running sum + their product in one addmm, the operation ``_mix`` does on every row
+            # (the last bits can differ: a GEMM's per-row result depends on its row count)
+            acc = acc.index_copy_(0, idx, torch.addmm(acc.index_select(0, idx), xa, b.t()))
+        y = base if acc is None else acc if fused else base + acc.to(base.dtype)
+        if not injected:  # the last bank was skipped (frozen, no token): the aux gradient rides on the output
+            for term in aux:
+                y = inject_aux(y, *term)
+        return y
+
+    def _sparse_groups(self, used: Tensor, counts: Sequence[int]) -> List[Tuple[int, int, bool]]:
+        """``(first bank, end bank, gather)`` groups for ``_mix_sparse`` (see ``used``/``counts`` there).
+
+        A trainable bank (grad enabled) is a group of its own and always present.  Frozen banks no token
+        uses are dropped; the others form runs of consecutive banks.  A run is split into single banks when
+        its tokens are spread over its banks (sum of the banks' token counts <= ``SPLIT_MAX_SHARE`` x run
+        tokens x banks, e.g. cascade routing, each token in one bank), else it is one group over the union of
+        its tokens.  A group is gathered when its tokens are at most ``GATHER_MAX_SHARE`` of the forward's
+        (and the forward has ``GATHER_MIN_TOKENS`` tokens or more), else it runs on every row."""
+        grad = torch.is_grad_enabled()
+        keys = self.task_keys()
+        n, nb = used.shape
+        big = n >= GATHER_MIN_TOKENS
+        dense_min = GATHER_MAX_SHARE * n if big else -1.0
+
+        def trainable(t: int) -> bool:
+            return grad and any(getattr(self, nm)[keys[t]].requires_grad for nm in _BANKS)
+
+        groups: List[Tuple[int, int, bool]] = []
+        t = 0
+        while t < nb:
+            if trainable(t):
+                groups.append((t, t + 1, counts[t] <= dense_min))
+                t += 1
+                continue
+            if counts[t] == 0:
+                t += 1
+                continue
+            s = t
+            while t < nb and counts[t] > 0 and not trainable(t):
+                t += 1
+            union = counts[s] if t - s == 1 else int(used[:, s:t].any(1).sum())
+            if big and t - s > 1 and sum(counts[s:t]) <= SPLIT_MAX_SHARE * union * (t - s):
+                groups.extend((b, b + 1, counts[b] <= dense_min) for b in range(s, t))
+            else:
+                groups.append((s, t, union <= dense_min))
+        return groups
+
+    def _group_banks(self, keys: Sequence[str]) -> Tuple[Tensor, Tensor]:
+        """(A, B) of consecutive banks: the parameters themselves for one bank, else their concatenation
+        (cached for inference as in ``_parts``, only for the run of every bank: one copy at most)."""
+        if len(keys) == 1:
+            return self.dymoe_A[keys[0]], self.dymoe_B[keys[0]]
+        whole = len(keys) == self.num_tasks
+        a, b, _ = self._frozen_cat(tuple(keys), cache=whole and not torch.is_grad_enabled() and not self.training)
+        return a, b
 
     def _parts(self) -> List[Tuple[Tensor, Tensor, Tensor, int]]:
         """(A, B, router, n_experts) per part: runs of frozen banks concatenated, trainable banks alone
