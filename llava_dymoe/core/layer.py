@@ -56,9 +56,11 @@ _BANKS = ("dymoe_A", "dymoe_B", "dymoe_router")
 #: Environment switch: ``LLAVA_DYMOE_DENSE=1`` computes every bank for every token (``_mix``), the path of
 #: llava_dymoe before the exact savings, bit for bit; unset/0 = the sparse path (``_mix_sparse``).
 DENSE_ENV = "LLAVA_DYMOE_DENSE"
-#: A bank used by at most this share of a forward's tokens is computed on the gathered rows of its tokens;
-#: above it, on every row (gathering costs ~4 passes over the rows; see benchmarks/bench_layer.py).
-GATHER_MAX_SHARE = 0.75
+#: A group of banks of total rank R used by m of a forward's n tokens runs on the gathered rows of its tokens
+#: when (n - m) * R > GATHER_ROW_COST * m, i.e. when the skipped GEMM work beats the row copies (gather in,
+#: scatter out, and their backward), which cost about GATHER_ROW_COST rank-units per gathered row on CPU
+#: (benchmarks/bench_layer.py --new-share: one rank-64 bank at half the tokens is slower gathered).
+GATHER_ROW_COST = 128
 #: ...and only in forwards of at least this many tokens: below it the index bookkeeping costs about what it
 #: saves, and tiny batches (decoding, unit tests) keep ``_mix``'s rounding (a GEMM's per-row result depends on
 #: its row count, so gathered rows differ from ``_mix`` in the last bits).
@@ -66,6 +68,30 @@ GATHER_MIN_TOKENS = 256
 #: A run of frozen banks is computed bank by bank (each on its own tokens) when its tokens are spread over its
 #: banks: sum of per-bank token counts <= this share of (run tokens x banks); else as one concatenated group.
 SPLIT_MAX_SHARE = 0.5
+
+
+class _GatherRows(torch.autograd.Function):
+    """``t.index_select(0, idx)`` for *unique* ``idx`` whose backward writes the rows back with ``index_copy_``
+    (``index_select``'s own backward accumulates with ``index_add_``, several times slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, idx: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(idx)
+        ctx.rows = t.shape[0]
+        return t.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (idx,) = ctx.saved_tensors
+        out = grad.new_zeros((ctx.rows, *grad.shape[1:]))
+        return out.index_copy_(0, idx, grad), None
+
+
+def gather_rows(t: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` (unique, int64) of ``t``; plain ``index_select`` when no gradient is needed."""
+    if torch.is_grad_enabled() and t.requires_grad:
+        return _GatherRows.apply(t, idx)
+    return t.index_select(0, idx)
 
 
 def dense_forced() -> bool:
@@ -297,9 +323,8 @@ class DyMoELinear(nn.Linear):
 
         A token's row of bank b is skipped when all its gate weights in b are exactly 0 (outside the top-k,
         masked away by TAG / cascade, or softmax underflow at T = 0.01): its contribution is exactly 0.
-        Groups come from ``_sparse_groups``: runs of banks used by more than ``GATHER_MAX_SHARE`` of the
-        tokens are computed over every row (as ``_mix``), the others on the gathered rows of their tokens
-        (``index_select`` in, ``addmm`` on their rows of the running sum, ``index_copy_`` out); frozen banks
+        Groups come from ``_sparse_groups``: groups used by most tokens are computed over every row (as
+        ``_mix``), the others on the gathered rows of their tokens (rows in, ``index_add_`` out); frozen banks
         no token uses are skipped; the trainable bank always runs (on 0 rows if need be), so its parameters
         get a gradient (zeros) as in ``_mix``.  Results equal ``_mix``'s up to float rounding (bit for bit
         when every group runs on every row); ``LLAVA_DYMOE_DENSE=1`` forces ``_mix``."""
@@ -329,17 +354,15 @@ class DyMoELinear(nn.Linear):
                 continue
             idx = (used[:, b0] if b1 - b0 == 1 else used[:, b0:b1].any(1)).nonzero().squeeze(1)
             m = idx.shape[0]
-            xa = (F.linear(xd.index_select(0, idx), a).view(m, ne, r)
-                  * gs.narrow(1, off, ne).index_select(0, idx)[:, :, None]).view(m, ne * r)
+            xa = (F.linear(gather_rows(xd, idx), a).view(m, ne, r)
+                  * gather_rows(gs.narrow(1, off, ne), idx)[:, :, None]).view(m, ne * r)
             if last:
                 for term in aux:
                     xa = inject_aux(xa, *term)
                 injected = True
             if acc is None:
                 acc = base.new_zeros(n, self.out_features, dtype=dt)
-            # the rows' running sum + their product in one addmm, the operation ``_mix`` does on every row
-            # (the last bits can differ: a GEMM's per-row result depends on its row count)
-            acc = acc.index_copy_(0, idx, torch.addmm(acc.index_select(0, idx), xa, b.t()))
+            acc = acc.index_add_(0, idx, F.linear(xa, b))  # rounding: sum then add, not addmm's fused add
         y = base if acc is None else acc if fused else base + acc.to(base.dtype)
         if not injected:  # the last bank was skipped (frozen, no token): the aux gradient rides on the output
             for term in aux:
@@ -353,13 +376,17 @@ class DyMoELinear(nn.Linear):
         uses are dropped; the others form runs of consecutive banks.  A run is split into single banks when
         its tokens are spread over its banks (sum of the banks' token counts <= ``SPLIT_MAX_SHARE`` x run
         tokens x banks, e.g. cascade routing, each token in one bank), else it is one group over the union of
-        its tokens.  A group is gathered when its tokens are at most ``GATHER_MAX_SHARE`` of the forward's
-        (and the forward has ``GATHER_MIN_TOKENS`` tokens or more), else it runs on every row."""
+        its tokens.  A group is gathered when that saves more GEMM work than the row copies cost
+        (``GATHER_ROW_COST``) and the forward has ``GATHER_MIN_TOKENS`` tokens or more, else it runs on every
+        row."""
         grad = torch.is_grad_enabled()
         keys = self.task_keys()
         n, nb = used.shape
         big = n >= GATHER_MIN_TOKENS
-        dense_min = GATHER_MAX_SHARE * n if big else -1.0
+        rank = self.bank_rank
+
+        def gather(m: int, banks: int) -> bool:
+            return big and m < n and (n - m) * banks * rank > GATHER_ROW_COST * m
 
         def trainable(t: int) -> bool:
             return grad and any(getattr(self, nm)[keys[t]].requires_grad for nm in _BANKS)
@@ -368,7 +395,7 @@ class DyMoELinear(nn.Linear):
         t = 0
         while t < nb:
             if trainable(t):
-                groups.append((t, t + 1, counts[t] <= dense_min))
+                groups.append((t, t + 1, gather(counts[t], 1)))
                 t += 1
                 continue
             if counts[t] == 0:
@@ -379,9 +406,9 @@ class DyMoELinear(nn.Linear):
                 t += 1
             union = counts[s] if t - s == 1 else int(used[:, s:t].any(1).sum())
             if big and t - s > 1 and sum(counts[s:t]) <= SPLIT_MAX_SHARE * union * (t - s):
-                groups.extend((b, b + 1, counts[b] <= dense_min) for b in range(s, t))
+                groups.extend((b, b + 1, gather(counts[b], 1)) for b in range(s, t))
             else:
-                groups.append((s, t, union <= dense_min))
+                groups.append((s, t, gather(union, t - s)))
         return groups
 
     def _group_banks(self, keys: Sequence[str]) -> Tuple[Tensor, Tensor]:

@@ -44,7 +44,7 @@ VARIANTS = {
 def gather_everything(monkeypatch):
     """Gather any bank used by fewer than all tokens, split every spread run, at any token count."""
     monkeypatch.setattr(layer_mod, "GATHER_MIN_TOKENS", 0)
-    monkeypatch.setattr(layer_mod, "GATHER_MAX_SHARE", 0.99)
+    monkeypatch.setattr(layer_mod, "GATHER_ROW_COST", 0)
     monkeypatch.setattr(layer_mod, "SPLIT_MAX_SHARE", 0.9)
 
 
@@ -150,8 +150,10 @@ def test_unused_frozen_bank_is_not_computed(monkeypatch):
 
 def test_sparse_path_groups(monkeypatch):
     """``_sparse_groups``: trainable bank alone and always present, unused frozen banks dropped, runs of
-    frozen banks merged, spread runs split, gathering only above the token floor."""
+    frozen banks merged, spread runs split, gathering only above the token floor and when the skipped rows
+    outweigh the gathered ones (GATHER_ROW_COST = the bank rank here: (n - m) * banks > m)."""
     layer = make_layer(4, 0)
+    monkeypatch.setattr(layer_mod, "GATHER_ROW_COST", layer.bank_rank)
     layer.train()
     n = 400
     used = torch.zeros(n, 4, dtype=torch.bool)
