@@ -61,6 +61,9 @@ SIZES = {
     "mid": Size("mid", 1024, 2816, 4, 16, 32000, 256, 2),
     "7b": Size("7b", 4096, 11008, 2, 32, 32000, 128, 1),
 }
+#: peft target regex: the decoder layers' projections only (LLaVA's find_all_linear_names leaves out the
+#: vision tower, whose CLIP layers also have q/k/v_proj, and the projector)
+LLM_TARGETS = r"model\.layers\.\d+\.(self_attn|mlp)\.(" + "|".join(TARGETS) + ")"
 QUICK_SIZES = ("tiny", "mid")
 METHODS = ("lora128", "lora64", "dymoe1", "dymoe4", "dymoe8")
 
@@ -105,7 +108,7 @@ def make_method(base: nn.Module, method: str, dtype: torch.dtype):
         from peft import LoraConfig, get_peft_model
         r = int(method[4:])
         model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.05, bias="none",
-                                                 target_modules=list(TARGETS), task_type="CAUSAL_LM"))
+                                                 target_modules=LLM_TARGETS, task_type="CAUSAL_LM"))
         for n, p in model.named_parameters():
             if "lora_" in n:
                 p.data = p.data.to(dtype)
