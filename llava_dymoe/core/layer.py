@@ -280,10 +280,10 @@ class DyMoELinear(nn.Linear):
         aux: List[Tuple[Tensor, float]] = []
         if self.training and self._dymoe_ctx is not None:
             aux = self._aux(logits, n_old, use_new)
-        if dense_forced():
+        if cfg.router == "none" or dense_forced():  # router "none": every bank has weight 1, nothing to skip
             y = self._mix(xf, g, parts, aux)
         else:
-            y = self._mix_sparse(xf, g, aux)
+            y = self._mix_sparse(xf, g, parts, aux)
         return y.view(*x.shape[:-1], self.out_features)
 
     def _record_stats(self, logits: Tensor, g: Tensor) -> None:
@@ -318,7 +318,7 @@ class DyMoELinear(nn.Linear):
             offset += ne
         return acc if fused else base + acc.to(base.dtype)
 
-    def _mix_sparse(self, xf: Tensor, g: Tensor, aux: Sequence[Tuple[Tensor, float]]) -> Tensor:
+    def _mix_sparse(self, xf: Tensor, g: Tensor, parts, aux: Sequence[Tuple[Tensor, float]]) -> Tensor:
         """``_mix`` computing each bank only for the tokens that route to it (same maths, see module doc).
 
         A token's row of bank b is skipped when all its gate weights in b are exactly 0 (outside the top-k,
@@ -335,13 +335,18 @@ class DyMoELinear(nn.Linear):
         xd = self.dymoe_dropout(xf.to(dt))  # over every row: the same dropout draw as ``_mix``
         gs = (g * self.scaling).to(dt)
         n, r, ept = xf.shape[0], self.expert_rank, self.experts_per_task
-        used = gs.ne(0).view(n, len(keys), ept).any(2)  # [N, T]: token n has a non-zero weight in bank t
+        # [N, T]: token n has a non-zero weight in bank t (gs >= 0: one amax pass instead of ne + any)
+        used = gs.view(n, len(keys), ept).amax(2) > 0
         counts = used.sum(0).tolist()
         acc = base if fused else None
         injected = not aux
         groups = self._sparse_groups(used, counts)
+        known, start = {}, 0  # the (A, B) the forward's ``_parts`` already built, by bank range
+        for pa, pb, _, ne in parts:
+            known[(start, start + ne // ept)] = (pa, pb)
+            start += ne // ept
         for i, (b0, b1, gather) in enumerate(groups):
-            a, b = self._group_banks(keys[b0:b1])
+            a, b = known.get((b0, b1)) or self._group_banks(keys[b0:b1])
             off, ne = b0 * ept, (b1 - b0) * ept
             last = i == len(groups) - 1 and b1 == len(keys)
             if not gather:
