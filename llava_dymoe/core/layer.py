@@ -63,6 +63,10 @@ DENSE_ENV = "LLAVA_DYMOE_DENSE"
 #: scatter out, and their backward), which cost about GATHER_ROW_COST rank-units per gathered row on CPU
 #: (benchmarks/bench_layer.py --new-share: one rank-64 bank at half the tokens is slower gathered).
 GATHER_ROW_COST = 128
+#: ...and only for groups of at least this total rank: on CPU a rank-64 GEMM on 500 gathered rows of 4096 took
+#: as long as on all 4096 rows (d = 1024), so single banks (cascade's per-bank groups, the trainable bank)
+#: never paid; a 7-bank frozen run (rank 448) on half the tokens did (fwd+bwd 0.77x of the dense path).
+GATHER_MIN_RANK = 256
 #: ...and only in forwards of at least this many tokens: below it the index bookkeeping costs about what it
 #: saves, and tiny batches (decoding, unit tests) keep ``_mix``'s rounding (a GEMM's per-row result depends on
 #: its row count, so gathered rows differ from ``_mix`` in the last bits).
@@ -395,7 +399,8 @@ class DyMoELinear(nn.Linear):
         rank = self.bank_rank
 
         def gather(m: int, banks: int) -> bool:
-            return big and m < n and (n - m) * banks * rank > GATHER_ROW_COST * m
+            return (big and m < n and banks * rank >= GATHER_MIN_RANK
+                    and (n - m) * banks * rank > GATHER_ROW_COST * m)
 
         def trainable(t: int) -> bool:
             return grad and any(getattr(self, nm)[keys[t]].requires_grad for nm in _BANKS)
@@ -414,7 +419,8 @@ class DyMoELinear(nn.Linear):
             while t < nb and counts[t] > 0 and not trainable(t):
                 t += 1
             union = counts[s] if t - s == 1 else int(used[:, s:t].any(1).sum())
-            if big and t - s > 1 and sum(counts[s:t]) <= SPLIT_MAX_SHARE * union * (t - s):
+            if (big and t - s > 1 and rank >= GATHER_MIN_RANK
+                    and sum(counts[s:t]) <= SPLIT_MAX_SHARE * union * (t - s)):
                 groups.extend((b, b + 1, gather(counts[b], 1)) for b in range(s, t))
             else:
                 groups.append((s, t, gather(union, t - s)))

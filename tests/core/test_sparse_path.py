@@ -45,6 +45,7 @@ def gather_everything(monkeypatch):
     """Gather any bank used by fewer than all tokens, split every spread run, at any token count."""
     monkeypatch.setattr(layer_mod, "GATHER_MIN_TOKENS", 0)
     monkeypatch.setattr(layer_mod, "GATHER_ROW_COST", 0)
+    monkeypatch.setattr(layer_mod, "GATHER_MIN_RANK", 0)
     monkeypatch.setattr(layer_mod, "SPLIT_MAX_SHARE", 0.9)
 
 
@@ -154,6 +155,7 @@ def test_sparse_path_groups(monkeypatch):
     outweigh the gathered ones (GATHER_ROW_COST = the bank rank here: (n - m) * banks > m)."""
     layer = make_layer(4, 0)
     monkeypatch.setattr(layer_mod, "GATHER_ROW_COST", layer.bank_rank)
+    monkeypatch.setattr(layer_mod, "GATHER_MIN_RANK", 0)
     layer.train()
     n = 400
     used = torch.zeros(n, 4, dtype=torch.bool)
@@ -197,3 +199,16 @@ def test_bf16_sparse_close_to_dense(gather_everything, monkeypatch):
     y_d = run(layer, x, True, monkeypatch)[0].float()
     y_s = run(layer, x, False, monkeypatch)[0].float()
     assert (y_s - y_d).abs().max() <= 2e-2 * y_d.abs().max()
+
+
+def test_groups_below_the_minimum_rank_are_never_gathered_or_split(monkeypatch):
+    """GATHER_MIN_RANK (default): single small banks run on every row, spread runs stay concatenated."""
+    layer = make_layer(4, 0)
+    spread = torch.zeros(400, 4, dtype=torch.bool)
+    for t in range(4):
+        spread[t * 100:(t + 1) * 100, t] = True
+    with torch.no_grad():
+        assert layer._sparse_groups(spread, spread.sum(0).tolist()) == [(0, 4, False)]
+    monkeypatch.setattr(layer_mod, "GATHER_MIN_RANK", 0)
+    with torch.no_grad():
+        assert layer._sparse_groups(spread, spread.sum(0).tolist()) == [(t, t + 1, True) for t in range(4)]
