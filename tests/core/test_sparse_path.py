@@ -210,5 +210,6 @@ def test_groups_below_the_minimum_rank_are_never_gathered_or_split(monkeypatch):
     with torch.no_grad():
         assert layer._sparse_groups(spread, spread.sum(0).tolist()) == [(0, 4, False)]
     monkeypatch.setattr(layer_mod, "GATHER_MIN_RANK", 0)
+    monkeypatch.setattr(layer_mod, "GATHER_ROW_COST", 1)
     with torch.no_grad():
         assert layer._sparse_groups(spread, spread.sum(0).tolist()) == [(t, t + 1, True) for t in range(4)]
