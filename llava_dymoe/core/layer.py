@@ -23,10 +23,24 @@ Speed: no Python loop over experts.  Per forward, contiguous frozen banks are co
 version counters and dropped by ``train()``) and each trainable bank is its own part, so weight
 gradients are only formed for trainable banks: x_a = dropout(x) A_part^T, gate on the rank dimension
 (view [N, E, r] * g[..., None]), delta = sum_parts x_a B_part^T.
+
+Exact savings (``_mix_sparse``, the default): a bank's contribution to a token whose gate weights in that
+bank are all exactly 0 is exactly 0, so it is not computed.  While training with TAG each token lives in
+one group, so the frozen banks run only on the old/ambiguous tokens and the trainable bank only on the new
+ones; at inference frozen banks no token of the batch routes to are skipped, and a bank used by few tokens
+(cascade routing, softmax underflow at T = 0.01) runs on the gathered rows of its tokens.  The maths is
+unchanged; the float results can differ from ``_mix`` in the last bits where rows are gathered (measured
+max |sparse - dense| / max |dense| over output and input gradient: fp32 <= 3e-7, bf16 3e-3, i.e. one bf16
+rounding; benchmarks/bench_layer.py "maxrel", scripts/gpu_check.py layer).  ``LLAVA_DYMOE_DENSE=1`` forces
+``_mix``, which reproduces earlier results bit for bit.  On CUDA the sparse path synchronises once per layer
+(token counts are read on the host).  A per-expert gathered path (tokens sorted by expert, rank-4
+GEMMs) was measured 6-12x slower than the dense banks on CPU at d = 1024, 4096 tokens, top-16 of 128, so it
+is not used (benchmarks/bench_layer.py ``--gathered``).
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -40,6 +54,55 @@ from .stats import RoutingStats
 from .transport import DyMoEContext, inject_aux
 
 _BANKS = ("dymoe_A", "dymoe_B", "dymoe_router")
+
+#: Environment switch: ``LLAVA_DYMOE_DENSE=1`` computes every bank for every token (``_mix``), the path of
+#: llava_dymoe before the exact savings, bit for bit; unset/0 = the sparse path (``_mix_sparse``).
+DENSE_ENV = "LLAVA_DYMOE_DENSE"
+#: A group of banks of total rank R used by m of a forward's n tokens runs on the gathered rows of its tokens
+#: when (n - m) * R > GATHER_ROW_COST * m, i.e. when the skipped GEMM work beats the row copies (gather in,
+#: scatter out, and their backward), which cost about GATHER_ROW_COST rank-units per gathered row on CPU
+#: (benchmarks/bench_layer.py --new-share: one rank-64 bank at half the tokens is slower gathered).
+GATHER_ROW_COST = 128
+#: ...and only for groups of at least this total rank: on CPU a rank-64 GEMM on 500 gathered rows of 4096 took
+#: as long as on all 4096 rows (d = 1024), so single banks (cascade's per-bank groups, the trainable bank)
+#: never paid; a 7-bank frozen run (rank 448) on half the tokens did (fwd+bwd 0.77x of the dense path).
+GATHER_MIN_RANK = 256
+#: ...and only in forwards of at least this many tokens: below it the index bookkeeping costs about what it
+#: saves, and tiny batches (decoding, unit tests) keep ``_mix``'s rounding (a GEMM's per-row result depends on
+#: its row count, so gathered rows differ from ``_mix`` in the last bits).
+GATHER_MIN_TOKENS = 256
+#: A run of frozen banks is computed bank by bank (each on its own tokens) when its tokens are spread over its
+#: banks: sum of per-bank token counts <= this share of (run tokens x banks); else as one concatenated group.
+SPLIT_MAX_SHARE = 0.5
+
+
+class _GatherRows(torch.autograd.Function):
+    """``t.index_select(0, idx)`` for *unique* ``idx`` whose backward writes the rows back with ``index_copy_``
+    (``index_select``'s own backward accumulates with ``index_add_``, several times slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor, idx: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(idx)
+        ctx.rows = t.shape[0]
+        return t.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (idx,) = ctx.saved_tensors
+        out = grad.new_zeros((ctx.rows, *grad.shape[1:]))
+        return out.index_copy_(0, idx, grad), None
+
+
+def gather_rows(t: Tensor, idx: Tensor) -> Tensor:
+    """Rows ``idx`` (unique, int64) of ``t``; plain ``index_select`` when no gradient is needed."""
+    if torch.is_grad_enabled() and t.requires_grad:
+        return _GatherRows.apply(t, idx)
+    return t.index_select(0, idx)
+
+
+def dense_forced() -> bool:
+    """True when ``LLAVA_DYMOE_DENSE`` is set to a value other than "", "0", "false", "no"."""
+    return os.environ.get(DENSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 class DyMoELinear(nn.Linear):
@@ -223,7 +286,10 @@ class DyMoELinear(nn.Linear):
         aux: List[Tuple[Tensor, float]] = []
         if self.training and self._dymoe_ctx is not None:
             aux = self._aux(logits, n_old, use_new)
-        y = self._mix(xf, g, parts, aux)
+        if cfg.router == "none" or dense_forced():  # router "none": every bank has weight 1, nothing to skip
+            y = self._mix(xf, g, parts, aux)
+        else:
+            y = self._mix_sparse(xf, g, parts, aux)
         return y.view(*x.shape[:-1], self.out_features)
 
     def _record_stats(self, logits: Tensor, g: Tensor) -> None:
@@ -257,6 +323,117 @@ class DyMoELinear(nn.Linear):
                 acc = acc.addmm_(xa, b.to(dt).t())
             offset += ne
         return acc if fused else base + acc.to(base.dtype)
+
+    def _mix_sparse(self, xf: Tensor, g: Tensor, parts, aux: Sequence[Tuple[Tensor, float]]) -> Tensor:
+        """``_mix`` computing each bank only for the tokens that route to it (same maths, see module doc).
+
+        A token's row of bank b is skipped when all its gate weights in b are exactly 0 (outside the top-k,
+        masked away by TAG / cascade, or softmax underflow at T = 0.01): its contribution is exactly 0.
+        Groups come from ``_sparse_groups``: groups used by most tokens are computed over every row (as
+        ``_mix``), the others on the gathered rows of their tokens (rows in, ``index_put_(accumulate=True)`` out); frozen banks
+        no token uses are skipped; the trainable bank always runs (on 0 rows if need be), so its parameters
+        get a gradient (zeros) as in ``_mix``.  Results equal ``_mix``'s up to float rounding (bit for bit
+        when every group runs on every row); ``LLAVA_DYMOE_DENSE=1`` forces ``_mix``."""
+        keys = self.task_keys()
+        dt = self.dymoe_A[keys[-1]].dtype
+        base = F.linear(xf, self.weight, self.bias)
+        fused = base.dtype == dt
+        xd = self.dymoe_dropout(xf.to(dt))  # over every row: the same dropout draw as ``_mix``
+        gs = (g * self.scaling).to(dt)
+        n, r, ept = xf.shape[0], self.expert_rank, self.experts_per_task
+        # [N, T]: token n has a non-zero weight in bank t (gs >= 0: one amax pass instead of ne + any)
+        used = gs.view(n, len(keys), ept).amax(2) > 0
+        counts = used.sum(0).tolist()
+        acc = base if fused else None
+        injected = not aux
+        groups = self._sparse_groups(used, counts)
+        known, start = {}, 0  # the (A, B) the forward's ``_parts`` already built, by bank range
+        for pa, pb, _, ne in parts:
+            known[(start, start + ne // ept)] = (pa, pb)
+            start += ne // ept
+        for i, (b0, b1, gather) in enumerate(groups):
+            a, b = known.get((b0, b1)) or self._group_banks(keys[b0:b1])
+            off, ne = b0 * ept, (b1 - b0) * ept
+            last = i == len(groups) - 1 and b1 == len(keys)
+            if not gather:
+                xa = (F.linear(xd, a).view(n, ne, r) * gs[:, off:off + ne, None]).view(n, ne * r)
+                if last:
+                    for term in aux:
+                        xa = inject_aux(xa, *term)
+                    injected = True
+                acc = F.linear(xa, b) if acc is None else acc.addmm_(xa, b.t())
+                continue
+            idx = (used[:, b0] if b1 - b0 == 1 else used[:, b0:b1].any(1)).nonzero().squeeze(1)
+            m = idx.shape[0]
+            xa = (F.linear(gather_rows(xd, idx), a).view(m, ne, r)
+                  * gather_rows(gs.narrow(1, off, ne), idx)[:, :, None]).view(m, ne * r)
+            if last:
+                for term in aux:
+                    xa = inject_aux(xa, *term)
+                injected = True
+            if acc is None:
+                acc = base.new_zeros(n, self.out_features, dtype=dt)
+            # rounding: product then add, not addmm's fused add.  index_put_(accumulate) rather than index_add_,
+            # which took 10x longer on CPU (a few hundred rows into [4096, 1024]: 318 ms against 32 ms)
+            acc = acc.index_put_((idx,), F.linear(xa, b), accumulate=True)
+        y = base if acc is None else acc if fused else base + acc.to(base.dtype)
+        if not injected:  # the last bank was skipped (frozen, no token): the aux gradient rides on the output
+            for term in aux:
+                y = inject_aux(y, *term)
+        return y
+
+    def _sparse_groups(self, used: Tensor, counts: Sequence[int]) -> List[Tuple[int, int, bool]]:
+        """``(first bank, end bank, gather)`` groups for ``_mix_sparse`` (see ``used``/``counts`` there).
+
+        A trainable bank (grad enabled) is a group of its own and always present.  Frozen banks no token
+        uses are dropped; the others form runs of consecutive banks.  A run is split into single banks when
+        its tokens are spread over its banks (sum of the banks' token counts <= ``SPLIT_MAX_SHARE`` x run
+        tokens x banks, e.g. cascade routing, each token in one bank), else it is one group over the union of
+        its tokens.  A group is gathered when that saves more GEMM work than the row copies cost
+        (``GATHER_ROW_COST``) and the forward has ``GATHER_MIN_TOKENS`` tokens or more, else it runs on every
+        row."""
+        grad = torch.is_grad_enabled()
+        keys = self.task_keys()
+        n, nb = used.shape
+        big = n >= GATHER_MIN_TOKENS
+        rank = self.bank_rank
+
+        def gather(m: int, banks: int) -> bool:
+            return (big and m < n and banks * rank >= GATHER_MIN_RANK
+                    and (n - m) * banks * rank > GATHER_ROW_COST * m)
+
+        def trainable(t: int) -> bool:
+            return grad and any(getattr(self, nm)[keys[t]].requires_grad for nm in _BANKS)
+
+        groups: List[Tuple[int, int, bool]] = []
+        t = 0
+        while t < nb:
+            if trainable(t):
+                groups.append((t, t + 1, gather(counts[t], 1)))
+                t += 1
+                continue
+            if counts[t] == 0:
+                t += 1
+                continue
+            s = t
+            while t < nb and counts[t] > 0 and not trainable(t):
+                t += 1
+            union = counts[s] if t - s == 1 else int(used[:, s:t].any(1).sum())
+            if (big and t - s > 1 and rank >= GATHER_MIN_RANK
+                    and sum(counts[s:t]) <= SPLIT_MAX_SHARE * union * (t - s)):
+                groups.extend((b, b + 1, gather(counts[b], 1)) for b in range(s, t))
+            else:
+                groups.append((s, t, gather(union, t - s)))
+        return groups
+
+    def _group_banks(self, keys: Sequence[str]) -> Tuple[Tensor, Tensor]:
+        """(A, B) of consecutive banks: the parameters themselves for one bank, else their concatenation
+        (cached for inference as in ``_parts``, only for the run of every bank: one copy at most)."""
+        if len(keys) == 1:
+            return self.dymoe_A[keys[0]], self.dymoe_B[keys[0]]
+        whole = len(keys) == self.num_tasks
+        a, b, _ = self._frozen_cat(tuple(keys), cache=whole and not torch.is_grad_enabled() and not self.training)
+        return a, b
 
     def _parts(self) -> List[Tuple[Tensor, Tensor, Tensor, int]]:
         """(A, B, router, n_experts) per part: runs of frozen banks concatenated, trainable banks alone
