@@ -37,20 +37,13 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from llava_dymoe.eval.scorers import SCORERS, parse_letter
+from llava_dymoe.eval.scorers import _text as _pred  # the clean profile's prediction check, shared
 
 #: clean-profile scorer standing beside each coin scorer (used for ``clean_scorer`` defaults and docs)
 CLEAN_EQUIVALENT: Dict[str, str] = {
     "coin_sqa": "sqa_letter", "coin_textvqa": "vqa_soft", "coin_imagenet": "contains", "coin_gqa": "exact",
     "coin_vizwiz": "exact", "coin_grounding": "grounding_iou", "coin_vqav2": "vqa_soft", "coin_ocrvqa": "exact",
 }
-
-
-def _pred(prediction: Any) -> str:
-    if prediction is None:
-        return ""
-    if not isinstance(prediction, str):
-        raise TypeError(f"a prediction must be a string, got {type(prediction).__name__}: {prediction!r}")
-    return prediction
 
 
 def _single(reference: Any, scorer: str) -> str:

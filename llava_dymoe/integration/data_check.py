@@ -26,7 +26,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .data_report import DataReport, Problem
 
@@ -162,6 +162,41 @@ def check_images(images: Dict[str, List[int]], image_folder: Optional[str], path
 
 
 # ----------------------------------------------------------------------------- files
+SampleCheck = Callable[[Dict[str, Any], int, bool, List[Problem]], None]
+
+
+def _check_file(path: str, jsonl: bool, check_sample: SampleCheck, id_keys: Tuple[str, ...], ids_are_errors: bool,
+                image_folder: Optional[str], workers: int, decode_images: bool,
+                extra: Optional[Callable[[List[Any]], List[Problem]]] = None) -> DataReport:
+    """The walk both file kinds share: read, per-sample checks (``check_sample(sample, index, with_image,
+    found)`` after the object and image-field checks), ids, images, ``extra(records)``; problems sorted by
+    sample index (stable: a sample's problems keep their order)."""
+    t0 = time.perf_counter()
+    report = DataReport(files=[path])
+    records, problems = read_records(path, jsonl=jsonl)
+    report.problems += problems
+    if records is None:
+        report.seconds = time.perf_counter() - t0
+        return report
+    report.samples = len(records)
+    images: Dict[str, List[int]] = {}
+    found: List[Problem] = []
+    for i, sample in enumerate(records):
+        if not isinstance(sample, dict):
+            found.append(Problem("not an object", path, i, f"a {type(sample).__name__}"))
+            continue
+        with_image = _check_image_field(sample, path, i, found, images)
+        check_sample(sample, i, with_image, found)
+    found += _check_ids(records, path, id_keys, severity_error=ids_are_errors)
+    found += check_images(images, image_folder, path, workers, decode_images)
+    if extra is not None:
+        found += extra(records)
+    report.problems += sorted(found, key=lambda p: (p.index if p.index is not None else -1))
+    report.images = len(images)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
 def check_training_data(data_path: str, image_folder: Optional[str], *, tokenizer: Optional[str] = None,
                         model_max_length: Optional[int] = None, image_tokens: Optional[int] = None,
                         workers: int = 8, decode_images: bool = False) -> DataReport:
@@ -169,36 +204,22 @@ def check_training_data(data_path: str, image_folder: Optional[str], *, tokenize
 
     With ``tokenizer`` (a path or hub id) and ``model_max_length``, also the rough length pass
     (:mod:`.data_lengths`)."""
-    t0 = time.perf_counter()
-    report = DataReport(files=[data_path])
-    records, problems = read_records(data_path)
-    report.problems += problems
-    if records is None:
-        report.seconds = time.perf_counter() - t0
-        return report
-    report.samples = len(records)
-    images: Dict[str, List[int]] = {}
-    sample_problems: List[Problem] = []
-    for i, sample in enumerate(records):
-        if not isinstance(sample, dict):
-            sample_problems.append(Problem("not an object", data_path, i, f"a {type(sample).__name__}"))
-            continue
-        with_image = _check_image_field(sample, data_path, i, sample_problems, images)
+    def conversations(sample: Dict[str, Any], i: int, with_image: bool, found: List[Problem]) -> None:
         bad, token = _conversation_problem(sample.get("conversations"), with_image)
         if bad:
-            sample_problems.append(Problem("bad conversations", data_path, i, bad))
+            found.append(Problem("bad conversations", data_path, i, bad))
         if token:
-            sample_problems.append(Problem("image token", data_path, i, token))
-    sample_problems += _check_ids(records, data_path, ("id",), severity_error=False)
-    sample_problems += check_images(images, image_folder, data_path, workers, decode_images)
-    if tokenizer and model_max_length:
-        from .data_lengths import check_lengths
+            found.append(Problem("image token", data_path, i, token))
 
-        sample_problems += check_lengths(records, data_path, tokenizer, model_max_length, image_tokens)
-    report.problems += sorted(sample_problems, key=lambda p: (p.index if p.index is not None else -1))
-    report.images = len(images)
-    report.seconds = time.perf_counter() - t0
-    return report
+    lengths = None
+    if tokenizer and model_max_length:
+        def lengths(records: List[Any]) -> List[Problem]:
+            from .data_lengths import check_lengths
+
+            return check_lengths(records, data_path, tokenizer, model_max_length, image_tokens)
+
+    return _check_file(data_path, False, conversations, ("id",), False, image_folder, workers,
+                       decode_images, lengths)
 
 
 def question_text(sample: Dict[str, Any], science: bool) -> Any:
@@ -216,14 +237,15 @@ def check_question_file(path: str, image_folder: Optional[str], question_format:
     """Every problem of an upstream eval question file: ``"jsonl"`` (``model_vqa_loader`` /
     ``model_vqa``: ``{question_id, image, text}`` lines) or ``"science_json"`` (``model_vqa_science``:
     a JSON list of ``{id, image?, conversations}``)."""
-    t0 = time.perf_counter()
     science = question_format == "science_json"
-    report = DataReport(files=[path])
-    records, problems = read_records(path, jsonl=not science)
-    report.problems += problems
-    if records is None:
-        report.seconds = time.perf_counter() - t0
-        return report
+
+    def question(sample: Dict[str, Any], i: int, with_image: bool, found: List[Problem]) -> None:
+        text = question_text(sample, science)
+        if not isinstance(text, str) or not text.strip():
+            found.append(Problem("bad question", path, i, "no question text"))
+
+    return _check_file(path, not science, question, ("id",) if science else ("question_id",), True, image_folder,
+                       workers, decode_images)
     report.samples = len(records)
     images: Dict[str, List[int]] = {}
     found: List[Problem] = []
