@@ -68,7 +68,8 @@ def kill_group(pid: int) -> None:
         pass
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of a launcher world (``RANK`` unset: a single process, so yes)."""
     try:
         return int(os.environ.get("RANK", "0")) == 0
     except ValueError:
@@ -79,7 +80,7 @@ def hold_output_lock(output_dir: str) -> Optional[TextIO]:
     """Hold ``<output_dir>/.dymoe_train.lock`` until this process ends (rank 0 only; creates the folder).
 
     Raises :class:`OutputDirError` when another live process holds it; this process may ask again."""
-    if not _is_rank_zero():
+    if not is_rank_zero():
         return None
     path = os.path.realpath(os.path.join(output_dir, TRAIN_LOCK))
     for held in _HELD:

@@ -232,14 +232,18 @@ def training_preflight(argv: Sequence[str]) -> List[str]:
                         "name are replaced)", output_dir)
     check_sequence_flags(rest)
     check_resume_flag(rest)
+    from ..integration.process_hygiene import is_rank_zero
+
     data_path = argv_value(rest, "data_path") or None
-    if data_path and not skip_data:
+    # rank 0 checks for the whole world (its refusal ends the launcher's ranks); N ranks re-reading every
+    # image of a CoIN-sized set would only repeat the same work and print the same report N times
+    if data_path and not skip_data and is_rank_zero():
         report = check_training_data(data_path, argv_value(rest, "image_folder") or None)
         report.raise_if_failed(SKIP_FLAG)
         log.info("%s", report.summary())
         if report.warnings:
             log.warning("%s", report.format())
-    elif data_path:
+    elif data_path and skip_data:
         log.info("data check skipped (%s)", SKIP_FLAG)
     if output_dir:
         from ..integration.process_hygiene import hold_output_lock

@@ -282,6 +282,18 @@ def test_skip_data_check_flag(data, tmp_path):
         assert rest == _train_argv(data, out)  # our flag never reaches LLaVA's parser
 
 
+def test_data_check_runs_on_rank_zero_only(data, tmp_path, monkeypatch):
+    """Under a launcher world rank 0 checks for everyone (its refusal ends the others); rank 1 does not repeat it."""
+    from llava_dymoe.trainer.preflight import training_preflight
+
+    open(data.train_json, "w").write("[")
+    monkeypatch.setenv("RANK", "1")
+    assert training_preflight(_train_argv(data, str(tmp_path / "r1"))) == _train_argv(data, str(tmp_path / "r1"))
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(Exception, match="invalid JSON"):
+        training_preflight(_train_argv(data, str(tmp_path / "r0")))
+
+
 # ----------------------------------------------------------------------------- automatic: cli run
 def _suite(tmp_path):
     path = tmp_path / "suite.yaml"
