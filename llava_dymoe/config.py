@@ -105,6 +105,17 @@ class DyMoEConfig:
                                      "router_init_batches training batches run before the first step, so the "
                                      "task's tokens are recognisable from step 0.")
     router_init_batches: int = _f(4, "Training batches read for router_init='centroids' (unused otherwise).")
+    router_train: bool = _f(True, "Whether the new bank's router rows are trained (method.md §1.5: they are). False "
+                                  "(beyond the paper; needs router_init='centroids'): the rows stay the centroids "
+                                  "of the task's inputs they were set to, so the bank's region of the input space "
+                                  "is fixed by its own task's tokens and cannot grow toward earlier tasks' tokens "
+                                  "while the task trains; only the experts (A, B) learn.")
+    router_refresh: bool = _f(False, "Beyond the paper (needs router_init='centroids'): at the end of the task the new "
+                                     "bank's router rows are re-centred on router_init_batches batches of the task's "
+                                     "inputs as the trained model computes them (k-means started from the current "
+                                     "rows, so each row keeps its experts). The rows were set before the task "
+                                     "trained, from inputs the task's own bank then changed; later banks' rows are "
+                                     "set from inputs that pass through it. False = the rows are left as trained.")
     tag_gap: str = _f("similarity", "How TAG's D_rel measures the gap between the best new and best old score. "
                                     "'similarity': |c_new - c_old| / max(|c_new|, |c_old|) (method.md §2). "
                                     "'distance' (beyond the paper): the same gap over the larger cosine distance "
@@ -151,7 +162,7 @@ class DyMoEConfig:
         _check_real("lora_dropout", self.lora_dropout)
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout!r}")
-        for name in ("use_tag", "expand"):
+        for name in ("use_tag", "expand", "router_train", "router_refresh"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.router not in ROUTERS:
@@ -170,6 +181,13 @@ class DyMoEConfig:
         if self.router_init == "centroids" and self.router != "cosine":
             raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
                              f"it needs --dymoe_router cosine, got {self.router!r}")
+        if self.router_refresh and self.router_init != "centroids":
+            raise ValueError("router_refresh=True re-centres rows that were set from the task's inputs: add "
+                             "--dymoe_router_init centroids (or keep --dymoe_router_refresh False)")
+        if not self.router_train and self.router_init != "centroids":
+            raise ValueError("router_train=False keeps the new router rows at their initialisation, which only means "
+                             "something for rows set from the task's inputs: add --dymoe_router_init centroids (or "
+                             "keep --dymoe_router_train True)")
         if self.router == "none":
             routed = [n for n in ("use_tag", "c_exc", "c_spe", "c_aux") if getattr(self, n)]
             if routed:

@@ -25,11 +25,14 @@ def _unit(x: Tensor) -> Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
 
 
-def spherical_kmeans(x: Tensor, k: int, iters: int = 20, generator: Optional[torch.Generator] = None) -> Tensor:
+def spherical_kmeans(x: Tensor, k: int, iters: int = 20, generator: Optional[torch.Generator] = None,
+                     init: Optional[Tensor] = None) -> Tensor:
     """``k`` unit centroids ``[k, d]`` (fp32, fp64 stays fp64) of the tokens ``x`` ``[N, d]``.
 
     Needs ``N >= 1``; with fewer distinct tokens than ``k`` some centroids repeat (each still a token's
-    direction).  Stops early when no assignment changes.
+    direction).  Stops early when no assignment changes.  ``init`` (``[k, d]``, any norms): start from these
+    directions instead of k-means++ seeding, so centroid j stays the cluster row j started as (used to
+    re-centre rows that experts were already trained behind).
     """
     if x.dim() != 2 or x.shape[0] < 1:
         raise ValueError(f"spherical_kmeans: x must be [N >= 1, d], got {tuple(x.shape)}")
@@ -38,6 +41,10 @@ def spherical_kmeans(x: Tensor, k: int, iters: int = 20, generator: Optional[tor
     dt = torch.promote_types(x.dtype, torch.float32)
     u = _unit(x.to(dt))
     n = u.shape[0]
+    if init is not None:
+        if init.dim() != 2 or tuple(init.shape) != (k, u.shape[1]):
+            raise ValueError(f"spherical_kmeans: init must be [{k}, {u.shape[1]}], got {tuple(init.shape)}")
+        return _lloyd(u, _unit(init.to(device=u.device, dtype=dt)), k, iters)
     # k-means++ seeding on 1 - cos
     first = int(torch.randint(n, (1,), generator=generator, device="cpu"))
     cent = [u[first]]
@@ -51,7 +58,11 @@ def spherical_kmeans(x: Tensor, k: int, iters: int = 20, generator: Optional[tor
             idx = int(torch.multinomial(probs, 1, generator=generator))
         cent.append(u[idx])
         dist = torch.minimum(dist, (1.0 - u @ u[idx]).clamp_min(0.0))
-    m = torch.stack(cent)
+    return _lloyd(u, torch.stack(cent), k, iters)
+
+
+def _lloyd(u: Tensor, m: Tensor, k: int, iters: int) -> Tensor:
+    """Lloyd iterations on unit tokens ``u`` from unit centroids ``m`` (empty clusters re-seeded)."""
     assign = None
     for _ in range(max(1, iters)):
         sim = u @ m.t()

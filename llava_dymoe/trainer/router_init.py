@@ -82,14 +82,35 @@ def init_router_from_data(model: nn.Module, key: str, dataset, collator, batch_s
 
     Returns a summary: layers initialised, tokens per layer (min), mean cosine of a token to its centroid.
     """
+    return _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=False)
+
+
+def refresh_router_from_data(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int,
+                             seed: int, ctx=None) -> Dict[str, float]:
+    """``router_refresh`` (beyond the paper): re-centre bank ``key``'s rows on the task's inputs *through the
+    trained model* (every bank in place), k-means started from the current rows so row j stays the cluster its
+    experts were trained behind.
+
+    Why: the rows were set before the task trained, from inputs that the task's own bank then changed (deeper
+    projections see the outputs of earlier ones); a later task's rows are set from inputs that pass through this
+    bank.  Re-centring at the end of the task measures every bank's rows on the same footing: its task's tokens
+    as the finished model computes them.  Summary as ``init_router_from_data`` plus ``moved``: the share of
+    tokens whose best row changed, and ``fit_before`` (mean token-row cosine before re-centring).
+    """
+    return _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=True)
+
+
+def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int, seed: int, ctx,
+              refresh: bool) -> Dict[str, float]:
+    what = "router_refresh" if refresh else "router_init='centroids'"
     if dataset is None or len(dataset) == 0:
-        raise ValueError("router_init='centroids' needs the task's training set; none was given to the trainer")
+        raise ValueError(f"{what} needs the task's training set; none was given to the trainer")
     gen = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(len(dataset), generator=gen).tolist()
     batches = [collator([dataset[i] for i in order[s:s + batch_size]])
                for s in range(0, min(len(order), batch_size * n_batches), batch_size)]
     layers = dict(dymoe_layers(model))
-    banks = [_Bank(layer, key) for layer in layers.values()]
+    banks = [] if refresh else [_Bank(layer, key) for layer in layers.values()]
     was_training = model.training
     model.eval()
     try:
@@ -98,22 +119,49 @@ def init_router_from_data(model: nn.Module, key: str, dataset, collator, batch_s
         for bank in banks:
             bank.restore()
         model.train(was_training)
-    fits, counts = [], []
+    fits, before, moved, counts = [], [], [], []
     for name, layer in layers.items():
         x = inputs.get(name)
         if x is None or x.shape[0] == 0:
-            raise RuntimeError(f"router_init='centroids': layer {name} saw no valid token in {len(batches)} batches")
+            raise RuntimeError(f"{what}: layer {name} saw no valid token in {len(batches)} batches")
         router = layer.dymoe_router[key]
-        cent = spherical_kmeans(x, router.shape[0], generator=gen)
+        u = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        if refresh:
+            old = router.detach().float().to(u.device)
+            old = old / old.norm(dim=1, keepdim=True).clamp_min(1e-6)
+            sim_old = u @ old.t()
+            cent = spherical_kmeans(x, router.shape[0], init=old)
+        else:
+            cent = spherical_kmeans(x, router.shape[0], generator=gen)
         norms = router.detach().float().norm(dim=1, keepdim=True)
         with torch.no_grad():
-            router.copy_((cent * norms.to(cent.device)).to(router.dtype))
-        u = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        fits.append(float((u @ cent.t()).amax(dim=1).mean()))
+            router.copy_((cent * norms.to(cent.device)).to(device=router.device, dtype=router.dtype))
+        sim = u @ cent.t()
+        fits.append(float(sim.amax(dim=1).mean()))
+        if refresh:
+            before.append(float(sim_old.amax(dim=1).mean()))
+            moved.append(float((sim_old.argmax(dim=1) != sim.argmax(dim=1)).float().mean()))
         counts.append(x.shape[0])
+    _broadcast_rows(layers.values(), key)
     summary = {"layers": len(layers), "batches": len(batches), "min_tokens": min(counts),
                "mean_fit": sum(fits) / len(fits)}
-    log.info("router_init=centroids: bank %s of %d layers from %d batches (>= %d tokens per layer; mean cosine "
-             "token-centroid %.3f)", key, summary["layers"], summary["batches"], summary["min_tokens"],
-             summary["mean_fit"])
+    if refresh:
+        summary.update(fit_before=sum(before) / len(before), moved=sum(moved) / len(moved))
+        log.info("router_refresh: bank %s of %d layers from %d batches; mean cosine token-row %.3f -> %.3f, "
+                 "%.1f %% of tokens changed their best row", key, summary["layers"], summary["batches"],
+                 summary["fit_before"], summary["mean_fit"], 100 * summary["moved"])
+    else:
+        log.info("router_init=centroids: bank %s of %d layers from %d batches (>= %d tokens per layer; mean "
+                 "cosine token-centroid %.3f)", key, summary["layers"], summary["batches"], summary["min_tokens"],
+                 summary["mean_fit"])
     return summary
+
+
+def _broadcast_rows(layers, key: str) -> None:
+    """Every rank computed the rows from the same batches; rank 0's copy wins so that ranks can never differ
+    (GPU kernels need not be bitwise deterministic)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for layer in layers:
+            dist.broadcast(layer.dymoe_router[key].data, src=0)

@@ -53,6 +53,8 @@ def routing_stats_file(trainer) -> Dict[str, str]:
                             for name, ph in zip(PHASES, phases)}
     if getattr(trainer, "dymoe_router_init", None) is not None:
         record["router_init"] = trainer.dymoe_router_init
+    if getattr(trainer, "dymoe_router_refresh", None) is not None:
+        record["router_refresh"] = trainer.dymoe_router_refresh
     return {ROUTING_STATS: json.dumps(record, indent=1, sort_keys=True)}
 
 

@@ -26,7 +26,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, Optional
 
-from ..core import RoutingStats, attach_stats, rsr_schedule
+from ..core import RoutingStats, attach_stats, dymoe_layers, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
 from ..integration.token_kinds import training_token_kinds
@@ -54,9 +54,13 @@ class DyMoETrainerMixin:
             self.dymoe = prepare_model(model, args, pretrain_adapter_given=self._dymoe_pretrain_adapter_given())
         self._dymoe_step_stats = self._dymoe_task_stats = None
         self._dymoe_phase_stats = []
-        self.dymoe_router_init = None
+        self.dymoe_router_init = self.dymoe_router_refresh = None
+        self._dymoe_data = {k: kwargs.get(k) for k in ("train_dataset", "data_collator")}
         if self.dymoe is not None and self.dymoe.cfg.router_init == "centroids" and self.dymoe.cfg.expand:
             self.dymoe_router_init = _centroid_init(model, args, self.dymoe, kwargs)
+            if not self.dymoe.cfg.router_train:  # the rows stay the centroids (before the optimizer exists)
+                for _, layer in dymoe_layers(model):
+                    layer.dymoe_router[self.dymoe.task_key].requires_grad_(False)
         if self.dymoe is not None and getattr(args, "dymoe_log_routing", False):
             self._dymoe_step_stats = RoutingStats(active=False)  # recorded only inside the forward window
             self._dymoe_task_stats = RoutingStats()
@@ -134,7 +138,11 @@ class DyMoETrainerMixin:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         resume_from_checkpoint = resume_target(self.args, resume_from_checkpoint)
         with _deepspeed_resume(self.is_deepspeed_enabled, self.dymoe.task_id):
-            return super().train(resume_from_checkpoint, *args, **kwargs)
+            out = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self.dymoe.cfg.router_refresh and self.dymoe.cfg.expand:  # before LLaVA's train() saves the task
+            self.dymoe_router_refresh = _centroid_init(self.model, self.args, self.dymoe, self._dymoe_data,
+                                                       refresh=True)
+        return out
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """``checkpoint-N``: the task checkpoint's files without the completion marker (every bank and router,
@@ -238,10 +246,11 @@ def _deepspeed_resume(enabled: bool, task_id: int):
         hf_trainer.deepspeed_load_checkpoint = original
 
 
-def _centroid_init(model, args, run: DyMoERun, kwargs) -> Dict[str, float]:
-    """``router_init="centroids"``: the new bank's router rows from the task's own inputs (router_init.py)."""
+def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: bool = False) -> Dict[str, float]:
+    """``router_init="centroids"``: the new bank's router rows from the task's own inputs (router_init.py);
+    ``refresh``: ``router_refresh``, the same rows re-centred through the trained model at the end of the task."""
     from .prepare import zero3_enabled
-    from .router_init import init_router_from_data
+    from .router_init import init_router_from_data, refresh_router_from_data
 
     if zero3_enabled():
         raise ValueError("--dymoe_router_init centroids runs a calibration forward before DeepSpeed starts, which "
@@ -250,10 +259,10 @@ def _centroid_init(model, args, run: DyMoERun, kwargs) -> Dict[str, float]:
     device = getattr(args, "device", None)
     if device is not None and getattr(device, "type", "cpu") != "cpu":
         model.to(device)
-    return init_router_from_data(model, run.task_key, kwargs.get("train_dataset"), kwargs.get("data_collator"),
-                                 batch_size=max(1, int(args.per_device_train_batch_size)),
-                                 n_batches=run.cfg.router_init_batches,
-                                 seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)
+    fit = refresh_router_from_data if refresh else init_router_from_data
+    return fit(model, run.task_key, kwargs.get("train_dataset"), kwargs.get("data_collator"),
+               batch_size=max(1, int(args.per_device_train_batch_size)), n_batches=run.cfg.router_init_batches,
+               seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)
 
 
 def make_dymoe_trainer(base: type, pretrain_adapter_given: Callable[[], bool] = lambda: False) -> type:

@@ -216,6 +216,10 @@ def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
     (dict(router_init_batches=0), "router_init_batches must be >= 1"),
     (dict(tag_gap="angle"), "tag_gap must be one of"),
     (dict(tag_gap="distance", router_scale=0.0), "needs --dymoe_router cosine with --dymoe_router_scale > 0"),
+    (dict(router_train=False), "add --dymoe_router_init centroids"),
+    (dict(router_refresh=True), "add --dymoe_router_init centroids"),
+    (dict(router_train="no", router_init="centroids"), "router_train must be a bool"),
+    (dict(router_refresh=1, router_init="centroids"), "router_refresh must be a bool"),
 ])
 def test_variant_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -241,6 +245,24 @@ def test_spherical_kmeans_centroid_is_the_normalised_mean_of_its_tokens():
     want = {tuple(torch.nn.functional.normalize(x[i] + x[j], dim=0).round(decimals=5).tolist())
             for i, j in ((0, 1), (2, 3))}
     assert {tuple(r.round(decimals=5).tolist()) for r in m} == want
+
+
+def test_spherical_kmeans_from_given_rows_keeps_row_identity_and_is_lloyd_from_there():
+    """``init``: no seeding; row j ends on the cluster it started nearest to (the experts behind it stay
+    meaningful), and the result is a fixed point: each row is the normalised mean of the tokens it wins."""
+    g = torch.Generator().manual_seed(3)
+    dirs = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=1)
+    x = torch.cat([d + 0.1 * torch.randn(40, 8, generator=g) for d in dirs])
+    start = dirs[[2, 0, 1]] + 0.3 * torch.randn(3, 8, generator=g)  # rows in another order, off their clusters
+    m = spherical_kmeans(x, 3, init=start * 5.0)  # the norms of the given rows do not matter
+    assert (m @ dirs[[2, 0, 1]].t()).diagonal().min() > 0.99
+    u = torch.nn.functional.normalize(x, dim=1)
+    win = (u @ m.t()).argmax(dim=1)
+    for j in range(3):
+        assert torch.allclose(m[j], torch.nn.functional.normalize(u[win == j].sum(0), dim=0), atol=1e-6)
+    assert torch.equal(m, spherical_kmeans(x, 3, init=start))
+    with pytest.raises(ValueError, match=r"init must be \[3, 8\]"):
+        spherical_kmeans(x, 3, init=start[:2])
 
 
 def test_spherical_kmeans_more_clusters_than_tokens_and_errors():
@@ -271,6 +293,8 @@ def test_every_variant_recipe_trains_only_the_new_bank(method):
             rows.copy_(spherical_kmeans(x, rows.shape[0], generator=torch.Generator().manual_seed(0)) * rows.norm(dim=-1, keepdim=True))
     old = {n: getattr(layer, n)["t0"].detach().clone() for n in ("dymoe_A", "dymoe_B", "dymoe_router")}
     new = {n: getattr(layer, n)["t1"].detach().clone() for n in ("dymoe_A", "dymoe_B", "dymoe_router")}
+    if not cfg.router_train:  # as the trainer does once the rows are set
+        layer.dymoe_router["t1"].requires_grad_(False)
     trainable = [p for p in layer.parameters() if p.requires_grad]
     opt = torch.optim.SGD(trainable, lr=0.1)
     attach_context(layer, DyMoEContext(rho=1.0, num_modules=1))
@@ -282,4 +306,6 @@ def test_every_variant_recipe_trains_only_the_new_bank(method):
     attach_context(layer, None)
     for n, v in old.items():
         assert torch.equal(getattr(layer, n)["t0"], v), f"{method}: {n}.t0 changed"
-    assert all(not torch.equal(getattr(layer, n)["t1"], v) for n, v in new.items()), method
+    fixed = set() if cfg.router_train else {"dymoe_router"}
+    assert all(not torch.equal(getattr(layer, n)["t1"], v) for n, v in new.items() if n not in fixed), method
+    assert all(torch.equal(getattr(layer, n)["t1"], new[n]) for n in fixed), method

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from llava_dymoe.core import DyMoELinear, dymoe_layers
+from llava_dymoe.core.centroids import spherical_kmeans
 from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.methods import VARIANTS, get_method
 
@@ -119,6 +120,50 @@ def test_centroid_init_is_a_kmeans_fixed_point_of_the_tasks_inputs(tiny, smoke_d
         for j in assign.unique().tolist():  # each row points at the mean direction of the tokens it wins
             mean_dir = torch.nn.functional.normalize(u[assign == j].sum(0), dim=0)
             assert float(mean_dir @ m[j]) > 0.999, (name, j)
+
+
+def test_router_refresh_recentres_the_rows_on_the_trained_models_inputs(tiny, smoke_data, sequence, tmp_path):
+    """``router_refresh``: after the task, the new rows are spherical k-means of the task's inputs *with the
+    trained bank in place* (not set aside), started from the rows as trained (row j keeps its cluster); the norms
+    are kept, nothing else changes and the global RNG stream is untouched."""
+    from llava_dymoe.trainer.prepare import prepare_model
+    from llava_dymoe.trainer.router_init import collect_inputs, init_router_from_data, refresh_router_from_data
+
+    model, data = _model_and_data(tiny, smoke_data)
+    args = _args(tmp_path / "t2", dymoe_task_id=2, dymoe_prev_ckpt=sequence[0], dymoe_router_init="centroids",
+                 dymoe_router_train=False, dymoe_router_refresh=True)
+    run = prepare_model(model, args)
+    assert run.cfg.router_refresh and not run.cfg.router_train
+    kw = dict(batch_size=4, n_batches=2, seed=11, ctx=run.ctx)
+    init_router_from_data(model, run.task_key, data["train_dataset"], data["data_collator"], **kw)
+    with torch.no_grad():  # stand-in for training: a non-zero new bank changes what deeper projections see
+        g = torch.Generator().manual_seed(5)
+        for _, layer in dymoe_layers(model):
+            layer.dymoe_B["t1"].copy_(torch.randn(layer.dymoe_B["t1"].shape, generator=g) * 0.2)
+    # the inputs the refresh sees: the same batches through the model as trained (collected before the rows move,
+    # since deeper projections' inputs depend on the earlier rows)
+    gen = torch.Generator().manual_seed(11)
+    order = torch.randperm(len(data["train_dataset"]), generator=gen).tolist()
+    batches = [data["data_collator"]([data["train_dataset"][i] for i in order[s:s + 4]]) for s in (0, 4)]
+    model.eval()
+    inputs = collect_inputs(model, batches, run.ctx, torch.Generator().manual_seed(0), max_tokens=10 ** 9)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rng = torch.get_rng_state()
+    summary = refresh_router_from_data(model, run.task_key, data["train_dataset"], data["data_collator"], **kw)
+    assert torch.equal(torch.get_rng_state(), rng)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= {n for n in before if n.endswith("dymoe_router.t1")}
+    assert 0.0 <= summary["moved"] <= 1.0 and summary["mean_fit"] >= summary["fit_before"] - 1e-6
+    deep = 0
+    for name, layer in dymoe_layers(model):
+        rows = layer.dymoe_router["t1"].detach()
+        old = before[f"{name}.dymoe_router.t1"]
+        assert torch.allclose(rows.norm(dim=1), old.norm(dim=1), rtol=1e-5)
+        # the same Lloyd iterations from the old rows, on the inputs collected independently with the bank in place
+        want = spherical_kmeans(inputs[name], rows.shape[0], init=old)
+        assert torch.allclose(torch.nn.functional.normalize(rows, dim=1), want, atol=1e-5), name
+        deep += int(not torch.equal(rows, old))
+    assert deep >= len(dict(dymoe_layers(model))) // 2  # the trained bank moved most projections' inputs
 
 
 def test_centroid_init_under_zero3_is_refused_with_the_alternative(monkeypatch):
