@@ -67,6 +67,8 @@ def findings(metrics: Mapping[str, Mapping[str, float]]) -> str:
         m = metrics[name]
         return (f"only {name} has metrics: MFN {fmt(m.get('mfn'), 1)}, BWT {fmt(m.get('bwt'), 1)}, "
                 f"MFT {fmt(m.get('mft'), 1)}; there is no other method to compare with.")
+    if max(mfn.values()) == min(mfn.values()):
+        return f"every method ends at MFN {fmt(max(mfn.values()), 1)}, so no method stands out on this run."
     if max(mfn.values()) - min(mfn.values()) < CLOSE:
         return (f"the methods end within {CLOSE:g} points of each other on MFN "
                 f"({fmt(min(mfn.values()), 1)} to {fmt(max(mfn.values()), 1)}), so no method stands out on this run.")
