@@ -9,7 +9,13 @@
    beyond the paper, docs/beyond-the-paper.md), side by side (train each task, evaluate all tasks seen so far with
    the upstream eval modules, accuracy matrix, MFN/MAA/BWT, heatmap; resumable); each run's log is
    ``runs/<method>.log``;
-4. ``cli report``: the comparison table (printed) and ``comparison.png``, under one output folder.
+4. ``cli report``: the comparison table (printed) and ``comparison.png``, under one output folder;
+5. a verdict: MFN / BWT / MFT per method, one sentence on what they show and what they cannot, the
+   heatmaps and the report.
+
+Expected upstream warnings of the in-process base stage (the "weights not used" list of the vision
+tower when the base is reloaded for its evaluation) are one line each on the console and whole in
+``upstream_warnings.log``; unexpected ones are shown as they come.
 
 ``--quick`` is the reduced mode CI runs (fewer steps and questions; same pipeline).
 ``--smoke`` keeps the foundation smoke run (upstream LoRA train + reload + answers).
@@ -25,7 +31,9 @@ import os
 import sys
 import time
 
+from llava_dymoe.eval.verdict import verdict
 from llava_dymoe.integration.llava_args import UPSTREAM_TRAIN, llava_train_argv, run_python
+from llava_dymoe.integration.upstream_warnings import collapse_expected
 from llava_dymoe.smoke_data import write_smoke_dataset
 from llava_dymoe.study.plan import TINY_DYMOE_ARGS, TINY_TRAIN_ARGS, Experiment, Profile
 from llava_dymoe.tiny import build_tiny_llava
@@ -108,6 +116,8 @@ FULL = Profile("demo", base_steps=1000, task_steps=120, n_train=600, n_test=30, 
 QUICK = Profile("quick", base_steps=30, task_steps=4, n_train=24, n_test=4, seeds=(0,), train_args=TINY_TRAIN_ARGS,
                 dymoe_args=TINY_DYMOE_ARGS)
 METHODS = ("dymoe", "incmoelora", "dymoe_plus")
+#: the full text of the upstream warnings of the in-process stages (the console shows one line per kind)
+UPSTREAM_LOG = "upstream_warnings.log"
 
 
 def continual_main(argv=None) -> int:
@@ -127,7 +137,8 @@ def continual_main(argv=None) -> int:
     t0 = time.time()
     plan = [Experiment("demo", m, m) for m in METHODS]
     print(f"[1/3] base model ({profile.base_steps} steps, cached) and the synthetic suite", flush=True)
-    bases, suite = prepare(out, profile, plan, log=lambda m: print("  " + m, flush=True))
+    with collapse_expected(os.path.join(out, UPSTREAM_LOG)):
+        bases, suite = prepare(out, profile, plan, log=lambda m: print("  " + m, flush=True))
     print(f"[2/3] {', '.join(METHODS[:-1])} and {METHODS[-1]} (beyond the paper) on {len(suite.tasks)} tasks, {profile.task_steps} steps each, "
           f"{args.jobs} runs at a time (logs: {os.path.join(out, 'runs', '<method>.log')})", flush=True)
     jobs = make_jobs(out, profile, plan, bases, suite, folder=lambda e, s: os.path.join(out, "runs", e.method))
@@ -139,9 +150,30 @@ def continual_main(argv=None) -> int:
     print("[3/3] comparison report", flush=True)
     runs = [j.out_dir for j in jobs]
     rc = cli(["report", *runs, "--output-dir", out])
-    print(f"\ndemo finished in {time.time() - t0:.0f} s; per-run reports: {', '.join(runs)}; comparison: "
-          f"{os.path.join(out, 'report.md')}")
+    print(f"\ndemo finished in {time.time() - t0:.0f} s; per-run reports: {', '.join(runs)}", flush=True)
+    print("\n" + demo_verdict(out, profile, args.seed, [(j.experiment.method, j.out_dir) for j in jobs],
+                              n_tasks=len(suite.tasks)))
     return rc
+
+
+def demo_verdict(out: str, profile: Profile, seed: int, runs, n_tasks: int) -> str:
+    """The demo's ending (``eval.verdict``): ``runs`` is ``[(method, run folder)]`` in display order."""
+    metrics = {}
+    for method, folder in runs:
+        path = os.path.join(folder, "metrics.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                metrics[method] = json.load(f)
+        else:
+            metrics[method] = {}
+    caveat = (f"a tiny synthetic LLaVA trained on CPU, {n_tasks} toy tasks of {profile.n_test} test questions, "
+              f"one seed ({seed}): not CoIN numbers nor the paper's claim, and gaps of a few points can be "
+              "seed noise (the multi-seed study is `make results`, docs/results.md).")
+    if profile.name == QUICK.name:
+        caveat = (f"--quick trains {profile.task_steps} steps per task, so these numbers only show that the "
+                  "pipeline runs; and in any case " + caveat)
+    return verdict(metrics, caveat, heatmaps={m: os.path.join(f, "matrix.png") for m, f in runs},
+                   report=f"{os.path.join(out, 'report.md')} (plot: {os.path.join(out, 'comparison.png')})")
 
 
 def main(argv=None) -> int:

@@ -5,10 +5,10 @@ Public API (method.md §1–§3, §8):
 - routing:   ``cosine_logits``, ``tag_mask``, ``new_token_mask``, ``gate``
 - losses:    ``exclusivity_loss``, ``specialization_loss``, ``rsr_losses``, ``new_expert_balance_loss``,
              ``orthogonality_loss`` (O-LoRA baseline), ``masked_mean``
-- layer:     ``DyMoELinear``, ``dymoe_layers``, ``attach_context``
+- layer:     ``DyMoELinear``, ``dymoe_layers``, ``attach_context``, ``attach_stats``
 - transport: ``DyMoEContext``, ``AuxCollector``, ``AuxLossInjector``, ``inject_aux``
 - schedule:  ``rsr_schedule``
-- stats:     ``RoutingStats``, ``attach_stats`` (routing statistics on demand, off by default)
+- stats:     ``RoutingStats`` (routing statistics on demand, off by default; ``attach_stats`` turns them on)
 
 Trainer usage (one context for the whole model; works with and without gradient checkpointing, reentrant
 or not, and under ZeRO-3, because the aux gradient rides on each layer's output)::
@@ -27,12 +27,12 @@ or not, and under ZeRO-3, because the aux gradient rides on each layer's output)
     stats = ctx.collector.summary(expected=n_layers)   # detached means, for logging only
     return out.loss                               # do NOT add the aux terms: their gradient is injected
 """
-from .layer import DyMoELinear, attach_context, dymoe_layers
+from .layer import DyMoELinear, attach_context, attach_stats, dymoe_layers
 from .losses import (exclusivity_loss, masked_mean, new_expert_balance_loss, orthogonality_loss, rsr_losses,
                      specialization_loss)
 from .routing import cosine_logits, gate, new_token_mask, tag_mask
 from .schedule import rsr_schedule
-from .stats import RoutingStats, attach_stats
+from .stats import RoutingStats
 from .transport import AuxCollector, AuxLossInjector, DyMoEContext, inject_aux
 
 __all__ = [

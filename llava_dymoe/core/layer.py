@@ -114,7 +114,7 @@ class DyMoELinear(nn.Linear):
     """
 
     adapter_layer_names = _BANKS
-    _dymoe_stats: Optional[RoutingStats] = None  # set by ``stats.attach_stats``; None = no statistics
+    _dymoe_stats: Optional[RoutingStats] = None  # set by ``attach_stats`` below; None = no statistics
     _dymoe_stats_name = ""
 
     def __init__(self, base: nn.Linear, cfg: DyMoEConfig):
@@ -541,5 +541,15 @@ def attach_context(model: nn.Module, ctx: Optional[DyMoEContext]) -> int:
     n = 0
     for _, layer in dymoe_layers(model):
         layer._dymoe_ctx = ctx
+        n += 1
+    return n
+
+
+def attach_stats(model: nn.Module, stats: Optional[RoutingStats]) -> int:
+    """Make every DyMoE layer of ``model`` record into ``stats`` (None detaches); returns the layer count."""
+    n = 0
+    for name, layer in dymoe_layers(model):
+        layer._dymoe_stats = stats
+        layer._dymoe_stats_name = name
         n += 1
     return n

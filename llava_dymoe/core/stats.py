@@ -13,7 +13,7 @@ of every forward it sees:
 * the same counts and bank masses split by token kind when the layer's ``DyMoEContext`` carries an
   int ``token_kind`` mask ``[B, S]`` (``KIND_NAMES``: 0 image, 1 instruction, 2 answer; < 0 ignored).
 
-Collection is off by default: a layer only records when ``attach_stats`` gave it a ``RoutingStats``
+Collection is off by default: a layer only records when ``layer.attach_stats`` gave it a ``RoutingStats``
 (the layer's forward checks one attribute).  ``stats.active`` (or the ``window()`` context) pauses
 recording, e.g. so that the recompute pass of gradient checkpointing is not counted twice.
 Sums stay on the logits' device in fp64 (no host sync per forward); ``summary()`` converts them.
@@ -26,7 +26,7 @@ import contextlib
 from typing import Dict, Iterator, List, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .routing import group_scores
 
@@ -221,14 +221,3 @@ def _mean_over(rows, keys) -> Dict[str, float]:
             out[key] = sum(vals) / len(vals)
     return out
 
-
-def attach_stats(model: nn.Module, stats: Optional[RoutingStats]) -> int:
-    """Make every DyMoE layer of ``model`` record into ``stats`` (None detaches); returns the layer count."""
-    from .layer import dymoe_layers
-
-    n = 0
-    for name, layer in dymoe_layers(model):
-        layer._dymoe_stats = stats
-        layer._dymoe_stats_name = name
-        n += 1
-    return n

@@ -48,7 +48,7 @@ class Probe:
     """A checkpoint loaded for routing diagnostics (see module docstring)."""
 
     def __init__(self, ckpt: str, model_base: str):
-        from ..integration.checkpoint import load_dymoe_for_eval
+        from ..integration.eval_loader import load_dymoe_for_eval
 
         if not os.path.isdir(ckpt):
             raise FileNotFoundError(f"checkpoint directory {ckpt} does not exist")

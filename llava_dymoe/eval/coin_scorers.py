@@ -36,8 +36,8 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from llava_dymoe.eval.scorers import SCORERS, parse_letter
-from llava_dymoe.eval.scorers import _text as _pred  # the clean profile's prediction check, shared
+from llava_dymoe.eval.scorer_registry import SCORERS, parse_letter
+from llava_dymoe.eval.scorer_registry import prediction_text as _pred  # the clean profile's prediction check, shared
 
 #: clean-profile scorer standing beside each coin scorer (used for ``clean_scorer`` defaults and docs)
 CLEAN_EQUIVALENT: Dict[str, str] = {

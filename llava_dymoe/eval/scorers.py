@@ -58,63 +58,24 @@ Deliberate differences from CoIN's scripts (all in the direction of a cleaner pr
   no image size is needed.  Boxes with ``x2 <= x1`` or ``y2 <= y1`` score 0.
 
 These are the **clean** profile.  The **coin** profile (:mod:`llava_dymoe.eval.coin_scorers`,
-scorers ``coin_sqa`` .. ``coin_ocrvqa``, registered here too) reproduces CoIN's per-sample
+scorers ``coin_sqa`` .. ``coin_ocrvqa``, in the same ``SCORERS``) reproduces CoIN's per-sample
 rules exactly, quirks included; ``docs/scoring.md`` lists every difference with an example.
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+from llava_dymoe.eval import coin_scorers  # noqa: F401  (the coin profile registers its scorers in SCORERS)
 from llava_dymoe.eval.io import read_records
+# the registry lives below both profiles; SCORERS, get, names and GROUNDING_SCORERS stay importable from here
+from llava_dymoe.eval.scorer_registry import GROUNDING_SCORERS, SCORERS, Scorer, get, names, parse_letter  # noqa: F401
+from llava_dymoe.eval.scorer_registry import prediction_text as _text
 from llava_dymoe.eval.vqa_norm import soft_accuracy
-from llava_dymoe.registry import Registry
-
-Scorer = Callable[[str, Any], float]
-SCORERS: "Registry[Scorer]" = Registry("scorer")
-
-
-#: scorers whose reference is a box: ``convert-coin`` stores ``answer_bbox`` parsed for them
-GROUNDING_SCORERS = frozenset({"grounding_iou", "coin_grounding"})
-
-
-def get(name: str) -> Scorer:
-    """The scorer registered as ``name``; ``KeyError`` lists the known names."""
-    return SCORERS.get(name)
-
-
-def names() -> List[str]:
-    return SCORERS.names()
-
-
-def _text(prediction: Any) -> str:
-    if prediction is None:
-        return ""
-    if not isinstance(prediction, str):
-        raise TypeError(f"a prediction must be a string, got {type(prediction).__name__}: {prediction!r}")
-    return prediction
 
 
 # ----------------------------------------------------------------------------- sqa_letter
-_ANSWER_IS = re.compile(r"The answer is ([A-Z])\.")
-_SINGLE_CHAR_WORD = re.compile(r"\b(\w)\b")
-
-
-def parse_letter(text: str) -> Optional[str]:
-    """The option letter in ``text`` by the four ``sqa_letter`` rules, or ``None``."""
-    text = _text(text).strip()
-    if len(text) == 1 and "A" <= text <= "Z":
-        return text
-    if len(text) >= 3 and "A" <= text[0] <= "Z" and text[1:3] == ". ":
-        return text[0]
-    m = _ANSWER_IS.search(text)
-    if m:
-        return m.group(1)
-    m = _SINGLE_CHAR_WORD.search(text)
-    return m.group(1).upper() if m else None
-
-
 @SCORERS.register("sqa_letter")
 def sqa_letter(prediction: str, reference: Any) -> float:
     """1.0 if the parsed option letter equals the reference letter (or 0-based index)."""
@@ -295,7 +256,3 @@ def score_file(
         "extra": extra,
         "per_question": per_question,
     }
-
-
-# The ``coin`` profile (CoIN's own per-sample rules) registers its scorers in SCORERS too.
-from llava_dymoe.eval import coin_scorers  # noqa: E402,F401  (registration side effect)

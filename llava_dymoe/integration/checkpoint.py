@@ -206,9 +206,3 @@ def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConf
     os.replace(tmp, os.path.join(output_dir, MARKER))
     return output_dir
 
-
-def load_dymoe_for_eval(model_path, model_base, model_name, **kwargs):
-    """Upstream ``load_pretrained_model`` contract for DyMoE checkpoints (see ``eval_loader``)."""
-    from .eval_loader import load_dymoe_for_eval as _load
-
-    return _load(model_path, model_base, model_name, **kwargs)

@@ -34,7 +34,8 @@ import os
 
 import torch
 
-from .checkpoint import CheckpointError, load_non_lora, load_task_state
+# is_dymoe_checkpoint is re-exported: with load_dymoe_for_eval it is the hook pair patch E1 reads from this module
+from .checkpoint import CheckpointError, is_dymoe_checkpoint, load_non_lora, load_task_state  # noqa: F401
 from .inject import inject, load_bank_state, num_tasks
 
 log = logging.getLogger("llava_dymoe.eval")

@@ -3,10 +3,10 @@
 E1 wraps ``llava.model.builder.load_pretrained_model``.  Upstream routes by substrings of the
 model name and would send a DyMoE directory to its LoRA branch, which merges adapters into the
 base weights; a token-routed MoE cannot be merged.  The wrapper therefore asks
-``llava_dymoe.integration.checkpoint.is_dymoe_checkpoint(model_path)`` first (decided by the
-checkpoint's config content, not its name) and, if so, returns
-``load_dymoe_for_eval(model_path, model_base, model_name, **kwargs)``: the same 4-tuple as
-upstream.  Everything else goes to the original, unchanged.
+``is_dymoe_checkpoint(model_path)`` first (decided by the checkpoint's config content, not its
+name) and, if so, returns ``load_dymoe_for_eval(model_path, model_base, model_name, **kwargs)``:
+the same 4-tuple as upstream.  Both come from ``llava_dymoe.integration.eval_loader``.
+Everything else goes to the original, unchanged.
 
 E2 (``rebind_by_value``): ``llava.eval.*`` and ``llava.serve.*`` do ``from llava.model.builder
 import load_pretrained_model``; copies in modules that are already imported are rebound too.
@@ -32,7 +32,7 @@ from ._base import Patch, PatchError, PatchSet
 logger = logging.getLogger("llava_dymoe.patches")
 
 LOADER_TARGET = "llava.model.builder:load_pretrained_model"
-HOOK_MODULE = "llava_dymoe.integration.checkpoint"
+HOOK_MODULE = "llava_dymoe.integration.eval_loader"
 
 
 def _config_has_dymoe(model_path: str) -> bool:
@@ -53,7 +53,7 @@ def _hooks():
     model.
     """
     try:
-        checkpoint = importlib.import_module(HOOK_MODULE)
+        hooks = importlib.import_module(HOOK_MODULE)
     except ModuleNotFoundError as exc:
         if exc.name != HOOK_MODULE:
             raise
@@ -63,7 +63,7 @@ def _hooks():
                              f"{HOOK_MODULE} is not importable, so it cannot be rebuilt. Reinstall "
                              "llava-dymoe (pip install -e .) from a complete checkout.")
         return _config_has_dymoe, missing_loader
-    return checkpoint.is_dymoe_checkpoint, checkpoint.load_dymoe_for_eval
+    return hooks.is_dymoe_checkpoint, hooks.load_dymoe_for_eval
 
 
 def _cuda_options_to_cpu(options: dict) -> None:

@@ -34,6 +34,7 @@ def train_hooks(model_arguments: type, training_arguments: type, trainer: type,
 
 
 def dymoe_loader(model_path: str) -> Optional[Callable]:
-    from ..integration.checkpoint import is_dymoe_checkpoint, load_dymoe_for_eval
+    from ..integration.checkpoint import is_dymoe_checkpoint
+    from ..integration.eval_loader import load_dymoe_for_eval
 
     return load_dymoe_for_eval if is_dymoe_checkpoint(model_path) else None

@@ -8,7 +8,7 @@ import platform
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from .numbers import fmt_ms, mean_std, paired_gap  # noqa: F401 (re-exported)
+from .numbers import fmt_ms, mean_std, paired_gap
 from .plan import DEFAULT_WIDTH, Experiment, Profile
 
 METRICS = ("mfn", "maa", "bwt", "mft")

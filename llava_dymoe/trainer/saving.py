@@ -26,6 +26,8 @@ from .prepare import run_args_record
 
 #: Per-layer routing summary written into the checkpoint with ``--dymoe_log_routing True``.
 ROUTING_STATS = "routing_stats.json"
+#: Thirds of a task's steps over which ``routing_stats.json`` also sums the routing statistics.
+PHASES = ("start", "middle", "end")
 
 
 def non_expert_state(model, gather: Callable) -> Dict[str, Tensor]:
@@ -47,8 +49,6 @@ def routing_stats_file(trainer) -> Dict[str, str]:
               "layer_mean": stats.layer_mean(), "by_kind": stats.layer_mean_by_kind(), "layers": stats.summary()}
     phases = getattr(trainer, "_dymoe_phase_stats", None) or []
     if phases:  # the same statistics over the first, second and last third of the task's steps
-        from .trainer import PHASES
-
         record["phases"] = {name: {"layer_mean": ph.layer_mean(), "by_kind": ph.layer_mean_by_kind()}
                             for name, ph in zip(PHASES, phases)}
     if getattr(trainer, "dymoe_router_init", None) is not None:

@@ -29,12 +29,11 @@ from typing import Any, Callable, Dict, Optional
 from ..core import RoutingStats, attach_stats, dymoe_layers, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
+from .saving import PHASES
 from ..integration.token_kinds import training_token_kinds
 
 log = logging.getLogger("llava_dymoe.trainer")
 
-#: Thirds of a task's steps over which ``routing_stats.json`` also sums the routing statistics.
-PHASES = ("start", "middle", "end")
 #: ``RoutingStats.layer_mean`` keys -> trainer log keys (``dymoe/<key>``).
 _ROUTING_KEYS = {"frac_new": "frac_new", "frac_old": "frac_old", "frac_ambiguous": "frac_ambiguous",
                  "mean_g_new": "g_new"}

@@ -11,6 +11,7 @@ import pytest
 
 from llava_dymoe.integration import base_model as bm
 from llava_dymoe.integration import checkpoint as ckpt
+from llava_dymoe.integration.eval_loader import load_dymoe_for_eval
 from llava_dymoe.integration.llava_args import dymoe_flags, llava_train_argv
 from reliability_helpers import one_line_refusal as _one_line_refusal, run_module as _run, tree_hashes as _hashes
 
@@ -84,7 +85,7 @@ def test_evaluating_with_another_base_is_refused(sequence, tiny, other_base, smo
     t2 = sequence[1]
     before = _hashes(t2)
     with pytest.raises(ckpt.CheckpointError, match="--model-base .* is not the base model") as err:
-        ckpt.load_dymoe_for_eval(t2, other_base.llm, "x", device="cpu", device_map="cpu")
+        load_dymoe_for_eval(t2, other_base.llm, "x", device="cpu", device_map="cpu")
     assert bm.saved_fingerprint(t2)["weights_fingerprint"][:12] in str(err.value)
     assert bm.base_fingerprint(other_base.llm)["weights_fingerprint"][:12] in str(err.value)
     # through the eval shim: one line, exit 2, no answers file
@@ -95,6 +96,6 @@ def test_evaluating_with_another_base_is_refused(sequence, tiny, other_base, smo
     _one_line_refusal(res, "--model-base", bm.EVAL_ALLOW_ENV + "=1")
     assert not answers.exists() and _hashes(t2) == before
     # the override, and a checkpoint written before fingerprints existed, load
-    ckpt.load_dymoe_for_eval(t2, other_base.llm, "x", device="cpu", device_map="cpu", allow_base_mismatch=True)
+    load_dymoe_for_eval(t2, other_base.llm, "x", device="cpu", device_map="cpu", allow_base_mismatch=True)
     old = _without_fingerprint(t2, tmp_path / "old_t2")
-    ckpt.load_dymoe_for_eval(str(old), other_base.llm, "x", device="cpu", device_map="cpu")
+    load_dymoe_for_eval(str(old), other_base.llm, "x", device="cpu", device_map="cpu")

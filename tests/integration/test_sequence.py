@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from llava_dymoe.integration import checkpoint as ckpt
+from llava_dymoe.integration.eval_loader import load_dymoe_for_eval
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -86,7 +87,7 @@ def _eval_logits(path, tiny):
     from llava.mm_utils import process_images
     from llava_dymoe.integration.tiny_model import vicuna_prompt_ids
 
-    tok, model, processor, _ = ckpt.load_dymoe_for_eval(path, tiny.llm, "x", device="cpu", device_map="cpu")
+    tok, model, processor, _ = load_dymoe_for_eval(path, tiny.llm, "x", device="cpu", device_map="cpu")
     model = model.float()
     ids = vicuna_prompt_ids(tok, "What color is the square in the image?")
     pix = process_images([Image.new("RGB", (40, 32), (220, 30, 30))], processor, model.config)
@@ -164,7 +165,7 @@ def test_eval_shim_answers_every_question_with_the_task2_checkpoint(sequence, ti
     from llava.mm_utils import process_images
     from llava_dymoe.integration.tiny_model import vicuna_prompt_ids
 
-    tok, model, processor, _ = ckpt.load_dymoe_for_eval(sequence[1], tiny.llm, "x", device="cpu", device_map="cpu")
+    tok, model, processor, _ = load_dymoe_for_eval(sequence[1], tiny.llm, "x", device="cpu", device_map="cpu")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the shim ran (OMP_NUM_THREADS=1)
     try:

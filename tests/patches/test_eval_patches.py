@@ -45,7 +45,7 @@ def hooks(monkeypatch):
     except ModuleNotFoundError:
         mod = types.ModuleType(HOOK_MODULE)
         monkeypatch.setitem(sys.modules, HOOK_MODULE, mod)
-        monkeypatch.setattr(sys.modules["llava_dymoe.integration"], "checkpoint", mod, raising=False)
+        monkeypatch.setattr(sys.modules["llava_dymoe.integration"], HOOK_MODULE.rsplit(".", 1)[1], mod, raising=False)
 
     def load_dymoe_for_eval(model_path, model_base, model_name, **kwargs):
         calls.append(dict(model_path=model_path, model_base=model_base, model_name=model_name, **kwargs))

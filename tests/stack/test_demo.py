@@ -33,8 +33,43 @@ def test_continual_demo_quick_mode_covers_the_pipeline(tmp_path, capsys):
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     captured = capsys.readouterr()
     assert "MFN" in captured.out
+    # the ending a newcomer reads: the verdict table, what it shows and not, heatmaps and report
+    ending = captured.out[captured.out.index("Verdict (in %)"):]
+    assert all(f"  {m}: {out / 'runs' / m / 'matrix.png'}" in ending for m in METHODS)
+    assert "What it shows: " in ending and "What it does not show: --quick trains 4 steps per task" in ending
+    assert f"Report: {out / 'report.md'}" in ending
     assert all(f"[{k}/3]" in captured.out for k in (1, 2, 3))
     # progress bars: the base stage follows its training log, the runs count finished stages (runs x 5 tasks)
     assert "base model d=128" in captured.err and "30/30" in captured.err
     stages = 5 * len(METHODS)
     assert "demo runs" in captured.err and f"{stages}/{stages}" in captured.err
+
+
+def test_demo_verdict_reads_the_runs_metrics(tmp_path):
+    """The ending of ``make demo`` from the run folders (fake metrics, no pipeline)."""
+    from llava_dymoe.demo import FULL, QUICK, demo_verdict
+
+    values = {"dymoe": (17.33, -20.0, 33.33), "incmoelora": (10.0, -44.17, 45.33), "dymoe_plus": (3.33, -45.83, 40.0)}
+    runs = []
+    for method, (mfn, bwt, mft) in values.items():
+        folder = tmp_path / "runs" / method
+        folder.mkdir(parents=True)
+        if method != "dymoe_plus":  # a run that left no metrics.json shows dashes, the others still compare
+            (folder / "metrics.json").write_text(json.dumps({"mfn": mfn, "maa": 0.0, "bwt": bwt, "mft": mft}))
+        runs.append((method, str(folder)))
+    text = demo_verdict(str(tmp_path), FULL, 0, runs, n_tasks=5)
+    lines = text.splitlines()
+    assert [l.split() for l in lines[1:5]] == [["method", "MFN", "BWT", "MFT"],
+                                               ["dymoe", "17.33", "-20.00", "33.33"],
+                                               ["incmoelora", "10.00", "-44.17", "45.33"],
+                                               ["dymoe_plus", "–", "–", "–"]]
+    assert "What it shows: dymoe has the best mean final accuracy (MFN 17.3) and forgets least (BWT -20.0)" in text
+    assert ("What it does not show: a tiny synthetic LLaVA trained on CPU, 5 toy tasks of 30 test questions, "
+            "one seed (0): not CoIN numbers") in text
+    assert f"  dymoe_plus: {tmp_path / 'runs' / 'dymoe_plus' / 'matrix.png'}" in lines
+    assert f"Report: {tmp_path / 'report.md'} (plot: {tmp_path / 'comparison.png'})" in lines
+    assert "--quick" not in text
+    quick = demo_verdict(str(tmp_path), QUICK, 3, runs, n_tasks=5)
+    assert ("What it does not show: --quick trains 4 steps per task, so these numbers only show that the "
+            "pipeline runs") in quick
+    assert "one seed (3)" in quick
