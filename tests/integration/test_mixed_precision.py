@@ -18,12 +18,13 @@ adds), the projector, lm_head); rounding errors of independent ops add like a ra
 so the logits may differ from fp32 by ``LOGIT_REL`` = 8 u ~ 3.1 % of the fp32 model's largest |logit|.  The
 losses are fp32 cross-entropies of those logits: a log-softmax moves by at most 2 max |d logit|, which with
 max |logit| < 1 (tiny model) and loss ~ ln(1000) ~ 6.9 is < 2 x 8 u / 6.9 ~ 2.3 u of the loss; ``LOSS_REL`` =
-2 u ~ 0.78 %.  Greedy answers must agree wherever the fp32 top-2 margin exceeds twice the logit bound.
-Measured (docs/mixed-precision.md): losses within 1.6e-4 (relative), logits within ~1.3 u of the scale.
+3 u ~ 1.2 %.  Greedy answers must agree wherever the fp32 top-2 margin exceeds twice the logit bound.
+Measured (docs/mixed-precision.md): losses within 1.6e-4 (relative), logits within 1.0-1.6 u of the scale.
 
 ZeRO-2 (LLaVA's own path: bf16 banks, exact reload) is in the default suite; the plain AMP path, whose two
 layer bugs (``compute_dtype``, ``routing.full_precision``) the core tests reproduce in isolation, runs
-end to end in the slow suite (suite time: four more training processes).
+end to end in the slow suite (suite time: two more training processes and their reloads), as does the direct
+DeepSpeed fp16 engine check; the one-line fp16 refusal is in the default suite.
 """
 import json
 import os
@@ -41,7 +42,7 @@ from llava_dymoe.integration.llava_args import dymoe_flags, llava_train_argv, si
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE = os.path.join(HERE, "precision_probe.py")
 U_BF16 = 2.0 ** -8
-LOSS_REL = 2 * U_BF16
+LOSS_REL = 3 * U_BF16
 LOGIT_REL = 8 * U_BF16
 
 
@@ -220,6 +221,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow  # 5-10 s: DeepSpeed imported and initialised twice; the default suite keeps the refusal below
 def test_deepspeed_cpu_accelerator_refuses_fp16_where_onednn_has_no_fp16(tmp_path):
     """The evidence behind the refusal below: DeepSpeed 0.19.8's CPU accelerator allows fp16 only where
     ``torch.ops.mkldnn._is_mkldnn_fp16_supported()`` (AVX512-FP16 / AMX-FP16 CPUs); elsewhere ``deepspeed.
