@@ -100,6 +100,21 @@ def gather_rows(t: Tensor, idx: Tensor) -> Tensor:
     return t.index_select(0, idx)
 
 
+def compute_dtype(bank_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype of the expert products: the banks' own, or autocast's inside an autocast region.
+
+    HF's Trainer runs a ``--bf16 True`` forward without DeepSpeed under ``torch.autocast`` (CPU AMP), with
+    the banks kept fp32 (master weights) next to the bf16 base: autocast makes every ``F.linear`` bf16, but not
+    the in-place ``addmm_`` / ``index_put_`` that accumulate the banks, so the products are cast explicitly to
+    autocast's dtype (fp64 banks are never autocast).  Routing is not affected (``routing.full_precision``)."""
+    try:
+        if bank_dtype != torch.float64 and torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+    except (RuntimeError, TypeError):  # a device type autocast does not know
+        pass
+    return bank_dtype
+
+
 def dense_forced() -> bool:
     """True when ``LLAVA_DYMOE_DENSE`` is set to a value other than "", "0", "false", "no"."""
     return os.environ.get(DENSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
@@ -305,7 +320,7 @@ class DyMoELinear(nn.Linear):
         """``W0 x + b + sum_parts (dropout(x) A^T  *_rank  g*scaling) B^T``; the expert part runs in the
         banks' dtype and is cast back to the input dtype.  Each ``(loss, scale)`` of ``aux`` is injected
         on the gated activations of the last (trainable) part."""
-        dt = self.dymoe_A[self.task_keys()[-1]].dtype
+        dt = compute_dtype(self.dymoe_A[self.task_keys()[-1]].dtype, xf.device)
         base = F.linear(xf, self.weight, self.bias)
         fused = base.dtype == dt  # accumulate the expert products straight into the base output (addmm)
         xd = self.dymoe_dropout(xf.to(dt))
@@ -335,7 +350,7 @@ class DyMoELinear(nn.Linear):
         get a gradient (zeros) as in ``_mix``.  Results equal ``_mix``'s up to float rounding (bit for bit
         when every group runs on every row); ``LLAVA_DYMOE_DENSE=1`` forces ``_mix``."""
         keys = self.task_keys()
-        dt = self.dymoe_A[keys[-1]].dtype
+        dt = compute_dtype(self.dymoe_A[keys[-1]].dtype, xf.device)
         base = F.linear(xf, self.weight, self.bias)
         fused = base.dtype == dt
         xd = self.dymoe_dropout(xf.to(dt))  # over every row: the same dropout draw as ``_mix``
@@ -353,6 +368,8 @@ class DyMoELinear(nn.Linear):
             start += ne // ept
         for i, (b0, b1, gather) in enumerate(groups):
             a, b = known.get((b0, b1)) or self._group_banks(keys[b0:b1])
+            if a.dtype != dt:  # fp32 banks under autocast: the in-place addmm_/index_put_ are not autocast
+                a, b = a.to(dt), b.to(dt)
             off, ne = b0 * ept, (b1 - b0) * ept
             last = i == len(groups) - 1 and b1 == len(keys)
             if not gather:

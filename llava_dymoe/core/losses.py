@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .routing import _check_logits, gate, routing_dtype
+from .routing import _check_logits, full_precision, gate, routing_dtype
 
 #: Lower clamp of the probabilities inside the BCE logs (method.md §3.2 [C]).
 LOG_EPS = 1e-8
@@ -160,5 +160,6 @@ def orthogonality_loss(a_new: Tensor, a_old) -> Tensor:
     for a in a_old:
         if a.dim() != 2 or a.shape[1] != a_new.shape[1]:
             raise ValueError(f"orthogonality_loss: old A must be [r, {a_new.shape[1]}], got {tuple(a.shape)}")
-        total = total + (a_new.to(dt) @ a.to(dt).t()).abs().sum()
+        with full_precision(a_new):  # autocast (CPU AMP under --bf16) would run the product in bf16
+            total = total + (a_new.to(dt) @ a.to(dt).t()).abs().sum()
     return total

@@ -3,13 +3,17 @@
 Pure functions over tensors (torch only).  All of them work in fp32 whatever the input dtype
 (bf16/fp16 inputs are up-cast; fp64 inputs stay fp64 so ``torch.autograd.gradcheck`` can be used):
 cosine logits divided by T_route = 0.01 reach +-100, which half precision cannot softmax safely
-(llava-integration.md §6.2).
+(llava-integration.md §6.2).  That holds inside an autocast region too (HF's CPU AMP under ``--bf16 True``
+without DeepSpeed, CUDA AMP): autocast would run the router's matmul in bf16/fp16 on the up-cast fp32
+operands (a cosine off by ~2^-8, i.e. ~0.4 before the division by T_route = 0.01), so
+``full_precision`` turns it off around that product.
 
 Notation: N tokens, d features, E experts; the first ``n_old`` expert columns are the frozen experts of
 earlier tasks ("old group"), the remaining ones the current task's experts ("new group").
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence
 
 import torch
@@ -22,6 +26,17 @@ NORM_EPS = 1e-6
 def routing_dtype(dtype: torch.dtype) -> torch.dtype:
     """fp32 for half/bf16/fp32 inputs, fp64 for fp64 inputs."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def full_precision(t: Tensor):
+    """A context in which autocast is off on ``t``'s device (a null context where that device has none)."""
+    device = t.device.type
+    try:
+        if torch.is_autocast_enabled(device):
+            return torch.autocast(device_type=device, enabled=False)
+    except (RuntimeError, TypeError):  # a device type autocast does not know, or an older torch
+        pass
+    return contextlib.nullcontext()
 
 
 def cosine_logits(x: Tensor, router_weight: Tensor, scale: float = 1.0) -> Tensor:
@@ -50,20 +65,22 @@ def cosine_logits_parts(x: Tensor, router_weights: Sequence[Tensor], scale: floa
     if not router_weights:
         raise ValueError("cosine_logits: no router weights given")
     d = x.shape[-1]
-    dt = routing_dtype(x.dtype)
-    xf = x.reshape(-1, d).to(dt)
-    outs = []
     for w in router_weights:
         if w.dim() != 2 or w.shape[1] != d:
             raise ValueError(f"cosine_logits: router weight must be [E, {d}], got {tuple(w.shape)}")
-        wf = w.to(dt)
+    dt = routing_dtype(x.dtype)
+    with full_precision(x):
+        xf = x.reshape(-1, d).to(dt)
+        outs = []
+        for w in router_weights:
+            wf = w.to(dt)
+            if scale > 0:
+                wf = wf / wf.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
+            outs.append(xf @ wf.t())
+        z = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         if scale > 0:
-            wf = wf / wf.norm(dim=1, keepdim=True).clamp_min(NORM_EPS)
-        outs.append(xf @ wf.t())
-    z = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-    if scale > 0:
-        inv = xf.norm(dim=1, keepdim=True).clamp_min(NORM_EPS).reciprocal()
-        z = z * (inv * float(scale))
+            inv = xf.norm(dim=1, keepdim=True).clamp_min(NORM_EPS).reciprocal()
+            z = z * (inv * float(scale))
     return z
 
 

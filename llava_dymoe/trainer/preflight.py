@@ -14,7 +14,8 @@ imports transformers or LLaVA, so a refusal comes within a second and leaves not
    the base model: ``--model_name_or_path`` must be the one the previous task recorded
    (:mod:`llava_dymoe.integration.base_model`; ``--dymoe_allow_base_mismatch True`` to override);
 4. ``--resume_from_checkpoint PATH``: an intermediate DyMoE ``checkpoint-N`` of this task, saved with
-   (or without) DeepSpeed as this run is (:func:`check_resumable`);
+   (or without) DeepSpeed as this run is (:func:`check_resumable`); ``--fp16 True`` without a GPU
+   (:func:`check_precision_flags`);
 5. the folder is locked for this process (``.dymoe_train.lock``, rank 0; a busy folder is refused) and
    claimed (``dymoe_run.json``) once all pass.
 
@@ -217,6 +218,34 @@ def check_resume_flag(argv: Sequence[str]) -> None:
                     task_id=None if method == "none" else task)
 
 
+def half_precision_device() -> Optional[str]:
+    """A device that fp16 mixed precision can train on (``cuda``, ``npu``, ``xpu``), else None.  Imports torch:
+    called only for a command line that asks for fp16."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    for name in ("npu", "xpu"):
+        backend = getattr(torch, name, None)
+        if backend is not None and getattr(backend, "is_available", lambda: False)():
+            return name
+    return None
+
+
+def check_precision_flags(argv: Sequence[str]) -> None:
+    """``--fp16 True`` (or ``--fp16_full_eval``) on a machine without a GPU: refused with the fix.
+
+    transformers' ``TrainingArguments`` refuses fp16 mixed precision unless the device is CUDA, NPU or XPU
+    (with or without ``--deepspeed``), and DeepSpeed's CPU accelerator refuses fp16 on CPUs whose oneDNN has no
+    fp16 kernels ("Type fp16 is not supported on your device."), so no fp16 run, hence no fp16 loss scaling,
+    can start on a CPU; bf16 can (docs/mixed-precision.md)."""
+    for flag in ("fp16", "fp16_full_eval"):
+        if as_bool(argv_value(argv, flag), f"--{flag}") and half_precision_device() is None:
+            raise ConfigError(f"--{flag} True needs a GPU (fp16 mixed precision and DeepSpeed's fp16 loss scaling "
+                              "run on CUDA, NPU or XPU devices only) and none is visible: on CPU train with "
+                              f"--bf16 True (the routing stays fp32) or in fp32 (--{flag} False)")
+
+
 def training_preflight(argv: Sequence[str]) -> List[str]:
     """Run the checks on a training command line; returns the argv for LLaVA (our flag removed).
 
@@ -232,6 +261,7 @@ def training_preflight(argv: Sequence[str]) -> List[str]:
                         "name are replaced)", output_dir)
     check_sequence_flags(rest)
     check_resume_flag(rest)
+    check_precision_flags(rest)
     from ..integration.process_hygiene import is_rank_zero
 
     data_path = argv_value(rest, "data_path") or None

@@ -247,3 +247,36 @@ def test_merge_raises_repr_and_to_linear():
     assert type(lin) is nn.Linear and lin.weight is layer.weight and lin.bias is layer.bias
     with pytest.raises(ValueError, match="features"):
         layer(torch.randn(3, 7, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_autocast_forward_routes_in_fp32(monkeypatch, dense):
+    """The plain ``--bf16 True`` layout (bf16 base, fp32 banks: a frozen one and a trainable one) under HF's CPU
+    autocast: the forward runs (the banks' in-place accumulation used to fail with 'self and mat2 must have the
+    same dtype' from task 2 on), the gate sees exactly the logits of an fp32 computation outside autocast, the
+    output is bf16 and within bf16 rounding of the fp32 layer, and the trainable fp32 bank gets an fp32 gradient."""
+    from llava_dymoe.core.routing import cosine_logits_parts
+
+    if dense:
+        monkeypatch.setenv(layer_mod.DENSE_ENV, "1")
+    seen = []
+    real_gate = layer_mod.gate
+    monkeypatch.setattr(layer_mod, "gate", lambda logits, *a, **k: seen.append(logits) or real_gate(logits, *a, **k))
+    layer = make_layer(2, dtype=torch.float32, router_temperature=0.01, in_f=48, out_f=32)
+    x32 = torch.randn(40, 48)
+    y32 = layer(x32).detach()
+    seen.clear()
+    layer.weight.data = layer.weight.data.to(torch.bfloat16)
+    layer.bias.data = layer.bias.data.to(torch.bfloat16)
+    x = x32.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    ref_logits = cosine_logits_parts(x, [layer.dymoe_router[k] for k in layer.task_keys()],
+                                     layer.dymoe_config.router_scale)
+    assert len(seen) == 1 and seen[0].dtype == torch.float32 and torch.equal(seen[0], ref_logits)
+    assert (y.float() - y32).abs().max() < 0.02 * y32.abs().max()  # bf16 inputs and products: ~2^-8 per op
+    y.float().sum().backward()
+    grad = layer.dymoe_B["t1"].grad
+    assert grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert layer.dymoe_B["t0"].grad is None

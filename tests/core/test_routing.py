@@ -176,3 +176,27 @@ def test_gate_bad_arguments():
         gate(z, 2, 0.1, torch.ones(3, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\[N, E\]"):
         gate(torch.randn(3), 2, 0.1)
+
+
+def test_cosine_logits_stay_fp32_inside_autocast():
+    """HF's CPU AMP (``--bf16 True`` without DeepSpeed) runs the forward under ``torch.autocast``, which would do the
+    router's matmul in bf16 (a cosine off by ~1e-3, ~0.1 after T_route = 0.01): the logits and their gradients must
+    be those of the fp32 computation, bit for bit."""
+    from llava_dymoe.core.losses import orthogonality_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 48, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(16, 48, requires_grad=True)
+    z_ref = cosine_logits(x, w)
+    g_ref = torch.autograd.grad(z_ref.sum(), (x, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = cosine_logits(x, w)
+        naive_amp = (x.float() / x.float().norm(dim=1, keepdim=True)) @ (w / w.norm(dim=1, keepdim=True)).t()
+    g = torch.autograd.grad(z.sum(), (x, w))  # backward outside the region, as HF's Trainer does it
+    assert z.dtype == torch.float32 and torch.equal(z, z_ref)
+    assert all(torch.equal(a, b) for a, b in zip(g, g_ref))
+    assert naive_amp.dtype == torch.bfloat16 and (naive_amp.float() - z_ref).abs().max() > 1e-4  # what it guards
+    a_new, a_old = torch.randn(8, 48), torch.randn(8, 48)
+    ref_orth = orthogonality_loss(a_new, [a_old])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(orthogonality_loss(a_new, [a_old]), ref_orth)
