@@ -38,6 +38,7 @@ setup(
         "test": ["pytest>=7", "pytest-timeout"],
         "plots": ["matplotlib"],
     },
+    entry_points={"console_scripts": ["llava-dymoe = llava_dymoe.console:main"]},
     package_data={"llava_dymoe": ["py.typed"]},
     include_package_data=True,
 )

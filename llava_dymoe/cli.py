@@ -46,9 +46,13 @@ def _chosen(argv: Sequence[str]) -> Optional[str]:
     return None
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+#: The program name in usage lines (``llava_dymoe.console`` passes ``llava-dymoe``).
+PROG = "python -m llava_dymoe.cli"
+
+
+def build_parser(argv: Sequence[str] = (), prog: str = PROG) -> argparse.ArgumentParser:
     """The top-level parser; the chosen command's module adds its own arguments."""
-    parser = argparse.ArgumentParser(prog="python -m llava_dymoe.cli",
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="LLaVA-DyMoE continual-learning tools.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = _chosen(argv)
@@ -61,9 +65,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    parser = build_parser(argv, prog)
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
