@@ -38,6 +38,8 @@ SPE_TARGETS = ("paper", "tag")
 TAG_GAPS = ("similarity", "distance")
 #: Initialisations of a new bank's router rows (``DyMoEConfig.router_init``); "kaiming" is method.md's.
 ROUTER_INITS = ("kaiming", "centroids")
+#: What the cascade's bank decision scores tokens against (``DyMoEConfig.bank_keys``); "router" is the cascade's.
+BANK_KEYS = ("router", "refreshed")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -110,6 +112,13 @@ class DyMoEConfig:
                                   "of the task's inputs they were set to, so the bank's region of the input space "
                                   "is fixed by its own task's tokens and cannot grow toward earlier tasks' tokens "
                                   "while the task trains; only the experts (A, B) learn.")
+    bank_keys: str = _f("router", "What the cascade's bank decision scores a token against (assign_rule='cascade'). "
+                                  "'router': the router rows, as the gate does. 'refreshed' (beyond the paper; "
+                                  "needs router_init='centroids'): a separate, never-trained key set per bank, "
+                                  "the bank's router rows as warm-started, re-centred at the end of its task on "
+                                  "the task's inputs as the trained model computes them (k-means from the "
+                                  "current keys); the router rows and so the gate inside a bank are untouched. "
+                                  "Stored in the checkpoint as dymoe_key.")
     router_refresh: bool = _f(False, "Beyond the paper (needs router_init='centroids'): at the end of the task the new "
                                      "bank's router rows are re-centred on router_init_batches batches of the task's "
                                      "inputs as the trained model computes them (k-means started from the current "
@@ -168,7 +177,7 @@ class DyMoEConfig:
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {list(ROUTERS)}, got {self.router!r}")
         for name, choices in (("assign_rule", ASSIGN_RULES), ("spe_target", SPE_TARGETS),
-                              ("router_init", ROUTER_INITS), ("tag_gap", TAG_GAPS)):
+                              ("router_init", ROUTER_INITS), ("tag_gap", TAG_GAPS), ("bank_keys", BANK_KEYS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
         if self.assign_rule == "cascade" and (not self.use_tag or self.router == "none"):
@@ -181,6 +190,10 @@ class DyMoEConfig:
         if self.router_init == "centroids" and self.router != "cosine":
             raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
                              f"it needs --dymoe_router cosine, got {self.router!r}")
+        if self.bank_keys == "refreshed" and (self.assign_rule != "cascade" or self.router_init != "centroids"):
+            raise ValueError("bank_keys='refreshed' keeps per-bank keys for the cascade's bank decision, set from the "
+                             "task's inputs: it needs --dymoe_assign_rule cascade and --dymoe_router_init centroids, "
+                             f"got assign_rule={self.assign_rule!r}, router_init={self.router_init!r}")
         if self.router_refresh and self.router_init != "centroids":
             raise ValueError("router_refresh=True re-centres rows that were set from the task's inputs: add "
                              "--dymoe_router_init centroids (or keep --dymoe_router_refresh False)")

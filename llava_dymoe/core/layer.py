@@ -154,6 +154,9 @@ class DyMoELinear(nn.Linear):
         self.dymoe_A = nn.ParameterDict()
         self.dymoe_B = nn.ParameterDict()
         self.dymoe_router = nn.ParameterDict()
+        # bank_keys="refreshed" (beyond the paper): per-bank key rows for the cascade's bank decision, never trained
+        self.dymoe_key = nn.ParameterDict()
+        self.bank_names: Tuple[str, ...] = _BANKS + (("dymoe_key",) if cfg.bank_keys == "refreshed" else ())
         self.dymoe_dropout = nn.Dropout(cfg.lora_dropout) if cfg.lora_dropout > 0 else nn.Identity()
         self._dymoe_ctx: Optional[DyMoEContext] = None
         self._dymoe_cache: Dict[Tuple[str, ...], Tuple[tuple, Tuple[Tensor, Tensor, Tensor]]] = {}
@@ -179,7 +182,7 @@ class DyMoELinear(nn.Linear):
         return list(self.dymoe_A.keys())
 
     def dymoe_parameters(self) -> Iterator[nn.Parameter]:
-        for name in _BANKS:
+        for name in self.bank_names:
             yield from getattr(self, name).values()
 
     def add_task(self, dtype: Optional[torch.dtype] = None) -> str:
@@ -199,6 +202,8 @@ class DyMoELinear(nn.Linear):
         self.dymoe_A[key] = nn.Parameter(a)
         self.dymoe_B[key] = nn.Parameter(torch.zeros(self.out_features, self.bank_rank, **kw))
         self.dymoe_router[key] = nn.Parameter(router)
+        if "dymoe_key" in self.bank_names:  # keys start as the router rows; set_bank_keys moves them
+            self.dymoe_key[key] = nn.Parameter(router.detach().clone(), requires_grad=False)
         self._dymoe_cache.clear()
         return key
 
@@ -212,13 +217,16 @@ class DyMoELinear(nn.Linear):
                 p.requires_grad_(k in keys)
 
     def expected_bank_shapes(self) -> Dict[str, Tuple[int, int]]:
-        return {"dymoe_A": (self.bank_rank, self.in_features), "dymoe_B": (self.out_features, self.bank_rank),
-                "dymoe_router": (self.experts_per_task, self.in_features)}
+        shapes = {"dymoe_A": (self.bank_rank, self.in_features), "dymoe_B": (self.out_features, self.bank_rank),
+                  "dymoe_router": (self.experts_per_task, self.in_features)}
+        if "dymoe_key" in self.bank_names:
+            shapes["dymoe_key"] = (self.experts_per_task, self.in_features)
+        return shapes
 
     def bank_state_dict(self, keys: Optional[Sequence[str]] = None) -> Dict[str, Tensor]:
         """Banks (all, or the tasks in ``keys``) as detached tensors ``{"dymoe_A.t0": ..., ...}`` (storage
         shared; under ZeRO-3 gather the parameters first)."""
-        return {f"{name}.{k}": p.detach() for name in _BANKS for k, p in getattr(self, name).items()
+        return {f"{name}.{k}": p.detach() for name in self.bank_names for k, p in getattr(self, name).items()
                 if keys is None or k in keys}
 
     def load_banks(self, state: Mapping[str, Tensor], dtype: Optional[torch.dtype] = torch.float32) -> int:
@@ -230,7 +238,7 @@ class DyMoELinear(nn.Linear):
         if self.num_tasks:
             raise ValueError(f"load_banks: the layer already has {self.num_tasks} bank(s)")
         n = len({k.split(".", 1)[1] for k in state if "." in k})
-        expected = {f"{name}.t{i}" for name in _BANKS for i in range(n)}
+        expected = {f"{name}.t{i}" for name in self.bank_names for i in range(n)}
         if set(state) != expected:
             raise ValueError(f"load_banks: expected keys {sorted(expected)}; missing "
                              f"{sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}")
@@ -240,7 +248,7 @@ class DyMoELinear(nn.Linear):
             if tuple(t.shape) != want:
                 raise ValueError(f"load_banks: {key} has shape {tuple(t.shape)}, the config expects {want}")
         for i in range(n):
-            for name in _BANKS:
+            for name in self.bank_names:
                 t = state[f"{name}.t{i}"]
                 p = t.detach().to(device=self.weight.device, dtype=dtype or t.dtype, copy=True)
                 getattr(self, name)[f"t{i}"] = nn.Parameter(p, requires_grad=False)
@@ -286,7 +294,10 @@ class DyMoELinear(nn.Linear):
             logits = cosine_logits_parts(xf, [p[2] for p in parts], scale)  # fp32 [N, E]
             allowed = None
             if cfg.assign_rule == "cascade" and self.num_tasks >= 2:  # training and inference alike
-                bank = cascade_assignment(logits, self.experts_per_task, cfg.tau, cfg.tag_gap, cfg.router_scale)
+                score = logits
+                if "dymoe_key" in self.bank_names:  # the bank decision on the keys, the gate on the router rows
+                    score = cosine_logits_parts(xf, [self.dymoe_key[k] for k in self.task_keys()], scale)
+                bank = cascade_assignment(score, self.experts_per_task, cfg.tau, cfg.tag_gap, cfg.router_scale)
                 bank_of = torch.arange(self.num_experts, device=logits.device) // self.experts_per_task
                 allowed = bank[:, None] == bank_of[None, :]
                 if multi:

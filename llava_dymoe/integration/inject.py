@@ -121,7 +121,7 @@ def bank_state(model: nn.Module, gather=None) -> Dict[str, Tensor]:
     gather = gather or (lambda p: p.detach().cpu().clone())
     out: Dict[str, Tensor] = {}
     for name, layer in dymoe_layers(model):
-        for bank in DyMoELinear.adapter_layer_names:
+        for bank in layer.bank_names:
             for key, p in getattr(layer, bank).items():
                 out[f"{name}.{bank}.{key}"] = gather(p)
     return out

@@ -34,7 +34,7 @@ class _Bank:
 
     def __init__(self, layer: DyMoELinear, key: str):
         self.layer, self.key = layer, key
-        self.params = {name: getattr(layer, name).pop(key) for name in DyMoELinear.adapter_layer_names}
+        self.params = {name: getattr(layer, name).pop(key) for name in layer.bank_names}
 
     def restore(self) -> None:
         for name, p in self.params.items():
@@ -82,7 +82,12 @@ def init_router_from_data(model: nn.Module, key: str, dataset, collator, batch_s
 
     Returns a summary: layers initialised, tokens per layer (min), mean cosine of a token to its centroid.
     """
-    return _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=False)
+    summary = _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=False)
+    for _, layer in dymoe_layers(model):  # bank_keys="refreshed": the keys start as the warm-started rows
+        if "dymoe_key" in layer.bank_names:
+            with torch.no_grad():
+                layer.dymoe_key[key].copy_(layer.dymoe_router[key])
+    return summary
 
 
 def refresh_router_from_data(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int,
@@ -100,9 +105,19 @@ def refresh_router_from_data(model: nn.Module, key: str, dataset, collator, batc
     return _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=True)
 
 
+def refresh_keys_from_data(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int,
+                           seed: int, ctx=None) -> Dict[str, float]:
+    """``bank_keys="refreshed"`` (beyond the paper): as ``refresh_router_from_data``, for bank ``key``'s cascade
+    keys (``dymoe_key``) instead of its router rows, so the gate inside the bank, which the experts were trained
+    behind, is untouched; only which bank a token goes to follows the finished model's inputs."""
+    return _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=True,
+                     target="dymoe_key")
+
+
 def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int, seed: int, ctx,
-              refresh: bool) -> Dict[str, float]:
-    what = "router_refresh" if refresh else "router_init='centroids'"
+              refresh: bool, target: str = "dymoe_router") -> Dict[str, float]:
+    what = ("bank_keys='refreshed'" if target == "dymoe_key" else "router_refresh") if refresh \
+        else "router_init='centroids'"
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"{what} needs the task's training set; none was given to the trainer")
     gen = torch.Generator().manual_seed(int(seed))
@@ -124,7 +139,7 @@ def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_
         x = inputs.get(name)
         if x is None or x.shape[0] == 0:
             raise RuntimeError(f"{what}: layer {name} saw no valid token in {len(batches)} batches")
-        router = layer.dymoe_router[key]
+        router = getattr(layer, target)[key]
         u = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
         if refresh:
             old = router.detach().float().to(u.device)
@@ -142,13 +157,13 @@ def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_
             before.append(float(sim_old.amax(dim=1).mean()))
             moved.append(float((sim_old.argmax(dim=1) != sim.argmax(dim=1)).float().mean()))
         counts.append(x.shape[0])
-    _broadcast_rows(layers.values(), key)
+    _broadcast_rows(layers.values(), key, target)
     summary = {"layers": len(layers), "batches": len(batches), "min_tokens": min(counts),
                "mean_fit": sum(fits) / len(fits)}
     if refresh:
         summary.update(fit_before=sum(before) / len(before), moved=sum(moved) / len(moved))
-        log.info("router_refresh: bank %s of %d layers from %d batches; mean cosine token-row %.3f -> %.3f, "
-                 "%.1f %% of tokens changed their best row", key, summary["layers"], summary["batches"],
+        log.info("%s: bank %s of %d layers from %d batches; mean cosine token-row %.3f -> %.3f, "
+                 "%.1f %% of tokens changed their best row", what, key, summary["layers"], summary["batches"],
                  summary["fit_before"], summary["mean_fit"], 100 * summary["moved"])
     else:
         log.info("router_init=centroids: bank %s of %d layers from %d batches (>= %d tokens per layer; mean "
@@ -157,11 +172,13 @@ def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_
     return summary
 
 
-def _broadcast_rows(layers, key: str) -> None:
+def _broadcast_rows(layers, key: str, target: str = "dymoe_router") -> None:
     """Every rank computed the rows from the same batches; rank 0's copy wins so that ranks can never differ
     (GPU kernels need not be bitwise deterministic)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for layer in layers:
-            dist.broadcast(layer.dymoe_router[key].data, src=0)
+            dist.broadcast(getattr(layer, target)[key].data, src=0)
+            if target == "dymoe_router" and "dymoe_key" in layer.bank_names and key in layer.dymoe_key:
+                dist.broadcast(layer.dymoe_key[key].data, src=0)

@@ -138,9 +138,15 @@ class DyMoETrainerMixin:
         resume_from_checkpoint = resume_target(self.args, resume_from_checkpoint)
         with _deepspeed_resume(self.is_deepspeed_enabled, self.dymoe.task_id):
             out = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self.dymoe.cfg.router_refresh and self.dymoe.cfg.expand:  # before LLaVA's train() saves the task
-            self.dymoe_router_refresh = _centroid_init(self.model, self.args, self.dymoe, self._dymoe_data,
-                                                       refresh=True)
+        cfg = self.dymoe.cfg
+        if cfg.expand and (cfg.router_refresh or cfg.bank_keys == "refreshed"):  # before LLaVA's train() saves
+            self.dymoe_router_refresh = {}
+            if cfg.router_refresh:
+                self.dymoe_router_refresh["router"] = _centroid_init(self.model, self.args, self.dymoe,
+                                                                     self._dymoe_data, refresh="dymoe_router")
+            if cfg.bank_keys == "refreshed":
+                self.dymoe_router_refresh["keys"] = _centroid_init(self.model, self.args, self.dymoe,
+                                                                   self._dymoe_data, refresh="dymoe_key")
         return out
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
@@ -245,11 +251,12 @@ def _deepspeed_resume(enabled: bool, task_id: int):
         hf_trainer.deepspeed_load_checkpoint = original
 
 
-def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: bool = False) -> Dict[str, float]:
+def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = None) -> Dict[str, float]:
     """``router_init="centroids"``: the new bank's router rows from the task's own inputs (router_init.py);
-    ``refresh``: ``router_refresh``, the same rows re-centred through the trained model at the end of the task."""
+    ``refresh``: at the end of the task, re-centre the new bank's ``"dymoe_router"`` rows (``router_refresh``)
+    or its ``"dymoe_key"`` rows (``bank_keys="refreshed"``) through the trained model."""
     from .prepare import zero3_enabled
-    from .router_init import init_router_from_data, refresh_router_from_data
+    from .router_init import init_router_from_data, refresh_keys_from_data, refresh_router_from_data
 
     if zero3_enabled():
         raise ValueError("--dymoe_router_init centroids runs a calibration forward before DeepSpeed starts, which "
@@ -258,7 +265,8 @@ def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: bool = False) ->
     device = getattr(args, "device", None)
     if device is not None and getattr(device, "type", "cpu") != "cpu":
         model.to(device)
-    fit = refresh_router_from_data if refresh else init_router_from_data
+    fit = {None: init_router_from_data, "dymoe_router": refresh_router_from_data,
+           "dymoe_key": refresh_keys_from_data}[refresh]
     return fit(model, run.task_key, kwargs.get("train_dataset"), kwargs.get("data_collator"),
                batch_size=max(1, int(args.per_device_train_batch_size)), n_batches=run.cfg.router_init_batches,
                seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)

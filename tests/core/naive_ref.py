@@ -153,13 +153,15 @@ def specialization_with_target(z, n_old, top_k, temperature, target, valid=None)
 
 
 def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling, top_k, temperature,
-                  router_scale=1.0, tag_tau=None, cascade_tau=None, cascade_gap="similarity"):
+                  router_scale=1.0, tag_tau=None, cascade_tau=None, cascade_gap="similarity", keys=None):
     """y_n = W0 x_n + b + scaling * sum_e g_e B_e A_e x_n, one token at a time (no dropout).
 
     ``banks``: list of (A [E*r, in], B [out, E*r], R [E, in]); ``tag_tau`` not None -> TAG with the last
-    bank as the new group; ``cascade_tau`` not None -> only the experts of ``cascade_bank``'s bank.
+    bank as the new group; ``cascade_tau`` not None -> only the experts of ``cascade_bank``'s bank, the bank
+    chosen on the cosines to ``keys`` (one [E, in] per bank) when given, else to the router rows.
     """
     routers = torch.cat([b[2] for b in banks], 0)
+    key_rows = torch.cat(list(keys), 0) if keys is not None else routers
     n_old = (len(banks) - 1) * experts_per_task
     outs = []
     for n in range(x.shape[0]):
@@ -167,7 +169,8 @@ def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling
         z = cosine(xn[None], routers, router_scale)[0]
         allowed = None
         if cascade_tau is not None and len(banks) >= 2:
-            b = cascade_bank(z, experts_per_task, cascade_tau, cascade_gap, router_scale)
+            zk = cosine(xn[None], key_rows, router_scale)[0]
+            b = cascade_bank(zk, experts_per_task, cascade_tau, cascade_gap, router_scale)
             allowed = [e // experts_per_task == b for e in range(z.shape[0])]
         elif tag_tau is not None and len(banks) >= 2:
             new = use_new(z, n_old, tag_tau)

@@ -151,6 +151,52 @@ def test_cascade_layer_matches_naive_values_and_gradients(tasks, training, seed,
         ref.assert_close(a, b, rtol=1e-7, atol=1e-9, what="grad")
 
 
+@pytest.mark.parametrize("tasks,training,seed", [(2, True, 0), (3, True, 1), (3, False, 2), (4, False, 3)])
+def test_refreshed_bank_keys_choose_the_bank_and_the_router_rows_the_experts(tasks, training, seed):
+    """``bank_keys="refreshed"``: the cascade's bank decision is on the keys, the gate inside the chosen bank on
+    the router rows; against the naive per-token layer (values and gradients of the trainable bank), and the
+    keys get no gradient and never require one."""
+    layer = make_layer(tasks, seed, c_exc=0.0, c_spe=0.0, assign_rule="cascade", router_init="centroids",
+                       bank_keys="refreshed")
+    g = torch.Generator().manual_seed(seed + 50)
+    with torch.no_grad():
+        for k in layer.task_keys():  # keys unlike the rows, so the two rules give other banks
+            assert torch.equal(layer.dymoe_key[k], layer.dymoe_router[k])  # they start as the rows
+            layer.dymoe_key[k].copy_(torch.randn(layer.dymoe_key[k].shape, generator=g, dtype=torch.float64))
+    assert all(not p.requires_grad for p in layer.dymoe_key.values())
+    layer.train(training)
+    x = torch.randn(40, 5, dtype=torch.float64, generator=g)
+    y = layer(x)
+    banks = [(layer.dymoe_A[k], layer.dymoe_B[k], layer.dymoe_router[k]) for k in layer.task_keys()]
+    cfg = layer.dymoe_config
+    args = (x, layer.weight, layer.bias, banks, layer.experts_per_task, layer.expert_rank, layer.scaling, cfg.top_k,
+            cfg.router_temperature, cfg.router_scale)
+    want = ref.layer_forward(*args, cascade_tau=cfg.tau, keys=[layer.dymoe_key[k] for k in layer.task_keys()])
+    ref.assert_close(y, want, rtol=1e-9, atol=1e-10, what="keys")
+    assert not torch.allclose(y, ref.layer_forward(*args, cascade_tau=cfg.tau))  # the keys made a difference
+    last = layer.task_keys()[-1]
+    params = [layer.dymoe_A[last], layer.dymoe_B[last], layer.dymoe_router[last]]
+    got = torch.autograd.grad(y.square().sum(), params)
+    ref_y = ref.layer_forward(*args, cascade_tau=cfg.tau, keys=[layer.dymoe_key[k] for k in layer.task_keys()])
+    exp = torch.autograd.grad(ref_y.square().sum(), params)
+    for a, b in zip(got, exp):
+        ref.assert_close(a, b, rtol=1e-8, atol=1e-10, what="keys grad")
+
+
+def test_refreshed_bank_keys_round_trip_through_the_bank_state():
+    layer = make_layer(3, 0, assign_rule="cascade", router_init="centroids", bank_keys="refreshed")
+    state = layer.bank_state_dict()
+    assert {k.split(".")[0] for k in state} == {"dymoe_A", "dymoe_B", "dymoe_router", "dymoe_key"}
+    fresh = DyMoELinear(torch.nn.Linear(5, 4, dtype=torch.float64), layer.dymoe_config)
+    assert fresh.load_banks(state, dtype=torch.float64) == 3
+    assert all(torch.equal(fresh.dymoe_key[k], layer.dymoe_key[k]) for k in layer.task_keys())
+    missing = {k: v for k, v in state.items() if not k.startswith("dymoe_key.t2")}
+    with pytest.raises(ValueError, match=r"missing \['dymoe_key.t2'\]"):
+        DyMoELinear(torch.nn.Linear(5, 4, dtype=torch.float64), layer.dymoe_config).load_banks(missing)
+    plain = make_layer(2, 0, assign_rule="cascade")  # the default stores no keys
+    assert not plain.dymoe_key and "dymoe_key" not in {k.split(".")[0] for k in plain.bank_state_dict()}
+
+
 def test_cascade_changes_inference_but_not_the_new_bank_decision_of_training():
     paper, cascade = make_layer(3, 5), make_layer(3, 5, assign_rule="cascade")
     x = torch.randn(400, 5, dtype=torch.float64)
@@ -217,6 +263,9 @@ def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
     (dict(tag_gap="angle"), "tag_gap must be one of"),
     (dict(tag_gap="distance", router_scale=0.0), "needs --dymoe_router cosine with --dymoe_router_scale > 0"),
     (dict(router_train=False), "add --dymoe_router_init centroids"),
+    (dict(bank_keys="refreshed", router_init="centroids"), "needs --dymoe_assign_rule cascade"),
+    (dict(bank_keys="refreshed", assign_rule="cascade"), "needs --dymoe_assign_rule cascade and --dymoe_router_init"),
+    (dict(bank_keys="stale"), "bank_keys must be one of"),
     (dict(router_refresh=True), "add --dymoe_router_init centroids"),
     (dict(router_train="no", router_init="centroids"), "router_train must be a bool"),
     (dict(router_refresh=1, router_init="centroids"), "router_refresh must be a bool"),
