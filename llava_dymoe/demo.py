@@ -129,6 +129,9 @@ def continual_main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", default=os.environ.get("DYMOE_DEMO_QUICK") == "1",
                    help="reduced mode (CI): fewer steps and questions, same pipeline")
     p.add_argument("--seed", type=int, default=0, help="training seed of the runs (base model and suite: seed 0)")
+    p.add_argument("--smoke", action="store_true",  # main() takes it off and runs smoke_main (its own --help)
+                   help="instead of the continual demo, the foundation smoke run (upstream LoRA training, reload, "
+                        "answers); see `python -m llava_dymoe.demo --smoke --help`")
     p.add_argument("--jobs", type=int, default=len(METHODS),
                    help=f"runs at a time, one thread each (default {len(METHODS)}: all side by side)")
     args = p.parse_args(argv)

@@ -52,12 +52,29 @@ def seed_from_argv(argv: List[str]) -> int:
     return seed
 
 
+#: The flags this entry takes off the command line before LLaVA's parser sees them (listed in ``--help``).
+OWN_FLAGS = (
+    ("--attn_implementation {eager,sdpa,flash_attention_2}",
+     "attention kernel passed to LLaVA's train() (train_mem.py hard-codes flash_attention_2); default: upstream's"),
+    ("--skip_data_check [True|False]",
+     "do not run the data pre-flight (JSON, images, sequence flags) before the model loads; default False"),
+)
+
+
+def own_flags_help() -> str:
+    lines = ["", "flags of llava_dymoe.train itself (taken off before LLaVA's argument parser):"]
+    lines += [f"  {flag}\n        {text}" for flag, text in OWN_FLAGS]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from llava_dymoe.integration.process_hygiene import die_with_parent_if_asked
 
     die_with_parent_if_asked()  # started by `cli run` (or a launcher under it): end with it
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:  # LLaVA's parser prints the rest and exits
+        print(own_flags_help() + "\n")
     attn, rest = split_attn_implementation(argv)
     from llava_dymoe.trainer.preflight import training_preflight
 

@@ -1,1 +1,1 @@
-"""integration layer of llava_dymoe (see README, "Where things live")."""
+"""integration layer of llava_dymoe (see docs/layout.md)."""

@@ -1,1 +1,1 @@
-"""patches layer of llava_dymoe (see README, "Where things live")."""
+"""patches layer of llava_dymoe (see docs/layout.md)."""

@@ -1,1 +1,1 @@
-"""trainer layer of llava_dymoe (see README, "Where things live")."""
+"""trainer layer of llava_dymoe (see docs/layout.md)."""

@@ -5,9 +5,9 @@ code span that starts with ``python -m llava_dymoe...``, ``llava-dymoe ...`` or 
 any ``NAME=value`` environment assignments; ``&&``, ``;`` and ``|`` separate commands, ``\\`` continues
 a line, ``#`` starts a comment). For a python command, ``python -m MODULE WORDS... --help`` must exit 0,
 where WORDS are the leading bare words (sub-command names such as ``run`` or an upstream eval module),
-and every ``--flag`` shown must appear in that help text or in MODULE's docstring (the home of the
-flags an entry point removes before its parser sees them, e.g. ``llava_dymoe.train``'s
-``--skip_data_check``). ``llava-dymoe X ...`` is checked as ``python -m llava_dymoe.console X ...``.
+and every ``--flag`` shown must appear in that help text (``llava_dymoe.train --help`` lists the flags it
+takes off before LLaVA's parser, e.g. ``--skip_data_check``, above LLaVA's own). ``llava-dymoe X ...`` is
+checked as ``python -m llava_dymoe.console X ...``.
 For ``make X`` the target X must exist in the Makefile. Placeholders are not checked: ``$VAR`` (unless
 the same block assigns it), ``<...>``, ``...``, ``--dymoe_<field>``. Other commands (``deepspeed``,
 ``bash scripts/...``) are not checked. Every ``--dymoe_<name>`` written anywhere in the docs must also be
@@ -17,7 +17,6 @@ Each distinct help text is computed once (one subprocess per distinct command, t
 """
 from __future__ import annotations
 
-import ast
 import glob
 import importlib.util
 import os
@@ -172,27 +171,12 @@ def help_key(argv: Sequence[str]) -> Optional[Tuple[str, ...]]:
 
 
 def run_help(key: Tuple[str, ...]) -> Tuple[int, str]:
-    """Exit status and text of ``python -m MODULE WORDS... --help``, plus MODULE's docstring."""
+    """Exit status and text of ``python -m MODULE WORDS... --help``."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-m", *key, "--help"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
-    return proc.returncode, proc.stdout + proc.stderr + "\n" + _module_docstring(key[0])
-
-
-def _module_docstring(module: str) -> str:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return ""
-    path = spec.origin if spec else None
-    if path and path.endswith("__init__.py") and spec.submodule_search_locations:
-        main = os.path.join(os.path.dirname(path), "__main__.py")
-        path = main if os.path.exists(main) else path
-    if not path or not path.endswith(".py"):
-        return ""
-    with open(path, encoding="utf-8") as f:
-        return ast.get_docstring(ast.parse(f.read())) or ""
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 def makefile_targets(path: str = os.path.join(REPO, "Makefile")) -> set:
