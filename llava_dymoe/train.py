@@ -73,8 +73,6 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     die_with_parent_if_asked()  # started by `cli run` (or a launcher under it): end with it
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:  # LLaVA's parser prints the rest and exits
-        print(own_flags_help() + "\n")
     attn, rest = split_attn_implementation(argv)
     from llava_dymoe.trainer.preflight import training_preflight
 
@@ -94,6 +92,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         from llava.train.train import train
 
         train(**train_call_kwargs(selection.line, attn))
+    except SystemExit:
+        if "-h" in argv or "--help" in argv:  # LLaVA's parser printed its help and exits: add ours after it
+            print(own_flags_help(), flush=True)
+        raise
     finally:
         patches.revert()
 

@@ -117,6 +117,8 @@ def test_train_help_is_llavas_parser_with_the_dymoe_flags():
     assert res.stdout.startswith("usage: llava-dymoe train")
     for flag in ("--dymoe_method", "--dymoe_task_id", "--data_path", "--save_strategy", "--resume_from_checkpoint"):
         assert flag in res.stdout
+    own = res.stdout[res.stdout.index("flags of llava_dymoe.train itself"):]  # after LLaVA's own help
+    assert "--attn_implementation" in own and "--skip_data_check" in own
 
 
 def test_eval_module_help_runs_the_upstream_module():
