@@ -16,6 +16,7 @@ Before anything heavy is imported, the pre-flight (``llava_dymoe.trainer.preflig
 traceback unless ``LLAVA_DYMOE_DEBUG=1``.
 """
 import logging
+import os
 import sys
 from typing import List, Optional, Tuple
 
@@ -98,6 +99,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise
     finally:
         patches.revert()
+        log_peak_memory()
+
+
+def log_peak_memory() -> None:
+    """One line per process at the end of training: this rank's peak resident memory (and peak CUDA memory
+    allocated by torch when a GPU was used), so a multi-rank run shows every rank's footprint in its log."""
+    import resource
+
+    import torch
+
+    rank = os.environ.get("RANK", "0")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    line = f"peak memory, rank {rank}: {peak:.0f} MiB resident"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        line += f", {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MiB CUDA allocated"
+    logging.getLogger("llava_dymoe.train").info(line)
 
 
 if __name__ == "__main__":

@@ -232,11 +232,17 @@ class DyMoELinear(nn.Linear):
     def load_banks(self, state: Mapping[str, Tensor], dtype: Optional[torch.dtype] = torch.float32) -> int:
         """Rebuild frozen banks ``t0..t{n-1}`` from ``bank_state_dict()``-style tensors; returns n.
 
-        The layer must have no bank yet.  Keys must be exactly ``{dymoe_A,dymoe_B,dymoe_router}.t{k}`` for
-        k = 0..n-1 and shapes must match the config (structure is never inferred from shapes).
+        The layer must have no bank yet.  Keys must be exactly ``{dymoe_A,dymoe_B,dymoe_router}.t{k}`` (and
+        ``dymoe_key.t{k}`` with ``bank_keys="refreshed"``; when no bank has keys, each starts as its router rows)
+        for k = 0..n-1 and shapes must match the config (structure is never inferred from shapes).
         """
         if self.num_tasks:
             raise ValueError(f"load_banks: the layer already has {self.num_tasks} bank(s)")
+        if "dymoe_key" in self.bank_names and not any(k.startswith("dymoe_key.") for k in state):
+            # banks saved without keys (an earlier task trained with bank_keys="router"): their keys start as
+            # their router rows, which is what the cascade scored them with until now
+            state = {**state, **{f"dymoe_key.{k.split('.', 1)[1]}": t for k, t in state.items()
+                                 if k.startswith("dymoe_router.")}}
         n = len({k.split(".", 1)[1] for k in state if "." in k})
         expected = {f"{name}.t{i}" for name in self.bank_names for i in range(n)}
         if set(state) != expected:

@@ -175,7 +175,8 @@ GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
                 "variants": "Beyond the paper: DyMoE variants against the baselines (d = 128)",
                 "variants_width": "Beyond the paper at d = 256",
                 "order": "Beyond the paper on the reversed task order (d = 128)",
-                "causes": "Cause tests of the plasticity audit (d = 128)"}
+                "causes": "Cause tests of the plasticity audit (d = 128)",
+                "routers": "Beyond the paper, second round: the bank decision's rows (three looks)"}
 
 
 def group_note(group: str) -> str:
@@ -193,6 +194,13 @@ def group_note(group: str) -> str:
         return ("Each row changes one thing in a paper-rule run (d = 128): no specialisation loss (`c_spe=0`), or "
                 "the projector trained at every task as in LLaVA's and CoIN's recipes (with it trained, oracle "
                 "routing no longer rebuilds task i's model, so that column is not 0).\n")
+    if group == "routers":
+        return ("`dymoe_plus` plus one of: `router_train=False` (the new bank's router rows stay the centroids of "
+                "its task's inputs), `router_refresh=True` (those rows re-centred on the trained model's inputs at the "
+                "end of the task), `bank_keys=refreshed` (separate never-trained keys decide the bank and are "
+                "re-centred at the end of the task; the rows keep the gate). Each block is one look: d = 128 in the "
+                "suite's order, d = 256, d = 128 reversed; the baselines and `dymoe_plus` are the runs of the "
+                "groups above.\n")
     if group != "width":
         return ""
 

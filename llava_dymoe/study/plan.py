@@ -11,7 +11,8 @@ LLM width); each is run for every seed.  Groups:
 * ``variants``: the beyond-the-paper recipes (``methods.VARIANTS``) next to ``incmoelora``, ``olora`` and
   ``dymoe`` (the plasticity issue); ``variants_width``: the same baselines and ``dymoe_plus`` at d = 256;
   ``order``: them again on the second task order (``ORDERS["reversed"]``); ``causes``: the audit's cause tests
-  (``dymoe`` without L_spe, and ``dymoe`` / ``incmoelora`` with the projector trained).
+  (``dymoe`` without L_spe, and ``dymoe`` / ``incmoelora`` with the projector trained); ``routers``: the second
+  round, ``dymoe_plus`` with fixed router rows, re-centred rows or refreshed bank keys, at all three looks.
 
 The seed varies the training (new-bank init, data order); the base model and the suite are fixed
 (seed 0 each), so the spread is the training's.
@@ -27,7 +28,7 @@ TAU_SWEEP = (0.1, 0.3, 0.5)
 WIDTHS = (64, 256, 512)
 LADDER = ("incmoelora", "incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dymoe_aux")
 METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe")
-GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes")
+GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes", "routers")
 #: What the beyond-the-paper variants are measured against, paired by seed (the plasticity issue).
 VARIANT_BASELINES = ("incmoelora", "olora", "dymoe")
 #: The width and the task order of the variants' second and third look.
@@ -38,6 +39,13 @@ SECOND_ORDER = "reversed"
 CAUSES = (("dymoe c_spe=0", "dymoe", (("c_spe", "0"),)),
           ("dymoe, projector trained", "dymoe", (("train_projector", "True"),)),
           ("incmoelora, projector trained", "incmoelora", (("train_projector", "True"),)))
+#: Second round of the plasticity issue: the bank decision's rows on top of ``dymoe_plus`` (``router_train``,
+#: ``router_refresh``, ``bank_keys``), each at the three looks ``(width, order)`` next to the baselines and
+#: ``dymoe_plus`` (the same run folders as the variants / variants_width / order groups).
+ROUTER_VARIANTS = (("fixed router rows", (("router_train", "False"),)),
+                   ("fixed rows re-centred at task end", (("router_refresh", "True"), ("router_train", "False"))),
+                   ("fixed rows + refreshed bank keys", (("bank_keys", "refreshed"), ("router_train", "False"))))
+LOOKS = ((128, "default"), (256, "default"), (128, "reversed"))
 #: Task orders of the study: the suite's own (CoIN-like) and the reverse, chosen before any result was seen
 #: (the plasticity issue asks for a second order; nothing is tuned to either).
 ORDERS = {"default": ("choice", "read", "classify", "vqa", "ground"),
@@ -133,6 +141,14 @@ def build_plan(groups: Sequence[str] = GROUPS, widths: Sequence[int] = WIDTHS,
                      for m in VARIANT_BASELINES + (best_variant(),)]
         elif group == "causes":
             plan += [Experiment(group, name, m, args) for name, m, args in CAUSES]
+        elif group == "routers":
+            plus = best_variant()
+            for w, order in LOOKS:
+                look = f"d={w}" + (f", {order}" if order != "default" else "")
+                plan += [Experiment(group, f"{'dymoe_plus' if m == plus else m} ({look})", m, width=w, order=order)
+                         for m in VARIANT_BASELINES + (plus,)]
+                plan += [Experiment(group, f"dymoe_plus, {name} ({look})", plus, args, width=w, order=order)
+                         for name, args in ROUTER_VARIANTS]
     return plan
 
 

@@ -15,7 +15,7 @@ exists, so this pass cannot run there (refused with the alternative named).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -46,10 +46,15 @@ def _move(batch: Dict[str, Any], device) -> Dict[str, Any]:
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
+class _Enough(Exception):
+    """Raised by the hook of the one layer asked for: the rest of the forward is not needed."""
+
+
 @torch.no_grad()
 def collect_inputs(model: nn.Module, batches: List[Dict[str, Any]], ctx, generator: torch.Generator,
-                   max_tokens: int = MAX_TOKENS) -> Dict[str, Tensor]:
-    """``{layer name: [n <= max_tokens, in_features]}`` valid inputs of every DyMoE layer over ``batches``."""
+                   max_tokens: int = MAX_TOKENS, only: Optional[str] = None) -> Dict[str, Tensor]:
+    """``{layer name: [n <= max_tokens, in_features]}`` valid inputs of every DyMoE layer over ``batches``;
+    ``only``: of that layer alone, each forward stopped once its input is seen."""
     kept: Dict[str, List[Tensor]] = {}
 
     def hook_for(name):
@@ -57,13 +62,19 @@ def collect_inputs(model: nn.Module, batches: List[Dict[str, Any]], ctx, generat
             x = args[0].reshape(-1, module.in_features)
             valid = ctx.token_valid(x.shape[0], x.device) if ctx is not None else None
             kept.setdefault(name, []).append((x[valid] if valid is not None else x).detach().float().cpu())
+            if only is not None:
+                raise _Enough
         return hook
 
-    handles = [layer.register_forward_pre_hook(hook_for(name)) for name, layer in dymoe_layers(model)]
+    handles = [layer.register_forward_pre_hook(hook_for(name)) for name, layer in dymoe_layers(model)
+               if only is None or name == only]
     device = next(p.device for p in model.parameters())
     try:
         for batch in batches:
-            model(**_move(batch, device))
+            try:
+                model(**_move(batch, device))
+            except _Enough:
+                pass
     finally:
         for h in handles:
             h.remove()
@@ -109,7 +120,11 @@ def refresh_keys_from_data(model: nn.Module, key: str, dataset, collator, batch_
                            seed: int, ctx=None) -> Dict[str, float]:
     """``bank_keys="refreshed"`` (beyond the paper): as ``refresh_router_from_data``, for bank ``key``'s cascade
     keys (``dymoe_key``) instead of its router rows, so the gate inside the bank, which the experts were trained
-    behind, is untouched; only which bank a token goes to follows the finished model's inputs."""
+    behind, is untouched; only which bank a token goes to follows the finished model's inputs.
+
+    Projection by projection in forward order: a projection's keys are fitted on inputs computed with every
+    earlier projection's keys already re-centred (the bank decisions upstream change what it sees), so the
+    result is consistent with the model that will answer, one forward pass (cut at the projection) each."""
     return _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=True,
                      target="dymoe_key")
 
@@ -126,37 +141,43 @@ def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_
                for s in range(0, min(len(order), batch_size * n_batches), batch_size)]
     layers = dict(dymoe_layers(model))
     banks = [] if refresh else [_Bank(layer, key) for layer in layers.values()]
+    sequential = refresh and target == "dymoe_key"
+    fits, before, moved, counts = [], [], [], []
     was_training = model.training
     model.eval()
     try:
-        inputs = collect_inputs(model, batches, ctx, gen)
+        if not sequential:
+            try:
+                inputs = collect_inputs(model, batches, ctx, gen)
+            finally:
+                for bank in banks:
+                    bank.restore()
+        for name, layer in layers.items():
+            if sequential:
+                inputs = collect_inputs(model, batches, ctx, gen, only=name)
+            x = inputs.get(name)
+            if x is None or x.shape[0] == 0:
+                raise RuntimeError(f"{what}: layer {name} saw no valid token in {len(batches)} batches")
+            router = getattr(layer, target)[key]
+            u = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+            if refresh:
+                old = router.detach().float().to(u.device)
+                old = old / old.norm(dim=1, keepdim=True).clamp_min(1e-6)
+                sim_old = u @ old.t()
+                cent = spherical_kmeans(x, router.shape[0], init=old)
+            else:
+                cent = spherical_kmeans(x, router.shape[0], generator=gen)
+            norms = router.detach().float().norm(dim=1, keepdim=True)
+            with torch.no_grad():
+                router.copy_((cent * norms.to(cent.device)).to(device=router.device, dtype=router.dtype))
+            sim = u @ cent.t()
+            fits.append(float(sim.amax(dim=1).mean()))
+            if refresh:
+                before.append(float(sim_old.amax(dim=1).mean()))
+                moved.append(float((sim_old.argmax(dim=1) != sim.argmax(dim=1)).float().mean()))
+            counts.append(x.shape[0])
     finally:
-        for bank in banks:
-            bank.restore()
         model.train(was_training)
-    fits, before, moved, counts = [], [], [], []
-    for name, layer in layers.items():
-        x = inputs.get(name)
-        if x is None or x.shape[0] == 0:
-            raise RuntimeError(f"{what}: layer {name} saw no valid token in {len(batches)} batches")
-        router = getattr(layer, target)[key]
-        u = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        if refresh:
-            old = router.detach().float().to(u.device)
-            old = old / old.norm(dim=1, keepdim=True).clamp_min(1e-6)
-            sim_old = u @ old.t()
-            cent = spherical_kmeans(x, router.shape[0], init=old)
-        else:
-            cent = spherical_kmeans(x, router.shape[0], generator=gen)
-        norms = router.detach().float().norm(dim=1, keepdim=True)
-        with torch.no_grad():
-            router.copy_((cent * norms.to(cent.device)).to(device=router.device, dtype=router.dtype))
-        sim = u @ cent.t()
-        fits.append(float(sim.amax(dim=1).mean()))
-        if refresh:
-            before.append(float(sim_old.amax(dim=1).mean()))
-            moved.append(float((sim_old.argmax(dim=1) != sim.argmax(dim=1)).float().mean()))
-        counts.append(x.shape[0])
     _broadcast_rows(layers.values(), key, target)
     summary = {"layers": len(layers), "batches": len(batches), "min_tokens": min(counts),
                "mean_fit": sum(fits) / len(fits)}

@@ -190,6 +190,10 @@ def test_refreshed_bank_keys_round_trip_through_the_bank_state():
     fresh = DyMoELinear(torch.nn.Linear(5, 4, dtype=torch.float64), layer.dymoe_config)
     assert fresh.load_banks(state, dtype=torch.float64) == 3
     assert all(torch.equal(fresh.dymoe_key[k], layer.dymoe_key[k]) for k in layer.task_keys())
+    no_keys = {k: v for k, v in state.items() if not k.startswith("dymoe_key.")}  # saved by a keyless recipe
+    older = DyMoELinear(torch.nn.Linear(5, 4, dtype=torch.float64), layer.dymoe_config)
+    assert older.load_banks(no_keys, dtype=torch.float64) == 3
+    assert all(torch.equal(older.dymoe_key[k], layer.dymoe_router[k]) for k in layer.task_keys())
     missing = {k: v for k, v in state.items() if not k.startswith("dymoe_key.t2")}
     with pytest.raises(ValueError, match=r"missing \['dymoe_key.t2'\]"):
         DyMoELinear(torch.nn.Linear(5, 4, dtype=torch.float64), layer.dymoe_config).load_banks(missing)

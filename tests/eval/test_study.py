@@ -27,8 +27,13 @@ def test_plan_covers_every_method_the_ladder_taus_and_widths():
     assert {(e.method, e.width) for e in plan if e.group == "width"} == {
         (m, w) for m in ("incmoelora", "dymoe") for w in (64, 256, 512)}
     # shared runs: the ladder's IncMoELoRA and the variants' three baselines are the methods' runs, the
-    # variants' d=256 IncMoELoRA and DyMoE are the width study's
-    assert len({e.key for e in plan}) == len(plan) - 1 - 3 - 2
+    # variants' d=256 IncMoELoRA and DyMoE are the width study's, the routers group's baselines and dymoe_plus
+    # (4 at each of its 3 looks) are the variants', variants_width's and order's runs
+    assert len({e.key for e in plan}) == len(plan) - 1 - 3 - 2 - 12
+    routers = [e for e in plan if e.group == "routers"]
+    others = {e.key for e in plan if e.group != "routers"}
+    assert len([e for e in routers if e.key not in others]) == 9 and all(e.dymoe_args for e in routers
+                                                                           if e.key not in others)
     with pytest.raises(ValueError, match="unknown results group"):
         build_plan(["nope"])
 

@@ -3,6 +3,7 @@ llava_dymoe.train`` (gloo on CPU), task 1 then task 2.  Task 1's banks must reac
 tensor (frozen, partitioned over two ranks, gathered collectively at the save) and task 2's bank must train."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,10 @@ def test_two_rank_zero3_sequence_with_gradient_checkpointing(tiny, smoke_data, t
     _train_two_ranks(tiny, smoke_data, t1, 1)
     # two ranks x 2 samples x 3 steps = 12 of the 16 samples (one rank: 6)
     assert json.load(open(t1 / "trainer_state.json"))["log_history"][-1]["epoch"] == 0.75
-    _train_two_ranks(tiny, smoke_data, t2, 2, prev=t1)
+    text = _train_two_ranks(tiny, smoke_data, t2, 2, prev=t1)
+    peaks = re.findall(r"peak memory, rank (\d): (\d+) MiB resident", text)
+    assert sorted(r for r, _ in peaks) == ["0", "1"], text[-2000:]  # every rank reports its footprint
+    print("task 2 peak resident memory per rank (MiB):", dict(peaks))
     old, new = load_file(os.path.join(t1, ckpt.EXPERTS)), load_file(os.path.join(t2, ckpt.EXPERTS))
     assert old and set(old) < set(new)
     assert [k for k in old if not torch.equal(old[k], new[k])] == []

@@ -125,17 +125,22 @@ def test_centroid_init_is_a_kmeans_fixed_point_of_the_tasks_inputs(tiny, smoke_d
 def test_router_refresh_recentres_the_rows_on_the_trained_models_inputs(tiny, smoke_data, sequence, tmp_path):
     """``router_refresh``: after the task, the new rows are spherical k-means of the task's inputs *with the
     trained bank in place* (not set aside), started from the rows as trained (row j keeps its cluster); the norms
-    are kept, nothing else changes and the global RNG stream is untouched."""
+    are kept, nothing else changes and the global RNG stream is untouched.  Then ``bank_keys="refreshed"``: the
+    keys (which start as the warm-started rows) are re-centred projection by projection, so each projection's keys
+    are k-means of exactly the inputs the refreshed model gives it; the router rows do not move."""
     from llava_dymoe.trainer.prepare import prepare_model
-    from llava_dymoe.trainer.router_init import collect_inputs, init_router_from_data, refresh_router_from_data
+    from llava_dymoe.trainer.router_init import (collect_inputs, init_router_from_data, refresh_keys_from_data,
+                                                 refresh_router_from_data)
 
     model, data = _model_and_data(tiny, smoke_data)
     args = _args(tmp_path / "t2", dymoe_task_id=2, dymoe_prev_ckpt=sequence[0], dymoe_router_init="centroids",
-                 dymoe_router_train=False, dymoe_router_refresh=True)
+                 dymoe_router_train=False, dymoe_router_refresh=True, dymoe_assign_rule="cascade",
+                 dymoe_bank_keys="refreshed")
     run = prepare_model(model, args)
     assert run.cfg.router_refresh and not run.cfg.router_train
     kw = dict(batch_size=4, n_batches=2, seed=11, ctx=run.ctx)
     init_router_from_data(model, run.task_key, data["train_dataset"], data["data_collator"], **kw)
+    assert all(torch.equal(layer.dymoe_key["t1"], layer.dymoe_router["t1"]) for _, layer in dymoe_layers(model))
     with torch.no_grad():  # stand-in for training: a non-zero new bank changes what deeper projections see
         g = torch.Generator().manual_seed(5)
         for _, layer in dymoe_layers(model):
@@ -164,6 +169,17 @@ def test_router_refresh_recentres_the_rows_on_the_trained_models_inputs(tiny, sm
         assert torch.allclose(torch.nn.functional.normalize(rows, dim=1), want, atol=1e-5), name
         deep += int(not torch.equal(rows, old))
     assert deep >= len(dict(dymoe_layers(model))) // 2  # the trained bank moved most projections' inputs
+
+    keys_before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    summary = refresh_keys_from_data(model, run.task_key, data["train_dataset"], data["data_collator"], **kw)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, keys_before[n])}
+    assert changed and changed <= {n for n in keys_before if n.endswith("dymoe_key.t1")}
+    assert summary["mean_fit"] >= summary["fit_before"] - 1e-6
+    model.eval()
+    final = collect_inputs(model, batches, run.ctx, torch.Generator().manual_seed(0), max_tokens=10 ** 9)
+    for name, layer in dymoe_layers(model):
+        want = spherical_kmeans(final[name], layer.experts_per_task, init=keys_before[f"{name}.dymoe_key.t1"])
+        assert torch.allclose(torch.nn.functional.normalize(layer.dymoe_key["t1"], dim=1), want, atol=1e-5), name
 
 
 def test_centroid_init_under_zero3_is_refused_with_the_alternative(monkeypatch):
