@@ -256,7 +256,7 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
                 out.append(f"| {w} | " + " | ".join(f"{b.accuracy.get(t, float('nan')):.0f}" for t in btasks) + " |")
             out.append("")
     for group in groups:
-        grows = [by_key[e.key] for e in plan if e.group == group]
+        grows = [{**by_key[e.key], "experiment": e} for e in plan if e.group == group]  # shared runs: own name
         out.append(f"## {GROUP_TITLES.get(group, group)}\n")
         note = group_note(group)
         if note:

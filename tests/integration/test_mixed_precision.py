@@ -37,6 +37,7 @@ from safetensors.torch import load_file
 
 from conftest import REPO, STEPS
 from llava_dymoe.integration import checkpoint as ckpt
+from llava_dymoe.integration.eval_loader import load_dymoe_for_eval
 from llava_dymoe.integration.llava_args import dymoe_flags, llava_train_argv, single_rank_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -126,8 +127,8 @@ def test_losses_within_bf16_tolerance_of_fp32(sequence, bf16_run):
 
 
 def _reload(task_dir, tiny, dtype, training_tower=False):
-    tok, model, _, _ = ckpt.load_dymoe_for_eval(task_dir, tiny.llm, "x", device="cpu", device_map="cpu",
-                                                torch_dtype=dtype)
+    tok, model, _, _ = load_dymoe_for_eval(task_dir, tiny.llm, "x", device="cpu", device_map="cpu",
+                                           torch_dtype=dtype)
     if training_tower:  # the tower as train() held it (fp32 weights cast to the training dtype), not upstream's
         from transformers import CLIPVisionModel  # eval-time fp16 copy
 
