@@ -40,6 +40,8 @@ TAG_GAPS = ("similarity", "distance")
 ROUTER_INITS = ("kaiming", "centroids")
 #: What the cascade's bank decision scores tokens against (``DyMoEConfig.bank_keys``); "router" is the cascade's.
 BANK_KEYS = ("router", "refreshed")
+#: What the cascade decides a bank for (``DyMoEConfig.bank_scope``); "token" is the cascade's.
+BANK_SCOPES = ("token", "sequence")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -119,6 +121,17 @@ class DyMoEConfig:
                                   "the task's inputs as the trained model computes them (k-means from the "
                                   "current keys); the router rows and so the gate inside a bank are untouched. "
                                   "Stored in the checkpoint as dymoe_key.")
+    bank_scope: str = _f("token", "What the cascade decides a bank for (assign_rule='cascade'). 'token': each token "
+                                  "on its own scores. 'sequence' (beyond the paper): each sequence, on the mean of "
+                                  "its valid tokens' bank scores, so all its tokens share one bank per projection "
+                                  "(core.routing.sequence_cascade_assignment); at inference the prompt's decision "
+                                  "is kept for the tokens generated after it. No task id.")
+    sequence_tau: float = _f(0.0, "Margin of the per-sequence decision (bank_scope='sequence'): a bank claims a "
+                                  "sequence when its mean score beats every earlier bank's by D_rel > sequence_tau. "
+                                  "0 = the bank with the highest mean score (ties to the earlier bank). The "
+                                  "token-level tau (0.2) on mean scores claimed no sequence for the new bank (d = 128, "
+                                  "seeds 0-1: TAG's new share 0 at every step, so no new bank trained; "
+                                  "docs/beyond-the-paper.md section 7).")
     router_refresh: bool = _f(False, "Beyond the paper (needs router_init='centroids'): at the end of the task the new "
                                      "bank's router rows are re-centred on router_init_batches batches of the task's "
                                      "inputs as the trained model computes them (k-means started from the current "
@@ -164,7 +177,7 @@ class DyMoEConfig:
             _check_real(name, getattr(self, name))
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("tau", "rsr_start"):
+        for name in ("tau", "rsr_start", "sequence_tau"):
             _check_real(name, getattr(self, name))
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
@@ -177,7 +190,8 @@ class DyMoEConfig:
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {list(ROUTERS)}, got {self.router!r}")
         for name, choices in (("assign_rule", ASSIGN_RULES), ("spe_target", SPE_TARGETS),
-                              ("router_init", ROUTER_INITS), ("tag_gap", TAG_GAPS), ("bank_keys", BANK_KEYS)):
+                              ("router_init", ROUTER_INITS), ("tag_gap", TAG_GAPS), ("bank_keys", BANK_KEYS),
+                              ("bank_scope", BANK_SCOPES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
         if self.assign_rule == "cascade" and (not self.use_tag or self.router == "none"):
@@ -194,6 +208,9 @@ class DyMoEConfig:
             raise ValueError("bank_keys='refreshed' keeps per-bank keys for the cascade's bank decision, set from the "
                              "task's inputs: it needs --dymoe_assign_rule cascade and --dymoe_router_init centroids, "
                              f"got assign_rule={self.assign_rule!r}, router_init={self.router_init!r}")
+        if self.bank_scope == "sequence" and self.assign_rule != "cascade":
+            raise ValueError("bank_scope='sequence' applies the cascade's bank decision per sequence: it needs "
+                             f"--dymoe_assign_rule cascade, got assign_rule={self.assign_rule!r}")
         if self.router_refresh and self.router_init != "centroids":
             raise ValueError("router_refresh=True re-centres rows that were set from the task's inputs: add "
                              "--dymoe_router_init centroids (or keep --dymoe_router_refresh False)")

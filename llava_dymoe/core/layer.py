@@ -49,7 +49,8 @@ from torch import Tensor, nn
 
 from ..config import DyMoEConfig
 from .losses import masked_mean, new_expert_balance_loss, orthogonality_loss, rsr_losses
-from .routing import cascade_assignment, cosine_logits_parts, gate, new_token_mask, routing_dtype
+from .routing import (cascade_assignment, cosine_logits_parts, gate, new_token_mask, routing_dtype,
+                      sequence_cascade_assignment)
 from .stats import RoutingStats
 from .transport import DyMoEContext, inject_aux
 
@@ -160,6 +161,7 @@ class DyMoELinear(nn.Linear):
         self.dymoe_dropout = nn.Dropout(cfg.lora_dropout) if cfg.lora_dropout > 0 else nn.Identity()
         self._dymoe_ctx: Optional[DyMoEContext] = None
         self._dymoe_cache: Dict[Tuple[str, ...], Tuple[tuple, Tuple[Tensor, Tensor, Tensor]]] = {}
+        self._dymoe_seq_bank: Optional[Tensor] = None  # bank_scope="sequence": the prompt's banks while decoding
 
     @classmethod
     def from_linear(cls, base: nn.Linear, cfg: DyMoEConfig) -> "DyMoELinear":
@@ -279,6 +281,7 @@ class DyMoELinear(nn.Linear):
     def train(self, mode: bool = True):
         if mode:  # the no-grad concatenation cache is for inference; free it when training resumes
             self._dymoe_cache.clear()
+        self._dymoe_seq_bank = None  # bank_scope="sequence": a prompt's decision never outlives a mode change
         return super().train(mode)
 
     # ------------------------------------------------------------------ forward
@@ -303,7 +306,10 @@ class DyMoELinear(nn.Linear):
                 score = logits
                 if "dymoe_key" in self.bank_names:  # the bank decision on the keys, the gate on the router rows
                     score = cosine_logits_parts(xf, [self.dymoe_key[k] for k in self.task_keys()], scale)
-                bank = cascade_assignment(score, self.experts_per_task, cfg.tau, cfg.tag_gap, cfg.router_scale)
+                if cfg.bank_scope == "sequence":
+                    bank = self._sequence_bank(score, x)
+                else:
+                    bank = cascade_assignment(score, self.experts_per_task, cfg.tau, cfg.tag_gap, cfg.router_scale)
                 bank_of = torch.arange(self.num_experts, device=logits.device) // self.experts_per_task
                 allowed = bank[:, None] == bank_of[None, :]
                 if multi:
@@ -323,6 +329,26 @@ class DyMoELinear(nn.Linear):
         else:
             y = self._mix_sparse(xf, g, parts, aux)
         return y.view(*x.shape[:-1], self.out_features)
+
+    def _sequence_bank(self, score: Tensor, x: Tensor) -> Tensor:
+        """``bank_scope="sequence"``: the cascade's bank (margin ``sequence_tau``) per sequence of ``x``
+        ``[batch, S, in]`` (a 2-D ``x`` is one sequence), broadcast to its tokens, int64 ``[batch * S]``.  Valid
+        tokens come from the attached context.  At inference the decision of a forward of several tokens (the prompt) is kept, and a
+        one-token forward of the same batch size (a decoding step with the KV cache) reuses it, so generated
+        tokens stay in their prompt's bank; a forward of several tokens replaces it, ``train()`` drops it."""
+        cfg = self.dymoe_config
+        batch = x.shape[0] if x.dim() >= 3 else 1
+        seq_len = score.shape[0] // batch
+        kept = self._dymoe_seq_bank
+        if not self.training and seq_len == 1 and kept is not None and kept.shape[0] == batch:
+            seq = kept
+        else:
+            ctx = self._dymoe_ctx
+            valid = ctx.token_valid(score.shape[0], score.device) if ctx is not None else None
+            seq = sequence_cascade_assignment(score, batch, self.experts_per_task, cfg.sequence_tau, cfg.tag_gap,
+                                              cfg.router_scale, valid)
+            self._dymoe_seq_bank = None if self.training else seq
+        return seq.repeat_interleave(seq_len)
 
     def _record_stats(self, logits: Tensor, g: Tensor) -> None:
         """Hand this forward's routing to the attached ``RoutingStats`` (valid tokens/kinds from the context)."""

@@ -242,10 +242,16 @@ def cascade_assignment(logits: Tensor, experts_per_bank: int, tau: float, gap: s
     decision is unchanged; the rule only adds the same test among the older banks, and it needs no task id,
     so it is also the inference rule.  ``gap``/``scale``: how D_rel is measured (``relative_gap``).
     """
-    c = bank_scores(logits, experts_per_bank)
+    return cascade_from_bank_scores(bank_scores(logits, experts_per_bank), tau, gap, scale)
+
+
+@torch.no_grad()
+def cascade_from_bank_scores(c: Tensor, tau: float, gap: str = "similarity", scale: float = 1.0) -> Tensor:
+    """The cascade's decision on given bank scores ``c`` ``[N, B]`` (rows: tokens, or pooled sequences); int64
+    ``[N]``, the newest bank that claims the row, else 0 (``cascade_assignment``)."""
     n, nb = c.shape
     if nb == 1:
-        return torch.zeros(n, dtype=torch.long, device=logits.device)
+        return torch.zeros(n, dtype=torch.long, device=c.device)
     m = torch.cummax(c, dim=1).values[:, :-1]  # m[:, b-1] = max_{b' < b} c_b'
     cb = c[:, 1:]
     d_rel = relative_gap(cb, m, gap, scale)
@@ -254,3 +260,28 @@ def cascade_assignment(logits: Tensor, experts_per_bank: int, tau: float, gap: s
     # newest claiming bank: the last True column
     idx = torch.arange(nb, device=c.device).expand(n, nb)
     return torch.where(claims, idx, torch.zeros_like(idx)).amax(dim=1)
+
+
+@torch.no_grad()
+def sequence_cascade_assignment(logits: Tensor, batch: int, experts_per_bank: int, tau: float,
+                                gap: str = "similarity", scale: float = 1.0,
+                                valid: Optional[Tensor] = None) -> Tensor:
+    """The cascade's decision once per sequence (``bank_scope="sequence"``; beyond the paper).
+
+    ``logits`` ``[batch * S, E]`` are the tokens of ``batch`` sequences of ``S`` tokens, row-major.  Each
+    sequence's bank scores are the mean of its valid tokens' ``bank_scores`` (all its tokens when it has no
+    valid one); the cascade's test (``cascade_from_bank_scores``) on these pooled scores gives one bank per
+    sequence, int64 ``[batch]``.  ``valid``: bool with ``batch * S`` elements, or None = all valid.
+    """
+    c = bank_scores(logits, experts_per_bank)
+    n, nb = c.shape
+    if batch < 1 or n % batch:
+        raise ValueError(f"sequence_cascade_assignment: {n} tokens are not {batch} sequences of equal length")
+    c = c.view(batch, n // batch, nb)
+    if valid is None:
+        pooled = c.mean(dim=1)
+    else:
+        w = valid.reshape(batch, n // batch, 1).to(c.dtype)
+        count = w.sum(dim=1)
+        pooled = torch.where(count > 0, (c * w).sum(dim=1) / count.clamp_min(1.0), c.mean(dim=1))
+    return cascade_from_bank_scores(pooled, tau, gap, scale)

@@ -12,7 +12,8 @@ LLM width); each is run for every seed.  Groups:
   ``dymoe`` (the plasticity issue); ``variants_width``: the same baselines and ``dymoe_plus`` at d = 256;
   ``order``: them again on the second task order (``ORDERS["reversed"]``); ``causes``: the audit's cause tests
   (``dymoe`` without L_spe, and ``dymoe`` / ``incmoelora`` with the projector trained); ``routers``: the second
-  round, ``dymoe_plus`` with fixed router rows, re-centred rows or refreshed bank keys, at all three looks.
+  round, ``dymoe_plus`` with fixed router rows, re-centred rows or refreshed bank keys, and the third, those keys
+  deciding one bank per sequence, at all three looks.
 
 The seed varies the training (new-bank init, data order); the base model and the suite are fixed
 (seed 0 each), so the spread is the training's.
@@ -40,11 +41,13 @@ CAUSES = (("dymoe c_spe=0", "dymoe", (("c_spe", "0"),)),
           ("dymoe, projector trained", "dymoe", (("train_projector", "True"),)),
           ("incmoelora, projector trained", "incmoelora", (("train_projector", "True"),)))
 #: Second round of the plasticity issue: the bank decision's rows on top of ``dymoe_plus`` (``router_train``,
-#: ``router_refresh``, ``bank_keys``), each at the three looks ``(width, order)`` next to the baselines and
+#: ``router_refresh``, ``bank_keys``) and their scope (``bank_scope``, the third round), each at the three looks ``(width, order)`` next to the baselines and
 #: ``dymoe_plus`` (the same run folders as the variants / variants_width / order groups).
 ROUTER_VARIANTS = (("fixed router rows", (("router_train", "False"),)),
                    ("fixed rows re-centred at task end", (("router_refresh", "True"), ("router_train", "False"))),
-                   ("fixed rows + refreshed bank keys", (("bank_keys", "refreshed"), ("router_train", "False"))))
+                   ("fixed rows + refreshed bank keys", (("bank_keys", "refreshed"), ("router_train", "False"))),
+                   ("fixed rows + refreshed keys, one bank per sequence",
+                    (("bank_keys", "refreshed"), ("bank_scope", "sequence"), ("router_train", "False"))))
 LOOKS = ((128, "default"), (256, "default"), (128, "reversed"))
 #: Task orders of the study: the suite's own (CoIN-like) and the reverse, chosen before any result was seen
 #: (the plasticity issue asks for a second order; nothing is tuned to either).

@@ -140,6 +140,29 @@ def cascade_bank(z_row, experts_per_bank, tau, gap_kind="similarity", scale=1.0)
     return 0
 
 
+def sequence_banks(x, key_rows, experts_per_bank, tau, gap_kind="similarity", scale=1.0, valid=None):
+    """``bank_scope="sequence"``, one token at a time: per sequence of ``x`` ``[B, S, in]``, the mean over its
+    valid tokens (all when none is valid) of each bank's best cosine to ``key_rows``, then the cascade's walk
+    from the newest bank down on these means; returns the bank of every token, a list of B * S ints."""
+    out = []
+    for b in range(x.shape[0]):
+        rows = [s for s in range(x.shape[1]) if valid is None or bool(valid[b][s])] or list(range(x.shape[1]))
+        sums = None
+        for s in rows:
+            z = [_f(v) for v in cosine(x[b, s][None], key_rows, scale)[0]]
+            best = [max(z[k * experts_per_bank:(k + 1) * experts_per_bank]) for k in range(len(z) // experts_per_bank)]
+            sums = best if sums is None else [p + q for p, q in zip(sums, best)]
+        mean = [v / len(rows) for v in sums]
+        bank = 0
+        for k in range(len(mean) - 1, 0, -1):
+            before = max(mean[:k])
+            if rel_gap(mean[k], before, gap_kind, scale) > tau and mean[k] > before:
+                bank = k
+                break
+        out += [bank] * x.shape[1]
+    return out
+
+
 def specialization_with_target(z, n_old, top_k, temperature, target, valid=None):
     """BCE of g_new against a given per-token target (1 = TAG calls the token new)."""
     vals = []
@@ -153,12 +176,14 @@ def specialization_with_target(z, n_old, top_k, temperature, target, valid=None)
 
 
 def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling, top_k, temperature,
-                  router_scale=1.0, tag_tau=None, cascade_tau=None, cascade_gap="similarity", keys=None):
+                  router_scale=1.0, tag_tau=None, cascade_tau=None, cascade_gap="similarity", keys=None,
+                  token_banks=None):
     """y_n = W0 x_n + b + scaling * sum_e g_e B_e A_e x_n, one token at a time (no dropout).
 
     ``banks``: list of (A [E*r, in], B [out, E*r], R [E, in]); ``tag_tau`` not None -> TAG with the last
     bank as the new group; ``cascade_tau`` not None -> only the experts of ``cascade_bank``'s bank, the bank
-    chosen on the cosines to ``keys`` (one [E, in] per bank) when given, else to the router rows.
+    chosen on the cosines to ``keys`` (one [E, in] per bank) when given, else to the router rows;
+    ``token_banks`` (one bank per token) given -> only that bank's experts.
     """
     routers = torch.cat([b[2] for b in banks], 0)
     key_rows = torch.cat(list(keys), 0) if keys is not None else routers
@@ -168,7 +193,9 @@ def layer_forward(x, weight, bias, banks, experts_per_task, expert_rank, scaling
         xn = x[n]
         z = cosine(xn[None], routers, router_scale)[0]
         allowed = None
-        if cascade_tau is not None and len(banks) >= 2:
+        if token_banks is not None:
+            allowed = [e // experts_per_task == token_banks[n] for e in range(z.shape[0])]
+        elif cascade_tau is not None and len(banks) >= 2:
             zk = cosine(xn[None], key_rows, router_scale)[0]
             b = cascade_bank(zk, experts_per_task, cascade_tau, cascade_gap, router_scale)
             allowed = [e // experts_per_task == b for e in range(z.shape[0])]

@@ -14,7 +14,8 @@ from llava_dymoe.config import DyMoEConfig  # noqa: E402
 from llava_dymoe.core import DyMoEContext, DyMoELinear, attach_context, new_token_mask  # noqa: E402
 from llava_dymoe.core.centroids import spherical_kmeans  # noqa: E402
 from llava_dymoe.core.losses import rsr_losses, specialization_from_weights, rsr_weights  # noqa: E402
-from llava_dymoe.core.routing import bank_scores, cascade_assignment, relative_gap  # noqa: E402
+from llava_dymoe.core.routing import (bank_scores, cascade_assignment, relative_gap,  # noqa: E402
+                                      sequence_cascade_assignment)
 from llava_dymoe.methods import get_method  # noqa: E402
 
 SMALL = dict(experts_per_task=3, expert_rank=2, top_k=4, lora_dropout=0.0, router_temperature=0.3, tau=0.1,
@@ -201,6 +202,95 @@ def test_refreshed_bank_keys_round_trip_through_the_bank_state():
     assert not plain.dymoe_key and "dymoe_key" not in {k.split(".")[0] for k in plain.bank_state_dict()}
 
 
+# ---------------------------------------------------------------- bank_scope="sequence"
+@pytest.mark.parametrize("banks,tau,seed,gap", [(2, 0.05, 0, "similarity"), (3, 0.02, 1, "similarity"),
+                                                (4, 0.05, 2, "distance")])
+def test_sequence_cascade_matches_naive_mean_of_valid_tokens(banks, tau, seed, gap):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(12, 9, 5, dtype=torch.float64, generator=g)
+    rows = torch.randn(banks * 3, 5, dtype=torch.float64, generator=g)
+    valid = torch.rand(12, 9, generator=g) > 0.3
+    valid[0] = False  # no valid token: the mean over all of them
+    z = ref.cosine(x.reshape(-1, 5), rows)
+    got = sequence_cascade_assignment(z, 12, 3, tau, gap, 1.0, valid)
+    want = ref.sequence_banks(x, rows, 3, tau, gap, 1.0, valid.tolist())
+    assert got.repeat_interleave(9).tolist() == want
+    assert len(set(got.tolist())) > 1  # the draws reach several banks (the test can fail)
+    assert not torch.equal(got, sequence_cascade_assignment(z, 12, 3, tau, gap))  # the mask is used
+    best = bank_scores(z, 3).view(12, 9, banks).mean(dim=1).argmax(dim=1)  # margin 0: the best mean score
+    assert torch.equal(sequence_cascade_assignment(z, 12, 3, 0.0), best)
+    with pytest.raises(ValueError, match="not 5 sequences"):
+        sequence_cascade_assignment(z, 5, 3, tau)
+
+
+@pytest.mark.parametrize("tasks,training,seed,keys,margin", [(2, True, 0, False, 0.0), (3, True, 1, True, 0.02),
+                                                             (3, False, 2, False, 0.02), (4, False, 3, True, 0.0)])
+def test_sequence_scope_layer_matches_naive_values_and_gradients(tasks, training, seed, keys, margin):
+    """``bank_scope="sequence"``: every token of a sequence in the bank the mean of its valid tokens' bank
+    scores chooses (on the keys when present), the gate inside it on the router rows; values and gradients
+    against the naive per-token layer, valid tokens from the attached context."""
+    extra = dict(router_init="centroids", bank_keys="refreshed") if keys else {}
+    layer = make_layer(tasks, seed, c_exc=0.0, c_spe=0.0, assign_rule="cascade", bank_scope="sequence",
+                       sequence_tau=margin, **extra)
+    g = torch.Generator().manual_seed(seed + 70)
+    if keys:
+        with torch.no_grad():
+            for k in layer.task_keys():
+                layer.dymoe_key[k].copy_(torch.randn(layer.dymoe_key[k].shape, generator=g, dtype=torch.float64))
+    layer.train(training)
+    x = torch.randn(6, 8, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    valid = torch.rand(6, 8, generator=g) > 0.25
+    attach_context(layer, DyMoEContext(valid_mask=valid))
+    y = layer(x)
+    attach_context(layer, None)
+    key_rows = torch.cat([(layer.dymoe_key if keys else layer.dymoe_router)[k] for k in layer.task_keys()])
+    cfg = layer.dymoe_config
+    token_banks = ref.sequence_banks(x.detach(), key_rows, layer.experts_per_task, margin, valid=valid.tolist())
+    assert len(set(token_banks)) > 1
+    banks = [(layer.dymoe_A[k], layer.dymoe_B[k], layer.dymoe_router[k]) for k in layer.task_keys()]
+    y_ref = ref.layer_forward(x.reshape(-1, 5), layer.weight, layer.bias, banks, layer.experts_per_task,
+                              layer.expert_rank, layer.scaling, cfg.top_k, cfg.router_temperature, cfg.router_scale,
+                              token_banks=token_banks).reshape(y.shape)
+    ref.assert_close(y, y_ref, rtol=1e-7, atol=1e-9, what="output")
+    per_token = ref.layer_forward(x.reshape(-1, 5), layer.weight, layer.bias, banks, layer.experts_per_task,
+                                  layer.expert_rank, layer.scaling, cfg.top_k, cfg.router_temperature,
+                                  cfg.router_scale, cascade_tau=cfg.tau, keys=[key_rows]).reshape(y.shape)
+    assert not torch.allclose(y, per_token)  # the scope made a difference
+    params = [x] + [p for p in layer.parameters() if p.requires_grad]
+    go = torch.randn(y.shape, dtype=y.dtype, generator=g)
+    for a, b in zip(torch.autograd.grad(y, params, go), torch.autograd.grad(y_ref, params, go)):
+        ref.assert_close(a, b, rtol=1e-7, atol=1e-9, what="grad")
+
+
+def test_sequence_scope_keeps_the_prompts_bank_while_decoding():
+    """At inference a one-token forward of the same batch size (a KV-cache decoding step) stays in the banks its
+    prompt chose; a new prompt decides again; ``train()`` drops the kept decision."""
+    layer = make_layer(3, 9, assign_rule="cascade", bank_scope="sequence").eval()  # sequence_tau 0: the best mean
+    g = torch.Generator().manual_seed(9)
+    rows = torch.cat(list(layer.dymoe_router.values()))
+    cfg = layer.dymoe_config
+    banks = [(layer.dymoe_A[k], layer.dymoe_B[k], layer.dymoe_router[k]) for k in layer.task_keys()]
+
+    def naive_with(x, token_banks):
+        return ref.layer_forward(x.reshape(-1, 5), layer.weight, layer.bias, banks, layer.experts_per_task,
+                                 layer.expert_rank, layer.scaling, cfg.top_k, cfg.router_temperature,
+                                 cfg.router_scale, token_banks=token_banks).reshape(*x.shape[:-1], 4)
+
+    prompt = torch.randn(2, 7, 5, dtype=torch.float64, generator=g)
+    prompt_banks = ref.sequence_banks(prompt, rows, 3, cfg.sequence_tau)[::7]
+    ref.assert_close(layer(prompt), naive_with(prompt, [b for b in prompt_banks for _ in range(7)]), what="prompt")
+    steps = torch.randn(40, 2, 1, 5, dtype=torch.float64, generator=g)
+    own = [ref.sequence_banks(s, rows, 3, cfg.sequence_tau) for s in steps]
+    assert any(o != prompt_banks for o in own)  # some step would have chosen another bank on its own
+    for s in steps:
+        ref.assert_close(layer(s), naive_with(s, prompt_banks), what="decoding step")
+    other = torch.randn(2, 7, 5, dtype=torch.float64, generator=g)  # a new prompt decides again
+    ref.assert_close(layer(other), naive_with(other, ref.sequence_banks(other, rows, 3, cfg.sequence_tau)), what="new prompt")
+    layer.train().eval()  # the kept decision is dropped: a lone token decides for itself
+    ref.assert_close(layer(steps[0]), naive_with(steps[0], own[0]), what="after train()")
+    ref.assert_close(layer(steps[0][:1]), naive_with(steps[0][:1], own[0][:1]), what="other batch size")
+
+
 def test_cascade_changes_inference_but_not_the_new_bank_decision_of_training():
     paper, cascade = make_layer(3, 5), make_layer(3, 5, assign_rule="cascade")
     x = torch.randn(400, 5, dtype=torch.float64)
@@ -235,6 +325,7 @@ def test_variant_fields_default_to_the_paper_and_dymoe_recipe_does_not_set_them(
     cfg = get_method("dymoe").build_config()
     assert (cfg.assign_rule, cfg.spe_target, cfg.router_init, cfg.tag_gap) == ("paper", "paper", "kaiming",
                                                                                 "similarity")
+    assert (cfg.bank_keys, cfg.bank_scope, cfg.router_train, cfg.router_refresh) == ("router", "token", True, False)
     explicit = get_method("dymoe").build_config({"assign_rule": "paper", "spe_target": "paper",
                                                  "router_init": "kaiming"})
     assert explicit == cfg
@@ -244,7 +335,7 @@ def test_variant_fields_default_to_the_paper_and_dymoe_recipe_does_not_set_them(
 def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
     a = make_layer(3, 7, c_exc=0.3, c_spe=0.4)
     b = make_layer(3, 7, c_exc=0.3, c_spe=0.4, assign_rule="paper", spe_target="paper", router_init="kaiming",
-                   tag_gap="similarity")
+                   tag_gap="similarity", bank_scope="token", bank_keys="router")
     x = torch.randn(40, 5, dtype=torch.float64)
     outs = []
     for layer in (a, b):
@@ -270,6 +361,9 @@ def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
     (dict(bank_keys="refreshed", router_init="centroids"), "needs --dymoe_assign_rule cascade"),
     (dict(bank_keys="refreshed", assign_rule="cascade"), "needs --dymoe_assign_rule cascade and --dymoe_router_init"),
     (dict(bank_keys="stale"), "bank_keys must be one of"),
+    (dict(bank_scope="sequence"), "needs --dymoe_assign_rule cascade"),
+    (dict(bank_scope="batch", assign_rule="cascade"), "bank_scope must be one of"),
+    (dict(bank_scope="sequence", assign_rule="cascade", sequence_tau=1.5), "sequence_tau must lie in"),
     (dict(router_refresh=True), "add --dymoe_router_init centroids"),
     (dict(router_train="no", router_init="centroids"), "router_train must be a bool"),
     (dict(router_refresh=1, router_init="centroids"), "router_refresh must be a bool"),

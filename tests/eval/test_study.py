@@ -32,7 +32,7 @@ def test_plan_covers_every_method_the_ladder_taus_and_widths():
     assert len({e.key for e in plan}) == len(plan) - 1 - 3 - 2 - 12
     routers = [e for e in plan if e.group == "routers"]
     others = {e.key for e in plan if e.group != "routers"}
-    assert len([e for e in routers if e.key not in others]) == 9 and all(e.dymoe_args for e in routers
+    assert len([e for e in routers if e.key not in others]) == 12 and all(e.dymoe_args for e in routers
                                                                            if e.key not in others)
     with pytest.raises(ValueError, match="unknown results group"):
         build_plan(["nope"])

@@ -251,6 +251,52 @@ def test_variant_round_trip_same_logits_answers_and_rule(tiny, smoke_data, varia
     del y
 
 
+def test_sequence_scope_through_upstream_generate_keeps_the_prompts_bank(tiny, smoke_data, variant_sequences,
+                                                                        tmp_path):
+    """``bank_scope="sequence"`` under upstream LLaVA's ``generate`` (KV cache): the prompt's forward decides
+    one bank per projection from the mean of its tokens' bank scores (the naive reference), and every decoding
+    step, a one-token forward, keeps that decision."""
+    from llava_dymoe.trainer.prepare import prepare_model
+
+    model, data = _model_and_data(tiny, smoke_data)
+    seq = variant_sequences["dymoe_cascade_spetag"][0]
+    args = _args(tmp_path / "2_task_sequence", dymoe_task_id=2, dymoe_prev_ckpt=seq,
+                 dymoe_method="dymoe_cascade_spetag", dymoe_bank_scope="sequence")
+    cfg = prepare_model(model, args).cfg
+    assert cfg.bank_scope == "sequence" and cfg.assign_rule == "cascade"
+    with torch.no_grad():  # stand-in for training: a non-zero new bank
+        g = torch.Generator().manual_seed(6)
+        for _, layer in dymoe_layers(model):
+            layer.dymoe_B["t1"].copy_(torch.randn(layer.dymoe_B["t1"].shape, generator=g) * 0.05)
+    model.eval()
+    layer = dict(dymoe_layers(model))["model.layers.1.mlp.down_proj"]
+    calls = []
+    hook = layer.register_forward_hook(
+        lambda m, a, out: calls.append((a[0].detach().clone(), out.detach().clone(), m._dymoe_seq_bank.clone())))
+    batch = data["data_collator"]([data["train_dataset"][0]])
+    prompt = batch["input_ids"][:, :int((batch["labels"][0] != -100).nonzero()[0])]
+    with torch.no_grad():
+        model.generate(prompt, images=batch["images"], do_sample=False, max_new_tokens=5, min_new_tokens=5,
+                       pad_token_id=0)
+    hook.remove()
+    (x0, y0, bank0), steps = calls[0], calls[1:]
+    assert x0.shape[1] > 1 and len(steps) == 4 and all(x.shape[:2] == (1, 1) for x, _, _ in steps)
+    assert all(torch.equal(b, bank0) for _, _, b in steps)
+    rows = torch.cat([layer.dymoe_router[k] for k in layer.task_keys()])
+    want_banks = ref.sequence_banks(x0, rows, layer.experts_per_task, cfg.sequence_tau)
+    assert [int(bank0[0])] == want_banks[:1]
+    banks = [(layer.dymoe_A[k], layer.dymoe_B[k], layer.dymoe_router[k]) for k in layer.task_keys()]
+
+    def naive(x, token_banks):
+        return ref.layer_forward(x.reshape(-1, layer.in_features), layer.weight, layer.bias, banks,
+                                 layer.experts_per_task, layer.expert_rank, layer.scaling, cfg.top_k,
+                                 cfg.router_temperature, cfg.router_scale, token_banks=token_banks)
+    ref.assert_close(y0.reshape(-1, layer.out_features), naive(x0, want_banks), rtol=1e-5, atol=1e-6, what="prompt")
+    for x, y, _ in steps:
+        ref.assert_close(y.reshape(-1, layer.out_features), naive(x, want_banks[:1]), rtol=1e-5, atol=1e-6,
+                         what="decoding step")
+
+
 def test_eval_assign_rule_override(tiny, sequence, monkeypatch):
     from llava_dymoe.integration.checkpoint import CheckpointError
     from llava_dymoe.integration.eval_loader import ASSIGN_RULE_ENV, load_dymoe_for_eval
