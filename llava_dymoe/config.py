@@ -39,7 +39,7 @@ TAG_GAPS = ("similarity", "distance")
 #: Initialisations of a new bank's router rows (``DyMoEConfig.router_init``); "kaiming" is method.md's.
 ROUTER_INITS = ("kaiming", "centroids")
 #: What the cascade's bank decision scores tokens against (``DyMoEConfig.bank_keys``); "router" is the cascade's.
-BANK_KEYS = ("router", "refreshed")
+BANK_KEYS = ("router", "refreshed", "fitted")
 #: What the cascade decides a bank for (``DyMoEConfig.bank_scope``); "token" is the cascade's.
 BANK_SCOPES = ("token", "sequence")
 
@@ -120,7 +120,12 @@ class DyMoEConfig:
                                   "the bank's router rows as warm-started, re-centred at the end of its task on "
                                   "the task's inputs as the trained model computes them (k-means from the "
                                   "current keys); the router rows and so the gate inside a bank are untouched. "
-                                  "Stored in the checkpoint as dymoe_key.")
+                                  "Stored in the checkpoint as dymoe_key. 'fitted': as 'refreshed', and the keys "
+                                  "are also fitted the same way before the first step, through the model that "
+                                  "trains (the new bank present, its B = 0), so that training starts with the bank "
+                                  "decisions the keys will make: fitted on inputs computed with the new bank set "
+                                  "aside, they disagree with them wherever an upstream projection's decision moves "
+                                  "to the new bank (docs/beyond-the-paper.md section 7).")
     bank_scope: str = _f("token", "What the cascade decides a bank for (assign_rule='cascade'). 'token': each token "
                                   "on its own scores. 'sequence' (beyond the paper): each sequence, on the mean of "
                                   "its valid tokens' bank scores, so all its tokens share one bank per projection "
@@ -204,8 +209,8 @@ class DyMoEConfig:
         if self.router_init == "centroids" and self.router != "cosine":
             raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
                              f"it needs --dymoe_router cosine, got {self.router!r}")
-        if self.bank_keys == "refreshed" and (self.assign_rule != "cascade" or self.router_init != "centroids"):
-            raise ValueError("bank_keys='refreshed' keeps per-bank keys for the cascade's bank decision, set from the "
+        if self.bank_keys != "router" and (self.assign_rule != "cascade" or self.router_init != "centroids"):
+            raise ValueError(f"bank_keys={self.bank_keys!r} keeps per-bank keys for the cascade's bank decision, set from the "
                              "task's inputs: it needs --dymoe_assign_rule cascade and --dymoe_router_init centroids, "
                              f"got assign_rule={self.assign_rule!r}, router_init={self.router_init!r}")
         if self.bank_scope == "sequence" and self.assign_rule != "cascade":

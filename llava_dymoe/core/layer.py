@@ -157,7 +157,7 @@ class DyMoELinear(nn.Linear):
         self.dymoe_router = nn.ParameterDict()
         # bank_keys="refreshed" (beyond the paper): per-bank key rows for the cascade's bank decision, never trained
         self.dymoe_key = nn.ParameterDict()
-        self.bank_names: Tuple[str, ...] = _BANKS + (("dymoe_key",) if cfg.bank_keys == "refreshed" else ())
+        self.bank_names: Tuple[str, ...] = _BANKS + (("dymoe_key",) if cfg.bank_keys != "router" else ())
         self.dymoe_dropout = nn.Dropout(cfg.lora_dropout) if cfg.lora_dropout > 0 else nn.Identity()
         self._dymoe_ctx: Optional[DyMoEContext] = None
         self._dymoe_cache: Dict[Tuple[str, ...], Tuple[tuple, Tuple[Tensor, Tensor, Tensor]]] = {}

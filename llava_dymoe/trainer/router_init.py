@@ -131,7 +131,7 @@ def refresh_keys_from_data(model: nn.Module, key: str, dataset, collator, batch_
 
 def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int, seed: int, ctx,
               refresh: bool, target: str = "dymoe_router") -> Dict[str, float]:
-    what = ("bank_keys='refreshed'" if target == "dymoe_key" else "router_refresh") if refresh \
+    what = ("bank keys" if target == "dymoe_key" else "router_refresh") if refresh \
         else "router_init='centroids'"
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"{what} needs the task's training set; none was given to the trainer")

@@ -57,6 +57,8 @@ class DyMoETrainerMixin:
         self._dymoe_data = {k: kwargs.get(k) for k in ("train_dataset", "data_collator")}
         if self.dymoe is not None and self.dymoe.cfg.router_init == "centroids" and self.dymoe.cfg.expand:
             self.dymoe_router_init = _centroid_init(model, args, self.dymoe, kwargs)
+            if self.dymoe.cfg.bank_keys == "fitted":  # keys fitted through the model that trains (new bank, B = 0)
+                self.dymoe_router_init["keys"] = _centroid_init(model, args, self.dymoe, kwargs, refresh="dymoe_key")
             if not self.dymoe.cfg.router_train:  # the rows stay the centroids (before the optimizer exists)
                 for _, layer in dymoe_layers(model):
                     layer.dymoe_router[self.dymoe.task_key].requires_grad_(False)
@@ -139,12 +141,12 @@ class DyMoETrainerMixin:
         with _deepspeed_resume(self.is_deepspeed_enabled, self.dymoe.task_id):
             out = super().train(resume_from_checkpoint, *args, **kwargs)
         cfg = self.dymoe.cfg
-        if cfg.expand and (cfg.router_refresh or cfg.bank_keys == "refreshed"):  # before LLaVA's train() saves
+        if cfg.expand and (cfg.router_refresh or cfg.bank_keys != "router"):  # before LLaVA's train() saves
             self.dymoe_router_refresh = {}
             if cfg.router_refresh:
                 self.dymoe_router_refresh["router"] = _centroid_init(self.model, self.args, self.dymoe,
                                                                      self._dymoe_data, refresh="dymoe_router")
-            if cfg.bank_keys == "refreshed":
+            if cfg.bank_keys != "router":
                 self.dymoe_router_refresh["keys"] = _centroid_init(self.model, self.args, self.dymoe,
                                                                    self._dymoe_data, refresh="dymoe_key")
         return out
@@ -254,7 +256,8 @@ def _deepspeed_resume(enabled: bool, task_id: int):
 def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = None) -> Dict[str, float]:
     """``router_init="centroids"``: the new bank's router rows from the task's own inputs (router_init.py);
     ``refresh``: at the end of the task, re-centre the new bank's ``"dymoe_router"`` rows (``router_refresh``)
-    or its ``"dymoe_key"`` rows (``bank_keys="refreshed"``) through the trained model."""
+    or its ``"dymoe_key"`` rows (``bank_keys="refreshed"``/``"fitted"``) through the trained model (``"fitted"``: also
+    before the first step, through the model that trains)."""
     from .prepare import zero3_enabled
     from .router_init import init_router_from_data, refresh_keys_from_data, refresh_router_from_data
 

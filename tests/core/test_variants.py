@@ -361,6 +361,7 @@ def test_paper_values_given_explicitly_give_bitwise_the_same_layer(training):
     (dict(bank_keys="refreshed", router_init="centroids"), "needs --dymoe_assign_rule cascade"),
     (dict(bank_keys="refreshed", assign_rule="cascade"), "needs --dymoe_assign_rule cascade and --dymoe_router_init"),
     (dict(bank_keys="stale"), "bank_keys must be one of"),
+    (dict(bank_keys="fitted", router_init="centroids"), "needs --dymoe_assign_rule cascade"),
     (dict(bank_scope="sequence"), "needs --dymoe_assign_rule cascade"),
     (dict(bank_scope="batch", assign_rule="cascade"), "bank_scope must be one of"),
     (dict(bank_scope="sequence", assign_rule="cascade", sequence_tau=1.5), "sequence_tau must lie in"),
