@@ -23,7 +23,8 @@ GEMM pair per expert, ``index_add_`` back) against the dense banks at the same s
 The beyond-the-paper variants (``llava_dymoe.methods.VARIANTS``) are timed in the same rounds:
 ``cascade`` (``assign_rule="cascade"``: TAG's test bank by bank, at training and at inference) as a ratio
 to ``dymoe``; ``keys`` (the cascade with ``bank_keys="refreshed"``: the bank decided on separate key rows, one
-more cosine product per forward) as a ratio to ``cascade``; ``router_train=False`` only freezes rows (not timed); ``spe_target="tag"`` changes only which target the specialisation BCE reads (no extra work,
+more cosine product per forward) as a ratio to ``cascade``; ``plus`` (today's ``dymoe_plus``: keys, fixed rows and
+one bank per sequence of ``x``'s four) as a ratio to ``dymoe``; ``router_train=False`` only freezes rows (not timed); ``spe_target="tag"`` changes only which target the specialisation BCE reads (no extra work,
 not timed); ``router_init="centroids"`` is a one-off per task and projection, so its spherical k-means on
 ``MAX_TOKENS`` tokens is reported against one ``dymoe`` fwd+bwd step (the calibration forward it also
 needs is ``--dymoe_router_init_batches`` inference passes of the previous model).
@@ -43,6 +44,7 @@ from torch import nn
 from llava_dymoe.config import DyMoEConfig
 from llava_dymoe.core import DyMoEContext, DyMoELinear, attach_context
 from llava_dymoe.core.layer import DENSE_ENV
+from llava_dymoe.methods import get_method
 
 
 class PlainLoRA(nn.Module):
@@ -160,15 +162,16 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {args.tokens}, d {args.dim}, "
           f"fp32, median of {args.repeats} (warmup {args.warmup}); times in ms")
     print(f"{'tasks':>5} {'new':>5} {'mode':>9} {'linear':>8} {'lora64':>8} {'dymoe':>8} {'dense':>8} "
-          f"{'cascade':>8} {'keys':>8} {'dymoe/lora':>10} {'dense/lora':>10} {'dymoe/dense':>11} "
-          f"{'cascade/lora':>12} {'keys/cascade':>12} {'maxrel':>8}")
+          f"{'cascade':>8} {'keys':>8} {'plus':>8} {'dymoe/lora':>10} {'dense/lora':>10} {'dymoe/dense':>11} "
+          f"{'cascade/lora':>12} {'keys/cascade':>12} {'plus/dymoe':>10} {'maxrel':>8}")
     for tasks in args.tasks:
         dymoe = make_dymoe(base, tasks)
         cascade = make_dymoe(base, tasks, assign_rule="cascade")
         keys = make_dymoe(base, tasks, assign_rule="cascade", router_init="centroids", bank_keys="refreshed")
+        plus = make_dymoe(base, tasks, **get_method("dymoe_plus").build_config().__dict__)
         with torch.no_grad():  # the same banks: only the rule differs (the keys start as the rows)
-            for layer in (cascade, keys):
-                for name in ("dymoe_A", "dymoe_B", "dymoe_router") + (("dymoe_key",) if layer is keys else ()):
+            for layer in (cascade, keys, plus):
+                for name in ("dymoe_A", "dymoe_B", "dymoe_router") + (("dymoe_key",) if layer is not cascade else ()):
                     for k, p in getattr(layer, name).items():
                         p.copy_(getattr(dymoe, name if name != "dymoe_key" else "dymoe_router")[k])
         for share in args.new_share:
@@ -177,12 +180,14 @@ def main(argv=None) -> None:
             for mode in ("fwd+bwd", "inference"):
                 t = bench({"linear": step_fn(base, xs, gy, mode), "lora": step_fn(lora, xs, gy, mode),
                            "dymoe": step_fn(dymoe, xs, gy, mode), "dense": step_fn(dymoe, xs, gy, mode, dense=True),
-                           "cascade": step_fn(cascade, xs, gy, mode), "keys": step_fn(keys, xs, gy, mode)},
+                           "cascade": step_fn(cascade, xs, gy, mode), "keys": step_fn(keys, xs, gy, mode),
+                           "plus": step_fn(plus, xs, gy, mode)},
                           args.warmup, args.repeats)
                 print(f"{tasks:>5} {share:5.2f} {mode:>9} {t['linear']:8.1f} {t['lora']:8.1f} {t['dymoe']:8.1f} "
-                      f"{t['dense']:8.1f} {t['cascade']:8.1f} {t['keys']:8.1f} {t['dymoe'] / t['lora']:10.2f} "
-                      f"{t['dense'] / t['lora']:10.2f} {t['dymoe'] / t['dense']:11.2f} "
-                      f"{t['cascade'] / t['lora']:12.2f} {t['keys'] / t['cascade']:12.2f} {diff:8.1e}", flush=True)
+                      f"{t['dense']:8.1f} {t['cascade']:8.1f} {t['keys']:8.1f} {t['plus']:8.1f} "
+                      f"{t['dymoe'] / t['lora']:10.2f} {t['dense'] / t['lora']:10.2f} {t['dymoe'] / t['dense']:11.2f} "
+                      f"{t['cascade'] / t['lora']:12.2f} {t['keys'] / t['cascade']:12.2f} "
+                      f"{t['plus'] / t['dymoe']:10.2f} {diff:8.1e}", flush=True)
         if args.profile and tasks == max(args.tasks):
             profile(dymoe, x, gy)
     if args.gathered:

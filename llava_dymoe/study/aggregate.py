@@ -9,7 +9,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .numbers import fmt_ms, mean_std, paired_gap
-from .plan import DEFAULT_WIDTH, Experiment, Profile
+from .plan import DEFAULT_WIDTH, Experiment, Profile, best_variant
 
 METRICS = ("mfn", "maa", "bwt", "mft")
 
@@ -176,7 +176,8 @@ GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
                 "variants_width": "Beyond the paper at d = 256",
                 "order": "Beyond the paper on the reversed task order (d = 128)",
                 "causes": "Cause tests of the plasticity audit (d = 128)",
-                "routers": "Beyond the paper, second and third rounds: the bank decision's rows and scope (three looks)"}
+                "routers": "Beyond the paper, second and third rounds: the bank decision's rows and scope (three looks)",
+                "third_order": "Beyond the paper, third round: a third task order (d = 128)"}
 
 
 def group_note(group: str) -> str:
@@ -188,19 +189,21 @@ def group_note(group: str) -> str:
         return ("Opt-in recipes beyond the paper (`llava_dymoe.methods.VARIANTS`), each the paper's `dymoe` recipe "
                 "plus: " + "; ".join(f"`{name}`: " + ", ".join(f"{k}={v}" for k, v in cfg.items())
                                      for name, (cfg, _) in VARIANTS.items())
-                + f". `dymoe_plus` is `{get_method('dymoe_plus').name}`. Same seeds, batches and steps as the "
-                "baselines.\n")
+                + f". The first round's best, `{best_variant()}`, was `dymoe_plus` until the third round; "
+                f"`dymoe_plus` is now `{get_method('dymoe_plus').name}` (groups routers and third_order). Same seeds, "
+                "batches and steps as the baselines.\n")
     if group == "causes":
         return ("Each row changes one thing in a paper-rule run (d = 128): no specialisation loss (`c_spe=0`), or "
                 "the projector trained at every task as in LLaVA's and CoIN's recipes (with it trained, oracle "
                 "routing no longer rebuilds task i's model, so that column is not 0).\n")
     if group == "routers":
-        return ("`dymoe_plus` plus one of: `router_train=False` (the new bank's router rows stay the centroids of "
+        return ("The first round's `dymoe_plus` (`dymoe_cascade_warm_spetag`) plus one of: `router_train=False` (the new bank's router rows stay the centroids of "
                 "its task's inputs), `router_refresh=True` (those rows re-centred on the trained model's inputs at the "
                 "end of the task), `bank_keys=refreshed` (separate never-trained keys decide the bank and are "
                 "re-centred at the end of the task; the rows keep the gate), or those fixed rows and keys with "
                 "`bank_scope=sequence` (the mean of a sequence's token scores decides one bank per projection for all "
-                "its tokens). Each block is one look: d = 128 in the suite's order, d = 256, d = 128 reversed; the "
+                "its tokens), with the keys `refreshed` or `fitted` (also fitted through the model that trains "
+                "before the first step). Each block is one look: d = 128 in the suite's order, d = 256, d = 128 reversed; the "
                 "baselines and `dymoe_plus` are the runs of the groups above.\n")
     if group != "width":
         return ""
@@ -281,7 +284,7 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
 
     paired = paired_markdown(by_key, plan)
     if paired:
-        out.append("## Beyond the paper: dymoe_plus paired with the baselines\n")
+        out.append("## Beyond the paper: the recipes paired with the baselines\n")
         out.append(paired)
     reeval = reeval_markdown(root, plan, profile.seeds)
     if reeval:

@@ -13,7 +13,8 @@ LLM width); each is run for every seed.  Groups:
   ``order``: them again on the second task order (``ORDERS["reversed"]``); ``causes``: the audit's cause tests
   (``dymoe`` without L_spe, and ``dymoe`` / ``incmoelora`` with the projector trained); ``routers``: the second
   round, ``dymoe_plus`` with fixed router rows, re-centred rows or refreshed bank keys, and the third, those keys
-  deciding one bank per sequence, at all three looks.
+  deciding one bank per sequence, at all three looks;
+  ``third_order``: the baselines and the third round's recipe on a third task order (``ORDERS["shuffled"]``).
 
 The seed varies the training (new-bank init, data order); the base model and the suite are fixed
 (seed 0 each), so the spread is the training's.
@@ -29,12 +30,15 @@ TAU_SWEEP = (0.1, 0.3, 0.5)
 WIDTHS = (64, 256, 512)
 LADDER = ("incmoelora", "incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dymoe_aux")
 METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe")
-GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes", "routers")
+GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes", "routers",
+          "third_order")
 #: What the beyond-the-paper variants are measured against, paired by seed (the plasticity issue).
 VARIANT_BASELINES = ("incmoelora", "olora", "dymoe")
 #: The width and the task order of the variants' second and third look.
 VARIANT_WIDTH = 256
 SECOND_ORDER = "reversed"
+#: The third round's held-out look: a third task order, drawn before any run on it (``ORDERS``).
+THIRD_ORDER = "shuffled"
 #: Cause tests of the plasticity audit, each against ``dymoe`` (shared-plasticity-audit.md causes 2-3 and
 #: the projector): ``(name, method, dymoe_args)``.
 CAUSES = (("dymoe c_spe=0", "dymoe", (("c_spe", "0"),)),
@@ -43,11 +47,15 @@ CAUSES = (("dymoe c_spe=0", "dymoe", (("c_spe", "0"),)),
 #: Second round of the plasticity issue: the bank decision's rows on top of ``dymoe_plus`` (``router_train``,
 #: ``router_refresh``, ``bank_keys``) and their scope (``bank_scope``, the third round), each at the three looks ``(width, order)`` next to the baselines and
 #: ``dymoe_plus`` (the same run folders as the variants / variants_width / order groups).
+#: The third round's recipe as flags on ``dymoe_plus``'s first-round recipe: fixed rows, keys fitted at the start
+#: and re-centred at the end of the task, one bank per sequence (``methods.SEQUENCE_BANK`` registers it).
+SEQUENCE_BANK = (("bank_keys", "fitted"), ("bank_scope", "sequence"), ("router_train", "False"))
 ROUTER_VARIANTS = (("fixed router rows", (("router_train", "False"),)),
                    ("fixed rows re-centred at task end", (("router_refresh", "True"), ("router_train", "False"))),
                    ("fixed rows + refreshed bank keys", (("bank_keys", "refreshed"), ("router_train", "False"))),
                    ("fixed rows + refreshed keys, one bank per sequence",
-                    (("bank_keys", "refreshed"), ("bank_scope", "sequence"), ("router_train", "False"))))
+                    (("bank_keys", "refreshed"), ("bank_scope", "sequence"), ("router_train", "False"))),
+                   ("fixed rows + fitted keys, one bank per sequence", SEQUENCE_BANK))
 LOOKS = ((128, "default"), (256, "default"), (128, "reversed"))
 #: Task orders of the study: the suite's own (CoIN-like) and the reverse, chosen before any result was seen
 #: (the plasticity issue asks for a second order; nothing is tuned to either).
@@ -150,10 +158,15 @@ def build_plan(groups: Sequence[str] = GROUPS, widths: Sequence[int] = WIDTHS,
             plus = best_variant()
             for w, order in LOOKS:
                 look = f"d={w}" + (f", {order}" if order != "default" else "")
-                plan += [Experiment(group, f"{'dymoe_plus' if m == plus else m} ({look})", m, width=w, order=order)
-                         for m in VARIANT_BASELINES + (plus,)]
-                plan += [Experiment(group, f"dymoe_plus, {name} ({look})", plus, args, width=w, order=order)
-                         for name, args in ROUTER_VARIANTS]
+                plan += [Experiment(group, f"{'first-round dymoe_plus' if m == plus else m} ({look})", m, width=w,
+                                    order=order) for m in VARIANT_BASELINES + (plus,)]
+                plan += [Experiment(group, f"first-round dymoe_plus + {name}"
+                                    + (" = dymoe_plus" if args == SEQUENCE_BANK else "") + f" ({look})", plus, args,
+                                    width=w, order=order) for name, args in ROUTER_VARIANTS]
+        elif group == "third_order":
+            plan += [Experiment(group, f"{m} ({THIRD_ORDER})", m, order=THIRD_ORDER) for m in VARIANT_BASELINES]
+            plan += [Experiment(group, f"dymoe_plus = first-round dymoe_plus + fixed rows + fitted keys, one bank per "
+                                f"sequence ({THIRD_ORDER})", best_variant(), SEQUENCE_BANK, order=THIRD_ORDER)]
     return plan
 
 
@@ -165,10 +178,11 @@ def variant_methods() -> Tuple[str, ...]:
 
 
 def best_variant() -> str:
-    """The recipe registered as ``dymoe_plus`` (its canonical name)."""
-    from llava_dymoe.methods import get_method
+    """The first round's best recipe (``methods.FIRST_ROUND_PLUS``), which the study's later groups build on; it
+    was ``dymoe_plus`` until the third round's recipe (``methods.PLUS``) took that name."""
+    from llava_dymoe.methods import FIRST_ROUND_PLUS
 
-    return get_method("dymoe_plus").name
+    return FIRST_ROUND_PLUS
 
 
 def widths_needed(plan: Sequence[Experiment]) -> List[int]:

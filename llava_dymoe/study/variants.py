@@ -1,8 +1,9 @@
 """Beyond the paper: the plasticity issue's comparisons, goal check and cause tests for the results doc.
 
-For each look at the variants (d = 128 in the suite's order, d = ``VARIANT_WIDTH``, the second task order),
-the chosen variant (``dymoe_plus``) is paired by seed with ``incmoelora``, ``olora`` and ``dymoe``:
-``metric(dymoe_plus) - metric(baseline)`` for MFN, BWT and MFT, mean ± std over the seeds both finished.
+For each look (d = 128 in the suite's order, d = ``VARIANT_WIDTH``, the second and third task orders), the
+recommended recipe (``dymoe_plus``, the third round's) and the first round's recipe are paired by seed with
+``incmoelora``, ``olora`` and ``dymoe``: ``metric(recipe) - metric(baseline)`` for MFN, BWT and MFT, mean ± std over
+the seeds both finished.
 The goal of the issue, checked on the means: MFN above every other method's, MFT within ``MFT_SLACK``
 points of IncMoELoRA's, BWT at least DyMoE's.
 
@@ -13,11 +14,14 @@ per-token-kind shares of tokens TAG calls new (``routing_stats.json``).
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from .numbers import fmt_ms, mean_std, paired_gap
 from .execute import run_dir
-from .plan import VARIANT_BASELINES, Experiment, best_variant
+from .plan import SEQUENCE_BANK, VARIANT_BASELINES, Experiment, best_variant
+
+#: The name the third round's recipe is registered under (``methods.PLUS``, alias ``dymoe_plus``).
+SEQUENCE_BANK_NAME = "dymoe_seqbank"
 
 #: The issue's plasticity tolerance: the best variant's MFT may be this many points under IncMoELoRA's.
 MFT_SLACK = 3.0
@@ -30,28 +34,53 @@ def _look_keys(plan: Sequence[Experiment], group: str) -> Dict[str, str]:
     return {e.method: e.key for e in plan if e.group == group}
 
 
-def paired_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> str:
-    """Paired gaps of the best variant against each baseline, and the goal check, per look."""
-    best = best_variant()
-    lines = [f"`dymoe_plus` (= `{best}`) minus each baseline, paired by seed (mean ± std over the seeds both "
-             f"finished). Goal of the plasticity issue: MFN above every other method's, MFT within {MFT_SLACK:g} "
-             "points of IncMoELoRA's, BWT at least DyMoE's (checked on the means).\n",
-             "| look | baseline | ΔMFN | ΔBWT | ΔMFT | seeds |", "|---|---|---|---|---|---|"]
-    verdicts = []
-    for group, label in LOOKS:
-        keys = _look_keys(plan, group)
-        if best not in keys or not by_key.get(keys[best], {}).get("seeds"):
-            continue  # the look is not in the plan, or dymoe_plus has no finished run there
-        for base in VARIANT_BASELINES:
-            if base not in keys:
+def _third_round_looks(plan: Sequence[Experiment]) -> List[Tuple[str, Dict[str, str], str]]:
+    """``(label, {name: key}, candidate name)`` per look of the third round's recipe (``plan.SEQUENCE_BANK`` on the
+    first round's recipe): every run of the plan at the look's width and order (the cause tests aside) is an other
+    method; the candidate is keyed ``dymoe_plus``, the first round's recipe ``dymoe_cascade_warm_spetag``."""
+    cand = [e for e in plan if e.method == best_variant() and e.dymoe_args == SEQUENCE_BANK]
+    looks = []
+    for c in sorted({(e.width, e.order) for e in cand}, key=lambda wo: (wo[1] != "default", wo[0], wo[1])):
+        width, order = c
+        label = f"d = {width}, " + ("the suite's order" if order == "default" else f"the {order} order")
+        keys: Dict[str, str] = {}
+        for e in plan:
+            if (e.width, e.order) != c or e.group == "causes":
                 continue
-            gaps = [paired_gap(by_key, keys[base], keys[best], m) for m in ("mfn", "bwt", "mft")]
-            lines.append(f"| {label} | {base} | " + " | ".join(fmt_ms(g[0], g[1]) for g in gaps)
-                         + f" | {gaps[0][2]} |")
-        verdicts.append(f"* {label}: " + goal_check(by_key, keys, best))
-    if not verdicts:
-        return ""
-    return "\n".join(lines) + "\n\n" + "\n".join(verdicts) + "\n"
+            name = "dymoe_plus" if e.dymoe_args == SEQUENCE_BANK and e.method == best_variant() else \
+                "_".join([e.method] + [f"{k}={v}" for k, v in e.dymoe_args])
+            keys.setdefault(name, e.key)
+        looks.append((label, keys, "dymoe_plus"))
+    return looks
+
+
+def paired_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> str:
+    """Paired gaps against each baseline and the goal check per look: the third round's recipe (today's
+    ``dymoe_plus``) at every look it ran, then the first round's recipe at its three looks."""
+    best = best_variant()
+    first = [(label, _look_keys(plan, group), best) for group, label in LOOKS]
+    sections = []
+    for title, looks in ((f"`dymoe_plus` (= `{SEQUENCE_BANK_NAME}`: `{best}` + "
+                          + ", ".join(f"{k}={v}" for k, v in SEQUENCE_BANK) + ")", _third_round_looks(plan)),
+                         (f"The first round's recipe (`{best}`, `dymoe_plus` before the third round)", first)):
+        lines = [f"{title} minus each baseline, paired by seed (mean ± std over the seeds both finished). Goal of "
+                 f"the plasticity issue: MFN above every other method's, MFT within {MFT_SLACK:g} points of "
+                 "IncMoELoRA's, BWT at least DyMoE's (checked on the means).\n",
+                 "| look | baseline | ΔMFN | ΔBWT | ΔMFT | seeds |", "|---|---|---|---|---|---|"]
+        verdicts = []
+        for label, keys, cand in looks:
+            if cand not in keys or not by_key.get(keys[cand], {}).get("seeds"):
+                continue  # the look is not in the plan, or the candidate has no finished run there
+            for base in VARIANT_BASELINES:
+                if base not in keys:
+                    continue
+                gaps = [paired_gap(by_key, keys[base], keys[cand], m) for m in ("mfn", "bwt", "mft")]
+                lines.append(f"| {label} | {base} | " + " | ".join(fmt_ms(g[0], g[1]) for g in gaps)
+                             + f" | {gaps[0][2]} |")
+            verdicts.append(f"* {label}: " + goal_check(by_key, keys, cand))
+        if verdicts:
+            sections.append("\n".join(lines) + "\n\n" + "\n".join(verdicts) + "\n")
+    return "\n".join(sections)
 
 
 def goal_check(by_key: Dict[str, Dict[str, Any]], keys: Dict[str, str], best: str) -> str:

@@ -25,12 +25,11 @@ def method_help(training_flag: bool = True) -> str:
 
     plus = get_method("dymoe_plus")
     recipe = ", ".join(f"{k}={v}" for k, v in plus.config.items())
-    others = [n for n in METHODS.names() if n not in VARIANTS and n != "dymoe"]
+    others = [n for n in METHODS.names() if n not in VARIANTS and n not in ("dymoe", PLUS)]
     text = (f"Method recipe (llava_dymoe.methods): dymoe (the paper{', default' if training_flag else ''}); "
             f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (dymoe + "
-            f"{recipe}; our best variant at d=128 on the suite's own order, not robust to task order or width: "
-            f"docs/beyond-the-paper.md), "
-            f"{', '.join(n for n in VARIANTS if n != PLUS)}")
+            f"{recipe}; our recommended improvement, measured at two widths and three task orders on the "
+            f"synthetic suite: docs/beyond-the-paper.md), and the earlier variants {', '.join(VARIANTS)}")
     return text + ("; 'none' trains as upstream LLaVA" if training_flag else "")
 
 

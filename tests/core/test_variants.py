@@ -423,22 +423,26 @@ def test_spherical_kmeans_more_clusters_than_tokens_and_errors():
 
 
 # ---------------------------------------------------------------- every recipe keeps old banks frozen
-@pytest.mark.parametrize("method", sorted(__import__("llava_dymoe.methods", fromlist=["VARIANTS"]).VARIANTS))
+_METHODS = __import__("llava_dymoe.methods", fromlist=["VARIANTS"])
+
+
+@pytest.mark.parametrize("method", sorted(_METHODS.VARIANTS) + [_METHODS.PLUS])
 def test_every_variant_recipe_trains_only_the_new_bank(method):
     """Each beyond-the-paper recipe's layer fields (router_init acts in the trainer: here the new rows are set
     to spherical k-means centroids of the task's tokens, as the calibration pass does), a task-2 layer with the
     RSR losses on, three SGD steps on every trainable parameter: bank t0 is bit-identical, bank t1 moved.
     (Two of the recipes also train two tasks through upstream train(): tests/integration/test_variants_train.py.)"""
     cfg = get_method(method).build_config()
-    fields = {f: getattr(cfg, f) for f in ("assign_rule", "spe_target", "router_init", "tag_gap")}
+    fields = {f: getattr(cfg, f) for f in ("assign_rule", "spe_target", "router_init", "tag_gap", "router_train",
+                                           "bank_keys", "bank_scope")}
     layer = make_layer(2, 8, c_exc=0.3, c_spe=0.4, **fields)
     layer.weight.requires_grad_(False)
     layer.bias.requires_grad_(False)
-    x = torch.randn(60, 5, dtype=torch.float64)
+    x = torch.randn(6, 10, 5, dtype=torch.float64)  # six sequences (bank_scope="sequence" decides per sequence)
     if cfg.router_init == "centroids":
         with torch.no_grad():
             rows = layer.dymoe_router["t1"]
-            rows.copy_(spherical_kmeans(x, rows.shape[0], generator=torch.Generator().manual_seed(0)) * rows.norm(dim=-1, keepdim=True))
+            rows.copy_(spherical_kmeans(x.reshape(-1, 5), rows.shape[0], generator=torch.Generator().manual_seed(0)) * rows.norm(dim=-1, keepdim=True))
     old = {n: getattr(layer, n)["t0"].detach().clone() for n in ("dymoe_A", "dymoe_B", "dymoe_router")}
     new = {n: getattr(layer, n)["t1"].detach().clone() for n in ("dymoe_A", "dymoe_B", "dymoe_router")}
     if not cfg.router_train:  # as the trainer does once the rows are set

@@ -32,7 +32,7 @@ def test_plan_covers_every_method_the_ladder_taus_and_widths():
     assert len({e.key for e in plan}) == len(plan) - 1 - 3 - 2 - 12
     routers = [e for e in plan if e.group == "routers"]
     others = {e.key for e in plan if e.group != "routers"}
-    assert len([e for e in routers if e.key not in others]) == 12 and all(e.dymoe_args for e in routers
+    assert len([e for e in routers if e.key not in others]) == 15 and all(e.dymoe_args for e in routers
                                                                            if e.key not in others)
     with pytest.raises(ValueError, match="unknown results group"):
         build_plan(["nope"])
@@ -259,8 +259,18 @@ def test_variant_groups_pair_the_best_variant_with_the_baselines_at_two_widths_a
     from llava_dymoe.methods import VARIANTS, get_method
     from llava_dymoe.study.plan import ORDERS, VARIANT_BASELINES
 
+    from llava_dymoe.study.plan import SEQUENCE_BANK, best_variant
+
     plan = build_plan(["variants", "variants_width", "order", "causes"])
-    best = get_method("dymoe_plus").name
+    best = best_variant()  # the first round's recipe; dymoe_plus is now the third round's, built on it
+    plus = get_method("dymoe_plus")
+    assert best == "dymoe_cascade_warm_spetag" and plus.name == "dymoe_seqbank"
+    from llava_dymoe import methods
+
+    # the study's flags are the registered recipe's fields beyond the first round's, as the flags spell them
+    extra = {k: v for k, v in methods.SEQUENCE_BANK.items() if k not in methods.VARIANTS[best][0]}
+    assert {k: str(v) for k, v in extra.items()} == dict(SEQUENCE_BANK)
+    assert plus.build_config() == get_method(best).build_config(extra)
     assert [e.method for e in plan if e.group == "variants"] == list(VARIANT_BASELINES) + list(VARIANTS)
     assert {(e.method, e.width) for e in plan if e.group == "variants_width"} == {
         (m, 256) for m in VARIANT_BASELINES + (best,)}
@@ -293,9 +303,9 @@ def test_paired_gaps_and_goal_check_from_known_runs(tmp_path):
     # MFT = (80 + fb) / 2
     finals = {"incmoelora": [(40.0, 90.0), (50.0, 70.0)], "olora": [(60.0, 50.0), (60.0, 60.0)],
               "dymoe": [(70.0, 60.0), (70.0, 50.0)]}
-    from llava_dymoe.methods import get_method
+    from llava_dymoe.study.plan import best_variant
 
-    best = get_method("dymoe_plus").name
+    best = best_variant()
     finals[best] = [(75.0, 86.0), (75.0, 70.0)]
     for exp in plan:
         for seed, (fa, fb) in enumerate(finals.get(exp.method, [])):
@@ -315,6 +325,28 @@ def test_paired_gaps_and_goal_check_from_known_runs(tmp_path):
         _write_run(run_dir(root, [e for e in plan if e.method == best][0], seed), fa, fb)
     rows = {r["experiment"].key: r for r in collect(root, plan, (0, 1))}
     assert goal_check(rows, keys, best).startswith("2 of 3 conditions met")
+
+
+def test_third_round_recipe_is_paired_at_every_look_it_ran(tmp_path):
+    """The third round's recipe (flags on the first round's) is the candidate wherever the plan has it; every other
+    run of the look (here the shuffled order's baselines) is an other method of the goal check."""
+    from llava_dymoe.study.plan import SEQUENCE_BANK, VARIANT_BASELINES
+    from llava_dymoe.study.variants import paired_markdown
+
+    root = str(tmp_path)
+    plan = build_plan(["third_order"])
+    assert [e.method for e in plan] == list(VARIANT_BASELINES) + ["dymoe_cascade_warm_spetag"]
+    assert plan[-1].dymoe_args == SEQUENCE_BANK and {e.order for e in plan} == {"shuffled"}
+    finals = {"incmoelora": [(40.0, 90.0), (50.0, 70.0)], "olora": [(60.0, 50.0), (60.0, 60.0)],
+              "dymoe": [(70.0, 60.0), (70.0, 50.0)], "dymoe_cascade_warm_spetag": [(80.0, 86.0), (80.0, 70.0)]}
+    for exp in plan:
+        for seed, (fa, fb) in enumerate(finals[exp.method]):
+            _write_run(run_dir(root, exp, seed), fa, fb)
+    text = paired_markdown({r["experiment"].key: r for r in collect(root, plan, (0, 1))}, plan)
+    # vs dymoe: MFN (83 - 65, 75 - 60) -> 16.5 ± 2.1; BWT (0 - -10, 0 - -10) -> 10; MFT (83 - 70, 75 - 65) -> 11.5
+    assert "| d = 128, the shuffled order | dymoe | 16.5 ± 2.1 | 10.0 ± 0.0 | 11.5 ± 2.1 | 2 |" in text
+    assert "* d = 128, the shuffled order: 3 of 3 conditions met" in text
+    assert text.startswith("`dymoe_plus` (= `dymoe_seqbank`") and "first round" not in text
 
 
 def test_new_share_by_stage_phase_and_kind(tmp_path):

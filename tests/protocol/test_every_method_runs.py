@@ -41,9 +41,10 @@ LADDER = ("incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dym
 def test_every_registered_method_is_covered():
     """dymoe: test_runner.py; the beyond-the-paper variants: two tasks through train() for two of them
     (tests/integration/test_variants_train.py), every recipe's layer in process (tests/core/test_variants.py);
-    dymoe_plus (an alias of one of them) runs all five stages through the runner in the demo test."""
+    dymoe_plus (the third round's recipe, dymoe_seqbank; its layer in process with the variants) runs all five
+    stages through the runner in the demo test."""
     runner = {get_method(m).name for m in RUNNER_METHODS}
-    assert runner | set(LADDER) | set(VARIANTS) | {"dymoe"} == set(METHODS.names())
+    assert runner | set(LADDER) | set(VARIANTS) | {"dymoe", get_method("dymoe_plus").name} == set(METHODS.names())
 
 
 def check_banks(method, s1, s2):
