@@ -28,10 +28,10 @@ from variant_recipes import TRAINED_VARIANTS  # noqa: E402
 
 def test_the_trained_variants_set_every_variant_field():
     fields = {f: {get_method(m).build_config().__dict__[f] for m in TRAINED_VARIANTS}
-              for f in ("assign_rule", "spe_target", "router_init", "tag_gap")}
+              for f in ("assign_rule", "spe_target", "router_init", "tag_gap", "router_train", "bank_keys", "bank_scope")}
     default = get_method("dymoe").build_config()
     assert all(any(v != getattr(default, f) for v in vals) for f, vals in fields.items())
-    assert set(TRAINED_VARIANTS) <= set(VARIANTS)
+    assert set(TRAINED_VARIANTS) <= set(VARIANTS) | {get_method("dymoe_plus").name}
 
 
 @pytest.mark.parametrize("method", TRAINED_VARIANTS)
@@ -46,16 +46,22 @@ def test_variant_trains_two_tasks_keeps_old_banks_and_records_its_fields(variant
     # (B starts at 0); both tasks train on the same smoke data, so the warm-started rows match the old ones
     # and some projections see no new token at all
     trained = {name: bool(b[f"{name}.dymoe_B.t1"].abs().sum() > 0) for name in stats["layers"]}
-    assert all(not trained[n] for n, row in stats["layers"].items() if row["frac_new"] == 0.0)
+    want = get_method(method).build_config()
+    if want.bank_scope == "token":  # frac_new is TAG's per-token test: the token-level cascade's new-bank decision
+        assert all(not trained[n] for n, row in stats["layers"].items() if row["frac_new"] == 0.0)
     assert sum(trained.values()) >= len(trained) // 2
     block = ckpt.load_task_state(t2)["dymoe"]
-    want = get_method(method).build_config()
     assert block["method"] == method
     for field in ("assign_rule", "spe_target", "router_init"):
         assert block["config"][field] == getattr(want, field)
     assert set(stats["phases"]) == {"start", "middle", "end"}
     assert set(stats["by_kind"]) == {"image", "instruction", "answer"}
     assert ("router_init" in stats) == (want.router_init == "centroids")
+    if want.bank_keys == "fitted":  # keys fitted through the model that trains, before the first step and at the end
+        assert 0.0 < stats["router_init"]["keys"]["mean_fit"] <= 1.0
+        assert 0.0 <= stats["router_refresh"]["keys"]["moved"] <= 1.0
+        assert block["config"]["bank_scope"] == "sequence" and block["config"]["router_train"] is False
+        assert any(k.endswith(".dymoe_key.t1") for k in b)
 
 
 def _args(out, **kw):
@@ -191,9 +197,11 @@ def test_centroid_init_under_zero3_is_refused_with_the_alternative(monkeypatch):
         _centroid_init(None, None, None, {})
 
 
-def test_variant_round_trip_same_logits_answers_and_rule(tiny, smoke_data, variant_sequences, tmp_path):
-    """dymoe_cascade_spetag task 2 in memory -> saved -> reloaded by the eval loader: identical logits and
-    greedy answers; the reloaded layers route with the cascade (checked against the naive reference)."""
+@pytest.mark.parametrize("method", ["dymoe_cascade_spetag", "dymoe_seqbank"])
+def test_variant_round_trip_same_logits_answers_and_rule(tiny, smoke_data, variant_sequences, tmp_path, method):
+    """A variant's task 2 in memory -> saved -> reloaded by the eval loader: identical logits and greedy answers.
+    dymoe_cascade_spetag: the reloaded layers route with the cascade (checked against the naive reference);
+    dymoe_seqbank (dymoe_plus: one bank per sequence on fitted keys): the keys come back as saved, and the rule."""
     from llava_dymoe.integration.eval_loader import load_dymoe_for_eval
     from llava_dymoe.integration.inject import bank_state
     from llava_dymoe.trainer.prepare import prepare_model, run_args_record
@@ -201,13 +209,15 @@ def test_variant_round_trip_same_logits_answers_and_rule(tiny, smoke_data, varia
 
     model, data = _model_and_data(tiny, smoke_data)
     out = tmp_path / "2_task_llava_dymoe_cascade"
-    seq = variant_sequences["dymoe_cascade_spetag"][0]
-    args = _args(out, dymoe_task_id=2, dymoe_prev_ckpt=seq, dymoe_method="dymoe_cascade_spetag")
+    seq = variant_sequences[method][0]
+    args = _args(out, dymoe_task_id=2, dymoe_prev_ckpt=seq, dymoe_method=method)
     run = prepare_model(model, args)
-    with torch.no_grad():  # stand-in for training: a non-zero new bank and moved router rows
+    with torch.no_grad():  # stand-in for training: a non-zero new bank (and keys unlike the rows)
         g = torch.Generator().manual_seed(5)
         for _, layer in dymoe_layers(model):
             layer.dymoe_B["t1"].copy_(torch.randn(layer.dymoe_B["t1"].shape, generator=g) * 0.05)
+            for key in layer.dymoe_key.values():
+                key.add_(torch.randn(key.shape, generator=g) * 0.1)
     cfg = run.cfg
     ckpt.write_task_checkpoint(str(out), model_config=model.config, dymoe_cfg=cfg, method=run.method.name,
                                task_id=2, experts=bank_state(model), non_lora=non_expert_state(model, lambda p: p
@@ -226,12 +236,20 @@ def test_variant_round_trip_same_logits_answers_and_rule(tiny, smoke_data, varia
     with torch.no_grad():
         got = loaded(**batch).logits
     assert torch.equal(got, want)
-    assert dict(dymoe_layers(loaded))["model.layers.0.self_attn.q_proj"].dymoe_config.assign_rule == "cascade"
+    got_cfg = dict(dymoe_layers(loaded))["model.layers.0.self_attn.q_proj"].dymoe_config
+    assert got_cfg.assign_rule == "cascade" and got_cfg.bank_scope == cfg.bank_scope
     img = batch["images"][:1]
     prompt = batch["input_ids"][:1, :int((batch["labels"][0] != -100).nonzero()[0])]
     gen = dict(images=img, do_sample=False, max_new_tokens=6, pad_token_id=0)
     with torch.no_grad():
         assert torch.equal(model.generate(prompt, **gen), loaded.generate(prompt, **gen))
+    if method == "dymoe_seqbank":
+        assert cfg.bank_scope == "sequence" and cfg.bank_keys == "fitted"
+        saved, back = dict(dymoe_layers(model)), dict(dymoe_layers(loaded))
+        assert all(torch.equal(back[n].dymoe_key[k], saved[n].dymoe_key[k]) and
+                   not torch.equal(back[n].dymoe_key[k], back[n].dymoe_router[k])
+                   for n in saved for k in ("t0", "t1"))
+        return
     # the loaded layer's eval output is the naive per-token cascade, and differs from the paper's rule
     layer = dict(dymoe_layers(loaded))["model.layers.1.mlp.down_proj"]
     seen = []
