@@ -24,7 +24,8 @@ The beyond-the-paper variants (``llava_dymoe.methods.VARIANTS``) are timed in th
 ``cascade`` (``assign_rule="cascade"``: TAG's test bank by bank, at training and at inference) as a ratio
 to ``dymoe``; ``keys`` (the cascade with ``bank_keys="refreshed"``: the bank decided on separate key rows, one
 more cosine product per forward) as a ratio to ``cascade``; ``plus`` (today's ``dymoe_plus``: keys, fixed rows and
-one bank per sequence of ``x``'s four) as a ratio to ``dymoe``; ``router_train=False`` only freezes rows (not timed); ``spe_target="tag"`` changes only which target the specialisation BCE reads (no extra work,
+one bank per sequence of ``x``'s four) as a ratio to ``dymoe``; ``router_train=False`` only freezes rows (not
+timed); ``spe_target="tag"`` changes only which target the specialisation BCE reads (no extra work,
 not timed); ``router_init="centroids"`` is a one-off per task and projection, so its spherical k-means on
 ``MAX_TOKENS`` tokens is reported against one ``dymoe`` fwd+bwd step (the calibration forward it also
 needs is ``--dymoe_router_init_batches`` inference passes of the previous model).
@@ -171,7 +172,8 @@ def main(argv=None) -> None:
         plus = make_dymoe(base, tasks, **get_method("dymoe_plus").build_config().__dict__)
         with torch.no_grad():  # the same banks: only the rule differs (the keys start as the rows)
             for layer in (cascade, keys, plus):
-                for name in ("dymoe_A", "dymoe_B", "dymoe_router") + (("dymoe_key",) if layer is not cascade else ()):
+                keyed = ("dymoe_key",) if layer is not cascade else ()
+                for name in ("dymoe_A", "dymoe_B", "dymoe_router") + keyed:
                     for k, p in getattr(layer, name).items():
                         p.copy_(getattr(dymoe, name if name != "dymoe_key" else "dymoe_router")[k])
         for share in args.new_share:

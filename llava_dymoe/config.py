@@ -210,8 +210,9 @@ class DyMoEConfig:
             raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
                              f"it needs --dymoe_router cosine, got {self.router!r}")
         if self.bank_keys != "router" and (self.assign_rule != "cascade" or self.router_init != "centroids"):
-            raise ValueError(f"bank_keys={self.bank_keys!r} keeps per-bank keys for the cascade's bank decision, set from the "
-                             "task's inputs: it needs --dymoe_assign_rule cascade and --dymoe_router_init centroids, "
+            raise ValueError(f"bank_keys={self.bank_keys!r} keeps per-bank keys for the cascade's bank decision, set "
+                             "from the task's inputs: it needs --dymoe_assign_rule cascade and --dymoe_router_init "
+                             "centroids, "
                              f"got assign_rule={self.assign_rule!r}, router_init={self.router_init!r}")
         if self.bank_scope == "sequence" and self.assign_rule != "cascade":
             raise ValueError("bank_scope='sequence' applies the cascade's bank decision per sequence: it needs "

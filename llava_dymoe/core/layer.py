@@ -333,9 +333,10 @@ class DyMoELinear(nn.Linear):
     def _sequence_bank(self, score: Tensor, x: Tensor) -> Tensor:
         """``bank_scope="sequence"``: the cascade's bank (margin ``sequence_tau``) per sequence of ``x``
         ``[batch, S, in]`` (a 2-D ``x`` is one sequence), broadcast to its tokens, int64 ``[batch * S]``.  Valid
-        tokens come from the attached context.  At inference the decision of a forward of several tokens (the prompt) is kept, and a
-        one-token forward of the same batch size (a decoding step with the KV cache) reuses it, so generated
-        tokens stay in their prompt's bank; a forward of several tokens replaces it, ``train()`` drops it."""
+        tokens come from the attached context.  At inference the decision of a forward of several tokens (the
+        prompt) is kept, and a one-token forward of the same batch size (a decoding step with the KV cache) reuses
+        it, so generated tokens stay in their prompt's bank; a forward of several tokens replaces it, ``train()``
+        drops it."""
         cfg = self.dymoe_config
         batch = x.shape[0] if x.dim() >= 3 else 1
         seq_len = score.shape[0] // batch

@@ -176,7 +176,8 @@ GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
                 "variants_width": "Beyond the paper at d = 256",
                 "order": "Beyond the paper on the reversed task order (d = 128)",
                 "causes": "Cause tests of the plasticity audit (d = 128)",
-                "routers": "Beyond the paper, second and third rounds: the bank decision's rows and scope (three looks)",
+                "routers": "Beyond the paper, second and third rounds: the bank decision's rows and scope "
+                           "(three looks)",
                 "third_order": "Beyond the paper, third round: a third task order (d = 128)"}
 
 
@@ -197,14 +198,15 @@ def group_note(group: str) -> str:
                 "the projector trained at every task as in LLaVA's and CoIN's recipes (with it trained, oracle "
                 "routing no longer rebuilds task i's model, so that column is not 0).\n")
     if group == "routers":
-        return ("The first round's `dymoe_plus` (`dymoe_cascade_warm_spetag`) plus one of: `router_train=False` (the new bank's router rows stay the centroids of "
-                "its task's inputs), `router_refresh=True` (those rows re-centred on the trained model's inputs at the "
+        return ("The first round's `dymoe_plus` (`dymoe_cascade_warm_spetag`) plus one of: `router_train=False` "
+                "(the new bank's router rows stay the centroids of its task's inputs), `router_refresh=True` (those "
+                "rows re-centred on the trained model's inputs at the "
                 "end of the task), `bank_keys=refreshed` (separate never-trained keys decide the bank and are "
                 "re-centred at the end of the task; the rows keep the gate), or those fixed rows and keys with "
                 "`bank_scope=sequence` (the mean of a sequence's token scores decides one bank per projection for all "
                 "its tokens), with the keys `refreshed` or `fitted` (also fitted through the model that trains "
-                "before the first step). Each block is one look: d = 128 in the suite's order, d = 256, d = 128 reversed; the "
-                "baselines and `dymoe_plus` are the runs of the groups above.\n")
+                "before the first step). Each block is one look: d = 128 in the suite's order, d = 256, d = 128 "
+                "reversed; the baselines and `dymoe_plus` are the runs of the groups above.\n")
     if group != "width":
         return ""
 

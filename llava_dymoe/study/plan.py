@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
+from llava_dymoe import methods as _methods
+
 #: Default LLM hidden size of the embedded base model (``synthetic.base.default_sizes``).
 DEFAULT_WIDTH = 128
 TAU_SWEEP = (0.1, 0.3, 0.5)
@@ -44,12 +46,15 @@ THIRD_ORDER = "shuffled"
 CAUSES = (("dymoe c_spe=0", "dymoe", (("c_spe", "0"),)),
           ("dymoe, projector trained", "dymoe", (("train_projector", "True"),)),
           ("incmoelora, projector trained", "incmoelora", (("train_projector", "True"),)))
-#: Second round of the plasticity issue: the bank decision's rows on top of ``dymoe_plus`` (``router_train``,
-#: ``router_refresh``, ``bank_keys``) and their scope (``bank_scope``, the third round), each at the three looks ``(width, order)`` next to the baselines and
-#: ``dymoe_plus`` (the same run folders as the variants / variants_width / order groups).
-#: The third round's recipe as flags on ``dymoe_plus``'s first-round recipe: fixed rows, keys fitted at the start
-#: and re-centred at the end of the task, one bank per sequence (``methods.SEQUENCE_BANK`` registers it).
-SEQUENCE_BANK = (("bank_keys", "fitted"), ("bank_scope", "sequence"), ("router_train", "False"))
+#: Second round of the plasticity issue: the bank decision's rows on top of the first round's ``dymoe_plus``
+#: (``router_train``, ``router_refresh``, ``bank_keys``) and their scope (``bank_scope``, the third round), each at
+#: the three looks ``(width, order)`` next to the baselines and the first round's recipe (the same run folders as
+#: the variants / variants_width / order groups).
+#: The third round's recipe (``methods.SEQUENCE_BANK``, registered as ``dymoe_plus``) as flags on the first round's
+#: recipe, spelled as the study passes them: fixed rows, keys fitted at the start and re-centred at the end of the
+#: task, one bank per sequence.
+SEQUENCE_BANK = tuple(sorted((k, str(v)) for k, v in _methods.SEQUENCE_BANK.items()
+                             if k not in _methods.VARIANTS[_methods.FIRST_ROUND_PLUS][0]))
 ROUTER_VARIANTS = (("fixed router rows", (("router_train", "False"),)),
                    ("fixed rows re-centred at task end", (("router_refresh", "True"), ("router_train", "False"))),
                    ("fixed rows + refreshed bank keys", (("bank_keys", "refreshed"), ("router_train", "False"))),
@@ -180,9 +185,7 @@ def variant_methods() -> Tuple[str, ...]:
 def best_variant() -> str:
     """The first round's best recipe (``methods.FIRST_ROUND_PLUS``), which the study's later groups build on; it
     was ``dymoe_plus`` until the third round's recipe (``methods.PLUS``) took that name."""
-    from llava_dymoe.methods import FIRST_ROUND_PLUS
-
-    return FIRST_ROUND_PLUS
+    return _methods.FIRST_ROUND_PLUS
 
 
 def widths_needed(plan: Sequence[Experiment]) -> List[int]:

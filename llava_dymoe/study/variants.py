@@ -18,10 +18,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from .numbers import fmt_ms, mean_std, paired_gap
 from .execute import run_dir
-from .plan import SEQUENCE_BANK, VARIANT_BASELINES, Experiment, best_variant
+from llava_dymoe.methods import PLUS
 
-#: The name the third round's recipe is registered under (``methods.PLUS``, alias ``dymoe_plus``).
-SEQUENCE_BANK_NAME = "dymoe_seqbank"
+from .plan import SEQUENCE_BANK, VARIANT_BASELINES, Experiment, best_variant
 
 #: The issue's plasticity tolerance: the best variant's MFT may be this many points under IncMoELoRA's.
 MFT_SLACK = 3.0
@@ -38,17 +37,18 @@ def _third_round_looks(plan: Sequence[Experiment]) -> List[Tuple[str, Dict[str, 
     """``(label, {name: key}, candidate name)`` per look of the third round's recipe (``plan.SEQUENCE_BANK`` on the
     first round's recipe): every run of the plan at the look's width and order (the cause tests aside) is an other
     method; the candidate is keyed ``dymoe_plus``, the first round's recipe ``dymoe_cascade_warm_spetag``."""
-    cand = [e for e in plan if e.method == best_variant() and e.dymoe_args == SEQUENCE_BANK]
+    first = best_variant()
+    is_cand = lambda e: e.method == first and e.dymoe_args == SEQUENCE_BANK  # noqa: E731
     looks = []
-    for c in sorted({(e.width, e.order) for e in cand}, key=lambda wo: (wo[1] != "default", wo[0], wo[1])):
+    for c in sorted({(e.width, e.order) for e in plan if is_cand(e)},
+                    key=lambda wo: (wo[1] != "default", wo[0], wo[1])):
         width, order = c
         label = f"d = {width}, " + ("the suite's order" if order == "default" else f"the {order} order")
         keys: Dict[str, str] = {}
         for e in plan:
             if (e.width, e.order) != c or e.group == "causes":
                 continue
-            name = "dymoe_plus" if e.dymoe_args == SEQUENCE_BANK and e.method == best_variant() else \
-                "_".join([e.method] + [f"{k}={v}" for k, v in e.dymoe_args])
+            name = "dymoe_plus" if is_cand(e) else "_".join([e.method] + [f"{k}={v}" for k, v in e.dymoe_args])
             keys.setdefault(name, e.key)
         looks.append((label, keys, "dymoe_plus"))
     return looks
@@ -60,7 +60,7 @@ def paired_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment
     best = best_variant()
     first = [(label, _look_keys(plan, group), best) for group, label in LOOKS]
     sections = []
-    for title, looks in ((f"`dymoe_plus` (= `{SEQUENCE_BANK_NAME}`: `{best}` + "
+    for title, looks in ((f"`dymoe_plus` (= `{PLUS}`: `{best}` + "
                           + ", ".join(f"{k}={v}" for k, v in SEQUENCE_BANK) + ")", _third_round_looks(plan)),
                          (f"The first round's recipe (`{best}`, `dymoe_plus` before the third round)", first)):
         lines = [f"{title} minus each baseline, paired by seed (mean ± std over the seeds both finished). Goal of "
