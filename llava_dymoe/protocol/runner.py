@@ -16,7 +16,9 @@ is written.
 Resume (rerun the same command): a finished stage is verified by its files and skipped; a
 finished checkpoint whose evaluation is incomplete is only evaluated; a half-written stage
 (checkpoint without its ``dymoe_task.json`` marker, answers without ``score.json``) is logged,
-removed and redone.  Nothing finished is ever overwritten: a finished stage whose files changed,
+removed and redone, except that a stage trained with ``--train-arg save_strategy=steps`` resumes
+its training from its last resumable ``checkpoint-N`` (LLaVA's ``train()`` does that when the
+folder holds one; a half-written ``checkpoint-N`` is removed first).  Nothing finished is ever overwritten: a finished stage whose files changed,
 or a run folder of another run, stops with an error that says what to do.
 
 ``--oracle-routing`` (off by default) adds, after each stage ``t`` (also a finished one), the
@@ -121,11 +123,16 @@ class _Stages:
                     from None
             status(f"{self.label(t, 'checkpoint')} finished earlier (verified): evaluating only")
             return None
-        if os.path.exists(checkpoint):
-            status(f"{self.label(t, 'half-written checkpoint')} {checkpoint} has no {ckpt.MARKER}: "
-                   "removing it and training again")
-            shutil.rmtree(checkpoint)
         self._check_no_later_stage(t)
+        if os.path.exists(checkpoint):
+            resume_from = self._resumable(t, checkpoint)
+            if resume_from:
+                status(f"{self.label(t, 'unfinished training')} in {checkpoint}: resuming from "
+                       f"{os.path.basename(resume_from)} (LLaVA's train() resumes from the last checkpoint-N)")
+            else:
+                status(f"{self.label(t, 'half-written checkpoint')} {checkpoint} has no {ckpt.MARKER}: "
+                       "removing it and training again")
+                shutil.rmtree(checkpoint)
         prev = self.prev_checkpoint(t)
         if prev:
             ckpt.verify(prev)
@@ -139,6 +146,29 @@ class _Stages:
             raise launch.StageFailed(f"{self.label(t, 'train')} exited 0 but left no finished checkpoint: {e}\n"
                                      f"See {self.layout.train_log(t, task.name)}") from None
         return seconds
+
+    def _resumable(self, t: int, checkpoint: str) -> Optional[str]:
+        """The last ``checkpoint-N`` of an unfinished stage ``t`` that this run can resume from, or ``None``.
+
+        ``checkpoint-N`` folders are written with ``--train-arg save_strategy=steps``.  A half-written
+        one (killed while saving) or one of another task is removed, so that LLaVA's ``train()``, which
+        resumes from the highest N, finds the resumable one; they belong to this unfinished stage only."""
+        import re
+
+        from llava_dymoe.trainer.preflight import ConfigError, check_resumable
+
+        steps = sorted((int(m.group(1)), m.group(0)) for m in
+                       (re.fullmatch(r"checkpoint-(\d+)", n) for n in os.listdir(checkpoint)) if m
+                       and os.path.isdir(os.path.join(checkpoint, m.group(0))))
+        for _, name in reversed(steps):
+            path = os.path.join(checkpoint, name)
+            try:
+                check_resumable(path, deepspeed=bool(self.opts.deepspeed), task_id=t)
+                return path
+            except ConfigError as e:
+                status(f"{self.label(t, name)} cannot be resumed from ({e}): removing it")
+                shutil.rmtree(path)
+        return None
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, t: int, task: TaskSpec, checkpoint: str):

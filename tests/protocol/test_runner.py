@@ -219,6 +219,53 @@ def test_kill_during_stage2_training_then_resume(suite_file, smoke_data, tiny, t
     assert open(out / "stages/2_TaskB/train.log").read().count("===== ") == 2  # both attempts logged
 
 
+def test_unfinished_stage_with_checkpoint_n_resumes_inside_the_stage(suite_file, smoke_data, tiny, tmp_path, capsys):
+    """A stage trained with ``save_strategy=steps`` and interrupted after ``checkpoint-2`` resumes from it on the
+    rerun (LLaVA's train() picks the last checkpoint-N; a half-written later one is removed first) and ends with
+    the same banks as the uninterrupted stage (``tests/integration/test_resume.py``: resume is bit-identical)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    argv = run_argv(suite_file, smoke_data, tiny, out, "dymoe", "--stages", "1", "--train-arg", "save_strategy=steps",
+                    "--train-arg", "save_steps=2")
+    assert cli(argv) == 0
+    ck = out / "checkpoints/1_TaskA_llava_dymoe"
+    uninterrupted = load_file(ck / ckpt.EXPERTS)
+    assert (ck / "checkpoint-2" / "optimizer.pt").is_file()
+    # what a kill after the save of step 2 leaves (tests/integration/test_resume.py): checkpoint-2 and the
+    # output-dir claim, no final files, no stage record, no evaluation; plus a checkpoint-3 killed while saving
+    from llava_dymoe.integration.output_dir import CLAIM
+
+    for name in os.listdir(ck):
+        if name not in ("checkpoint-2", CLAIM) and not name.startswith("."):
+            (shutil.rmtree if (ck / name).is_dir() else os.remove)(ck / name)
+    shutil.rmtree(out / "stages/1_TaskA/eval")
+    os.remove(out / "stages/1_TaskA/stage.json")
+    (ck / "checkpoint-3").mkdir()
+    (ck / "checkpoint-3" / ckpt.CONFIG).write_text("{half")
+    capsys.readouterr()
+    assert cli(argv) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint-3 cannot be resumed from" in err and "is not an intermediate DyMoE checkpoint" in err
+    assert "unfinished training" in err and "resuming from checkpoint-2" in err
+    assert "half-written checkpoint" not in err
+    log = open(out / "stages/1_TaskA/train.log").read()
+    assert "resumed" in log and "trainable tensors from" in log and "checkpoint-2" in log
+    assert json.load(open(ck / "trainer_state.json"))["global_step"] == 3
+    assert not (ck / "checkpoint-3").exists() and ckpt.verify(str(ck))["task_id"] == 1
+    resumed = load_file(ck / ckpt.EXPERTS)
+    assert set(resumed) == set(uninterrupted)
+    assert all(torch_equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    rec = json.load(open(out / "stages/1_TaskA/stage.json"))
+    assert rec["train_seconds"] > 0 and rec["scores"] == {"TaskA": 50.0}
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
 def test_mismatching_rerun_or_foreign_folder_is_refused(finished_run, suite_file, smoke_data, tiny, tmp_path,
                                                         capsys):
     before = tree_hashes(finished_run, "checkpoints", "stages")
