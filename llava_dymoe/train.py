@@ -88,11 +88,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     from transformers import set_seed
 
     set_seed(seed_from_argv(rest))
+    from llava_dymoe.patches.vision_check import vision_check_cache
+
     patches = train_patch_set(requires=selection.requires).apply()
     try:
         from llava.train.train import train
 
-        train(**train_call_kwargs(selection.line, attn))
+        with vision_check_cache():  # D1: a speed-up of the dataset's image processing only
+            train(**train_call_kwargs(selection.line, attn))
     except SystemExit:
         if "-h" in argv or "--help" in argv:  # LLaVA's parser printed its help and exits: add ours after it
             print(own_flags_help(), flush=True)

@@ -145,8 +145,12 @@ def apply_eval_patches(*, remap_cpu: bool = True) -> List[PatchSet]:
 
 @contextlib.contextmanager
 def eval_patches(*, remap_cpu: bool = True) -> Iterator[PatchSet]:
-    """Scoped E1/E2, inside ``cuda_to_cpu()`` when ``remap_cpu`` (which is a no-op with CUDA)."""
+    """Scoped E1/E2, inside ``cuda_to_cpu()`` when ``remap_cpu`` (which is a no-op with CUDA), and D1
+    (``vision_check.py``)."""
+    from .vision_check import vision_check_cache
+
     with contextlib.ExitStack() as stack:
         if remap_cpu:
             stack.enter_context(cpu_remap.cuda_to_cpu())
+        stack.enter_context(vision_check_cache())  # D1 (patches/vision_check.py): a speed-up only
         yield stack.enter_context(eval_patch_set())

@@ -51,8 +51,10 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
     With ``n_parallel`` > 1 up to that many base models train at once (one thread each, no progress
     bars: they would overwrite each other); the suite is written meanwhile.  ``base_threads`` is each
     base training's thread count; by default 1 when bases train in parallel, else up to 2 (the base
-    trains alone: at d=128 on the 2-core machine 2 threads made 4.2 steps/s against 2.8 with one,
-    measured 2026-12-02)."""
+    trains alone).  Measured on the 2-core machine at d=128, 200 steps of batch 32, quiet (2026-12-03):
+    2 threads 49.3 s, 1 thread + 1 data-loading worker 58.1 s, 2 threads + 1 worker 60.1 s, with the
+    once-per-process Pillow check (patches/vision_check.py, D1); without it 87.0 s, 61.3 s and 82.7 s
+    (1 thread: 90.9 s), when preparing the images of a batch took 148 ms in the training process."""
     from llava_dymoe.synthetic import generate_suite
     from llava_dymoe.synthetic.base import BaseConfig, base_learning_rate, build_base_model, default_sizes
 

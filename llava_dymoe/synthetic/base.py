@@ -152,7 +152,11 @@ def scale_clip_positions(src: str, dst: str, factor: float) -> None:
 
 def _train_code(seed: int) -> str:
     # upstream train() builds the projector before the Trainer seeds anything: seed first
-    return f"from transformers import set_seed; set_seed({seed}); from llava.train.train import train; train()"
+    # (D1, patches/vision_check.py: Pillow's presence checked once, not per image; a speed-up only)
+    return (f"from transformers import set_seed; set_seed({seed}); from llava.train.train import train; "
+            "from llava_dymoe.patches.vision_check import vision_check_cache; import logging; "
+            "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
+            "with vision_check_cache(): train()")
 
 
 def export_base(llava_dir: str, tiny_llm_dir: str, llm_dir: str, projector_path: str) -> None:
@@ -207,12 +211,14 @@ def load_base_model(out_dir: str) -> Optional[BaseModel]:
 
 def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=None, evaluate: bool = True,
                      overwrite: bool = False, threads: int = 1, log: Callable[[str], None] = print,
-                     progress: bool = True) -> BaseModel:
+                     progress: bool = True, data_workers: int = 0) -> BaseModel:
     """Build (or reuse, when ``base.json`` records the same request) the base model under ``out_dir``.
 
     ``threads`` is the training process's ``OMP_NUM_THREADS``.  One thread is the default: the
     model is tiny, the data pipeline is single-threaded, and on a shared 2-core machine two
     OpenMP threads competing with another process made steps about 10x slower (measured).
+    ``data_workers`` is upstream's ``--dataloader_num_workers`` (the images are prepared in that many
+    worker processes while the model trains; the data order is the sampler's, unchanged).
     ``progress`` shows a bar that follows the training log.
     """
     from llava_dymoe.integration.llava_args import llava_train_argv, run_python
@@ -255,7 +261,8 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
                             lora=False, max_steps=config.steps, overrides={
                                 "learning_rate": config.learning_rate, "seed": config.seed,
                                 "per_device_train_batch_size": config.batch_size, "gradient_checkpointing": False,
-                                "logging_steps": max(1, config.steps // 50), "save_strategy": "no"})
+                                "logging_steps": max(1, config.steps // 50), "save_strategy": "no",
+                                "dataloader_num_workers": data_workers})
     with follow_log(paths["llava"] + ".log", config.steps, f"base model d={sizes.hidden_size}", enabled=progress):
         run_python(_train_code(config.seed), argv, log_path=paths["llava"] + ".log",
                    env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
@@ -299,6 +306,8 @@ def main(argv=None) -> int:
     for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, dest="size_" + name)
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the training process (default 1)")
+    p.add_argument("--data-workers", type=int, default=0,
+                   help="upstream --dataloader_num_workers of the training (default 0: in the training process)")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out accuracy of the base mixture")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if OUT_DIR matches")
     a = p.parse_args(argv)
@@ -311,7 +320,7 @@ def main(argv=None) -> int:
                 f"base_learning_rate(d) = {base_learning_rate(sizes.hidden_size):g} at d={sizes.hidden_size}")
     config = BaseConfig(**{k: getattr(a, k) for k in asdict(defaults)})
     base = build_base_model(a.out_dir, config, sizes, evaluate=not a.no_eval, overwrite=a.overwrite,
-                            threads=a.threads)
+                            threads=a.threads, data_workers=a.data_workers)
     print(json.dumps({"llm": base.llm, "projector": base.projector, "clip": base.clip,
                       "accuracy": base.accuracy, **base.meta["results"].get("wall_s", {})}, indent=2))
     return 0

@@ -16,7 +16,8 @@ CONFIG = BaseConfig(seed=0, steps=2, batch_size=2, n_train=4, n_test=1)
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     sizes = default_sizes(64, hidden_size=32, intermediate_size=64, num_attention_heads=2)
-    return build_base_model(str(tmp_path_factory.mktemp("base")), CONFIG, sizes, evaluate=True, log=lambda m: None)
+    return build_base_model(str(tmp_path_factory.mktemp("base")), CONFIG, sizes, evaluate=True, log=lambda m: None,
+                            data_workers=1)  # the option works (upstream --dataloader_num_workers)
 
 
 def test_files_and_record(base):
@@ -31,6 +32,11 @@ def test_files_and_record(base):
     assert all(0.0 <= v <= 100.0 for v in base.accuracy.values())
     mixture = json.load(open(os.path.join(base.data, "mixture.json")))
     assert len(mixture) == CONFIG.n_train * sum(MIX_WEIGHTS.values())
+    args = torch.load(os.path.join(base.llava, "training_args.bin"), weights_only=False)
+    assert args.dataloader_num_workers == 1 and args.max_steps == 2
+    # D1 (patches/vision_check.py) was applied around upstream train() and reverted
+    log = open(base.llava + ".log").read()
+    assert "applied patch set 'vision-check'" in log and "reverted patch set 'vision-check'" in log
 
 
 def test_export_is_the_trained_llava_split_in_two(base):
