@@ -64,7 +64,7 @@ def test_demo_verdict_reads_the_runs_metrics(tmp_path):
                                                ["incmoelora", "10.00", "-44.17", "45.33"],
                                                ["dymoe_plus", "–", "–", "–"]]
     assert "What it shows: dymoe has the best mean final accuracy (MFN 17.3) and forgets least (BWT -20.0)" in text
-    assert ("What it does not show: a tiny synthetic LLaVA trained on CPU, 5 toy tasks of 30 test questions, "
+    assert ("What it does not show: a tiny synthetic LLaVA trained on CPU, 5 toy tasks of 20 test questions, "
             "one seed (0): not CoIN numbers") in text
     assert f"  dymoe_plus: {tmp_path / 'runs' / 'dymoe_plus' / 'matrix.png'}" in lines
     assert f"Report: {tmp_path / 'report.md'} (plot: {tmp_path / 'comparison.png'})" in lines
