@@ -33,6 +33,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
               "routing drift of old-task inputs between checkpoints, per layer and projection (JSON, MD, PNG)"),
     "tokens": ("llava_dymoe.commands.tokens",
                "new/old/ambiguous token fractions of a new task's data against a checkpoint's experts"),
+    "bank-choice": ("llava_dymoe.commands.bank_choice",
+                    "which cue (image or question text) routes each task's inputs to its own bank"),
     "convert-coin": ("llava_dymoe.commands.convert_coin",
                      "convert CoIN's test JSON into upstream question files and reference JSONL"),
     "check-data": ("llava_dymoe.commands.check_data", "check training/question data (or a suite's) before training"),

@@ -17,6 +17,7 @@ import shlex
 import sys
 
 from .aggregate import write_results_doc
+from .bank_choice import run_bank_choice
 from .diagnose import run_drift
 from .execute import finished_bases, run_plan
 from .plan import GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip the routing diagnostics (cli drift on seed 0 of incmoelora, dymoe and dymoe_plus; "
-                        "dymoe and incmoelora answered again with TAG kept at inference)")
+                        "dymoe and incmoelora answered again with TAG kept at inference; cli bank-choice on the "
+                        "last checkpoints of dymoe, the first round's recipe and dymoe_plus)")
     p.add_argument("--aggregate-only", action="store_true", help="only rewrite the doc from finished runs")
     args = p.parse_args(argv)
     for w in args.widths:
@@ -64,6 +66,8 @@ def main(argv=None) -> int:
         if not args.no_diagnostics:
             run_drift(args.output_dir, plan, bases, done["suite"])
             run_reeval(args.output_dir, plan, profile.seeds)
+            run_bank_choice(args.output_dir, plan, bases, done["suite"], profile.seeds,
+                            n_tasks=len(done["suite"].task_names))
     result = write_results_doc(args.output_dir, args.doc, plan, profile, command=command.strip(), bases=bases,
                                total_s=total, widths=args.widths if "width" in args.groups else ())
     print(open(result["doc"]).read())

@@ -318,6 +318,12 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     if diag:
         out.append("## Routing diagnostics (why)\n")
         out.append(diag)
+    from . import bank_choice
+
+    cues = bank_choice.markdown(bank_choice.rows(root, plan, profile.seeds))
+    if cues:
+        out.append("## Which cue picks the bank\n")
+        out.append(cues)
     with open(doc_path, "w", encoding="utf-8") as f:
         f.write("\n".join(out).rstrip() + "\n")
     # one JSON per doc, so that a second doc written next to docs/results.md (e.g. docs/results-beyond.md, the

@@ -28,6 +28,13 @@ def _checkpoints(folder: str) -> List[str]:
     return [os.path.join(root, d) for d in sorted(os.listdir(root), key=lambda d: int(d.split("_", 1)[0]))]
 
 
+def run_logged(cmd: Sequence[str], log_path: str) -> bool:
+    """Run a diagnostic command on one thread, its output into ``log_path``; whether it succeeded."""
+    with open(log_path, "w") as f:
+        return subprocess.call(list(cmd), stdout=f, stderr=subprocess.STDOUT,
+                               env=dict(os.environ, OMP_NUM_THREADS="1")) == 0
+
+
 def drift_targets(root: str, plan: Sequence[Experiment]) -> List[Experiment]:
     """IncMoELoRA, DyMoE and ``dymoe_plus`` runs with no extra flags, in the suite's own task order."""
     from .plan import best_variant
@@ -63,10 +70,7 @@ def run_drift(root: str, plan: Sequence[Experiment], bases, suite, log=print) ->
             for c in ckpts[TASK_INDEX:]:
                 cmd += ["--after", c]
             log(f"drift diagnostics: {exp.key} seed 0 ({task} tokens)")
-            with open(out + ".log", "w") as f:
-                rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, OMP_NUM_THREADS="1"))
-            if rc:
+            if not run_logged(cmd, out + ".log"):
                 log(f"drift diagnostics failed for {exp.key}: see {out}.log")
                 continue
         done[exp.key] = target

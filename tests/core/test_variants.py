@@ -291,6 +291,32 @@ def test_sequence_scope_keeps_the_prompts_bank_while_decoding():
     ref.assert_close(layer(steps[0][:1]), naive_with(steps[0][:1], own[0][:1]), what="other batch size")
 
 
+@pytest.mark.parametrize("scope", ["token", "sequence"])
+def test_under_the_cascade_g_new_is_the_share_of_tokens_assigned_to_the_new_bank(scope):
+    """docs/diagnostics.md: with the cascade every token's gate sums to 1 inside its one bank, so the routing
+    statistics' gate mass on the new bank (``g_new``) is the decision's new share (naive banks), while TAG's
+    per-token ``frac_new`` on the raw logits is another quantity."""
+    from llava_dymoe.core import RoutingStats, attach_stats
+
+    layer = make_layer(3, 4, assign_rule="cascade", bank_scope=scope).eval()
+    x = torch.randn(6, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    rows = torch.cat(list(layer.dymoe_router.values()))
+    cfg = layer.dymoe_config
+    if scope == "sequence":
+        banks = ref.sequence_banks(x, rows, 3, cfg.sequence_tau, cfg.tag_gap, cfg.router_scale)
+    else:
+        banks = [ref.cascade_bank(z, 3, cfg.tau, cfg.tag_gap, cfg.router_scale)
+                 for z in ref.cosine(x.reshape(-1, 5), rows, cfg.router_scale)]
+    stats = RoutingStats()
+    model = nn.Sequential(layer)
+    attach_stats(model, stats)
+    model(x)
+    (row,) = stats.summary().values()
+    want = sum(b == 2 for b in banks) / len(banks)
+    assert 0 < want < 1 and row["mean_g_new"] == pytest.approx(want, abs=1e-9)
+    assert row["bank_share"] == pytest.approx([sum(b == i for b in banks) / len(banks) for i in range(3)], abs=1e-9)
+
+
 def test_cascade_changes_inference_but_not_the_new_bank_decision_of_training():
     paper, cascade = make_layer(3, 5), make_layer(3, 5, assign_rule="cascade")
     x = torch.randn(400, 5, dtype=torch.float64)

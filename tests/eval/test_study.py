@@ -157,6 +157,35 @@ def test_drift_rows_and_markdown_from_a_drift_report(tmp_path):
     assert "| dymoe | 128 | 4 | 0.500 | 0.750 | – | – | – | – |" in text
 
 
+def test_bank_choice_targets_rows_and_markdown(tmp_path, monkeypatch):
+    """The study's bank-choice section: which runs are probed, and mean ± std over seeds of the shares."""
+    from llava_dymoe.study import bank_choice as bc
+    from llava_dymoe.study.plan import SEQUENCE_BANK, best_variant
+
+    plan = build_plan(["variants", "routers", "third_order"])
+    got = [(e.method, e.dymoe_args, e.order) for e in bc.targets(plan)]
+    assert ("dymoe", (), "default") in got and (best_variant(), (), "default") in got
+    assert (best_variant(), SEQUENCE_BANK, "default") in got and (best_variant(), SEQUENCE_BANK, "shuffled") in got
+    assert all(e.width == 128 for e in bc.targets(plan)) and len(got) == len(set(got))
+    plus = next(e for e in bc.targets(plan) if e.dymoe_args == SEQUENCE_BANK and e.order == "default")
+    assert bc.label(plus) == "dymoe_plus"
+    root = str(tmp_path)
+    for seed, own in ((0, 1.0), (1, 0.5)):
+        folder = os.path.join(run_dir(root, plus, seed), bc.FOLDER)
+        os.makedirs(folder)
+        conditions = {"as_asked": {"a": {"own": own}, "b": {"own": 1.0}},
+                      "image_only": {"a": {"own": 0.0}, "b": {"own": 0.25}},
+                      "swapped": {"a": {"own": 0.0, "text": own}, "b": {"own": 0.5, "text": 0.5}}}
+        json.dump({"tasks": ["a", "b"], "conditions": conditions}, open(os.path.join(folder, "bank_choice.json"), "w"))
+    rows = bc.rows(root, plan, (0, 1, 2))  # seed 2 has no report: two seeds
+    assert [(r["label"], r["task"], r["seeds"]) for r in rows] == [("dymoe_plus", "a", 2), ("dymoe_plus", "b", 2)]
+    assert rows[0]["as_asked"] == (0.75, pytest.approx(math.sqrt(0.125)))
+    text = bc.markdown(rows)
+    assert "| dymoe_plus | a | 75.0 ± 35.4 | 0.0 ± 0.0 | 0.0 ± 0.0 | 75.0 ± 35.4 | 2 |" in text
+    assert "| dymoe_plus | b | 100.0 ± 0.0 | 25.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 2 |" in text
+    assert bc.markdown([]) == ""
+
+
 def _routing_stats(layers):
     """A routing_stats.json as the trainer writes it: per layer the means of its scored tokens."""
     return {"task_id": 2, "tau": 0.2, "layer_mean": {}, "layers": layers}
