@@ -8,10 +8,10 @@ runs the CLIP image processor on every sample in the training loop (``--dataload
 and on CPU taking the lookups out cut the training loop's time by 15 % for a tiny-model task and by
 43 % for the base model (measured 2026-12-03; docs/speed.md).
 
-The replacements ask the original once and keep its answer (the installed packages do not change while a process
-runs); ``requires_backends`` with any backend other than ``vision`` alone goes to the original.  Written for the
-transformers of both upstream lines (4.37.2 and 4.31.0 look the version up the same way); on any other
-transformers :func:`apply_vision_check_cache` does nothing (logged).
+The replacements ask upstream's check once (one answer shared by both) and keep it (the installed packages do
+not change while a process runs); ``requires_backends`` with any backend other than ``vision`` alone goes to the
+original.  Written for the transformers of both upstream lines (4.37.2 and 4.31.0 look the version up the same
+way); on any other transformers :func:`apply_vision_check_cache` does nothing (logged).
 """
 from __future__ import annotations
 
@@ -40,24 +40,18 @@ def _once(check: Callable[[], bool]) -> Callable[[], bool]:
     return cached
 
 
-def _make_is_vision_available(original):
-    cached = _once(original)
-
+def _make_is_vision_available(original, check: Callable[[], bool]):
     @functools.wraps(original)
     def is_vision_available():
-        return cached()
+        return check()
     return is_vision_available
 
 
-def _make_requires_backends(original):
-    from transformers.utils import import_utils
-
-    cached = _once(import_utils.is_vision_available)
-
+def _make_requires_backends(original, check: Callable[[], bool]):
     @functools.wraps(original)
     def requires_backends(obj: Any, backends: Any) -> None:
         wanted = [backends] if not isinstance(backends, (list, tuple)) else list(backends)
-        if wanted == ["vision"] and cached():
+        if wanted == ["vision"] and check():
             return None
         return original(obj, backends)
     return requires_backends
@@ -67,10 +61,17 @@ def vision_check_patch_set(transformers_version: str = TRANSFORMERS[0]) -> Patch
     """D1 as a :class:`PatchSet` (not applied), requiring ``transformers_version`` (one of :data:`TRANSFORMERS`)."""
     if transformers_version not in TRANSFORMERS:
         raise ValueError(f"D1 is written for transformers {' or '.join(TRANSFORMERS)}, not {transformers_version}")
+    def ask() -> bool:  # upstream's own check, looked up when first asked (after the version guard)
+        from transformers.utils import import_utils
+
+        return import_utils.is_vision_available()
+
+    check = _once(ask)  # one answer for both replacements
     why = "D1: Pillow's presence checked once per process, not per image operation"
-    return PatchSet("vision-check", [Patch(TARGETS[0], _make_is_vision_available, description=why),
-                                     Patch(TARGETS[1], _make_requires_backends, description=why)],
-                    requires={"transformers": f"=={transformers_version}"})
+    return PatchSet("vision-check", [
+        Patch(TARGETS[0], functools.partial(_make_is_vision_available, check=check), description=why),
+        Patch(TARGETS[1], functools.partial(_make_requires_backends, check=check), description=why)],
+        requires={"transformers": f"=={transformers_version}"})
 
 
 def apply_vision_check_cache() -> Optional[PatchSet]:

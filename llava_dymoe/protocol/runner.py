@@ -18,8 +18,9 @@ finished checkpoint whose evaluation is incomplete is only evaluated; a half-wri
 (checkpoint without its ``dymoe_task.json`` marker, answers without ``score.json``) is logged,
 removed and redone, except that a stage trained with ``--train-arg save_strategy=steps`` resumes
 its training from its last resumable ``checkpoint-N`` (LLaVA's ``train()`` does that when the
-folder holds one; a half-written ``checkpoint-N`` is removed first).  Nothing finished is ever overwritten: a finished stage whose files changed,
-or a run folder of another run, stops with an error that says what to do.
+folder holds one; a half-written ``checkpoint-N`` is removed first).  Nothing finished is ever
+overwritten: a finished stage whose files changed, or a run folder of another run, stops with an
+error that says what to do.
 
 ``--oracle-routing`` (off by default) adds, after each stage ``t`` (also a finished one), the
 evaluation of every earlier task ``i < t`` with stage ``t``'s checkpoint restricted to banks

@@ -66,8 +66,7 @@ def main(argv=None) -> int:
         if not args.no_diagnostics:
             run_drift(args.output_dir, plan, bases, done["suite"])
             run_reeval(args.output_dir, plan, profile.seeds)
-            run_bank_choice(args.output_dir, plan, bases, done["suite"], profile.seeds,
-                            n_tasks=len(done["suite"].task_names))
+            run_bank_choice(args.output_dir, plan, bases, done["suite"], profile.seeds)
     result = write_results_doc(args.output_dir, args.doc, plan, profile, command=command.strip(), bases=bases,
                                total_s=total, widths=args.widths if "width" in args.groups else ())
     print(open(result["doc"]).read())

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Dict, List, Sequence
 
-from .diagnose import run_logged
+from .diagnose import _checkpoints, run_logged
 from .execute import run_dir
 from .numbers import fmt_ms, mean_std
 from .plan import DEFAULT_WIDTH, SEQUENCE_BANK, Experiment, best_variant
@@ -41,27 +41,20 @@ def label(e: Experiment) -> str:
     return name if e.order == "default" else f"{name}, {e.order} order"
 
 
-def _last_checkpoint(folder: str):
-    root = os.path.join(folder, "checkpoints")
-    if not os.path.isdir(root):
-        return None, []
-    names = sorted(os.listdir(root), key=lambda d: int(d.split("_", 1)[0]))
-    tasks = [n.split("_", 2)[1] for n in names]
-    return (os.path.join(root, names[-1]) if names else None), tasks
-
-
-def run_bank_choice(root: str, plan: Sequence[Experiment], bases, suite, seeds: Sequence[int], n_tasks: int,
+def run_bank_choice(root: str, plan: Sequence[Experiment], bases, suite, seeds: Sequence[int],
                     log=print) -> Dict[str, str]:
-    """``{run folder: bank_choice.json}`` for the finished runs of :func:`targets`; cached per run."""
+    """``{run folder: bank_choice.json}`` for the runs of :func:`targets` that finished every task of ``suite``;
+    cached per run."""
     from llava_dymoe.synthetic.writer import IMAGE_ROOT, TaskFiles
 
     done = {}
     for exp in targets(plan):
         for seed in seeds:
             folder = run_dir(root, exp, seed)
-            ckpt, tasks = _last_checkpoint(folder)
-            if not os.path.isfile(os.path.join(folder, "matrix.csv")) or len(tasks) < n_tasks:
+            ckpts = _checkpoints(folder)
+            if not os.path.isfile(os.path.join(folder, "matrix.csv")) or len(ckpts) < len(suite.task_names):
                 continue
+            ckpt, tasks = ckpts[-1], [os.path.basename(c).split("_", 2)[1] for c in ckpts]
             out = os.path.join(folder, FOLDER)
             target = os.path.join(out, "bank_choice.json")
             if not os.path.isfile(target):
