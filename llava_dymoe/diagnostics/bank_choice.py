@@ -68,6 +68,10 @@ def run_bank_choice(ckpt: str, model_base: str, tasks: Sequence[Tuple[str, str]]
     (and writes ``bank_choice.json`` and ``bank_choice.md`` into ``output_dir`` when given)."""
     if len(tasks) < 2:
         raise ValueError("give at least two tasks: the diagnostic compares banks")
+    names = [name for name, _ in tasks]
+    if len(set(names)) < len(names):
+        raise ValueError(f"task names must differ (their rows are reported by name), got {names}; name each task "
+                         "once, in training order")
     loaded = [(name, read_questions(path, max_questions)) for name, path in tasks]
     probe = Probe(ckpt, model_base)
     if probe.num_tasks < len(tasks):

@@ -25,7 +25,10 @@ from ..integration.token_kinds import ANSWER, IMAGE, INSTRUCTION, kind_mask  # n
 
 
 def read_questions(path: str, limit: Optional[int] = None) -> List[Dict[str, Any]]:
-    """Rows of a ``question_id/image/text`` JSONL (what ``llava.eval.model_vqa_loader`` reads)."""
+    """Rows of a ``question_id/image/text`` JSONL (what ``llava.eval.model_vqa_loader`` reads); ``limit``: the
+    first rows only (at least 1)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--max-questions must be at least 1, got {limit}; leave it out to use every question")
     rows = []
     with open(path) as f:
         for i, line in enumerate(f):

@@ -94,4 +94,9 @@ def test_bank_choice_refusals(variant_sequences, tiny, smoke_data, tmp_path, cap
     assert "expected NAME=QUESTIONS" in capsys.readouterr().err
     assert main(base + ["--task", f"A={smoke_data.questions}"]) == 2
     assert "at least two tasks" in capsys.readouterr().err
+    assert main(base + ["--task", f"A={smoke_data.questions}", "--task", f"A={smoke_data.questions}"]) == 2
+    assert "task names must differ" in capsys.readouterr().err
+    two = ["--task", f"A={smoke_data.questions}", "--task", f"B={smoke_data.questions}"]
+    assert main([a if a != "1" else "0" for a in base] + two) == 2  # --max-questions 0
+    assert "--max-questions must be at least 1, got 0" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "bank_choice")
