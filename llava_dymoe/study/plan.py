@@ -68,6 +68,9 @@ ORDERS = {"default": ("choice", "read", "classify", "vqa", "ground"),
           "reversed": ("ground", "vqa", "classify", "read", "choice"),
           # random.Random(1).sample of the suite's order, drawn for the third round before any run on it
           "shuffled": ("read", "choice", "ground", "vqa", "classify")}
+#: The harder suite's second task order (issue 26), as indices into CoIN's order: random.Random(26).sample(range(8), 8),
+#: drawn on 2026-12-06 before any run on the suite (docs/beyond-the-paper.md section 8).
+COIN_SHAPED_DRAWN = (3, 5, 1, 7, 0, 4, 6, 2)
 
 
 @dataclass(frozen=True)
