@@ -17,7 +17,7 @@ Expected upstream warnings of the in-process base stage (the "weights not used" 
 tower when the base is reloaded for its evaluation) are one line each on the console and whole in
 ``upstream_warnings.log``; unexpected ones are shown as they come.
 
-``--quick`` is the reduced mode CI runs (fewer steps and questions; same pipeline).
+``--quick`` is the reduced mode CI runs (fewer steps and questions, the first three tasks; same pipeline).
 ``--smoke`` keeps the foundation smoke run (upstream LoRA train + reload + answers).
 Numbers from this demo are not the paper's claim: see pilot-drift.md for what a tiny CPU model can
 and cannot show.
@@ -115,8 +115,9 @@ def smoke_main(argv=None) -> int:
 #: task, the demo took 12 min 45 s from scratch on the 2-core machine (2026-12-03), over its 10-minute goal.
 FULL = Profile("demo", base_steps=1000, task_steps=120, n_train=600, n_test=20, seeds=(0,),
                train_args=TINY_TRAIN_ARGS, dymoe_args=TINY_DYMOE_ARGS, oracle_routing=False)
+#: ``--quick`` trains the suite's first three tasks (five stages each took the CI test 6 min of its 15: 2 cores)
 QUICK = Profile("quick", base_steps=30, task_steps=4, n_train=24, n_test=4, seeds=(0,), train_args=TINY_TRAIN_ARGS,
-                dymoe_args=TINY_DYMOE_ARGS, oracle_routing=False)
+                dymoe_args=TINY_DYMOE_ARGS, oracle_routing=False, tasks=("choice", "read", "classify"))
 METHODS = ("dymoe", "incmoelora", "dymoe_plus")
 #: the full text of the upstream warnings of the in-process stages (the console shows one line per kind)
 UPSTREAM_LOG = "upstream_warnings.log"

@@ -75,7 +75,8 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
 
     with ThreadPoolExecutor(max_workers=min(n_parallel, len(widths)) if parallel else 1) as pool:
         futures = {w: pool.submit(build, w) for w in widths}
-        suite = generate_suite(os.path.join(root, "suite"), seed=0, n_train=profile.n_train, n_test=profile.n_test)
+        suite = generate_suite(os.path.join(root, "suite"), seed=0, n_train=profile.n_train, n_test=profile.n_test,
+                               tasks=profile.tasks)
         bases = {w: f.result() for w, f in futures.items()}
     return bases, suite
 

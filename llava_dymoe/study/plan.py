@@ -22,7 +22,7 @@ The seed varies the training (new-bank init, data order); the base model and the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from llava_dymoe import methods as _methods
 
@@ -113,6 +113,9 @@ class Profile:
     #: holds ``routing_stats.json``, what TAG saw on that task's training tokens (token types at tau,
     #: c_old/c_new, gate mass on the new bank).  Bitwise the same training (tests/core), about 2 % slower.
     log_routing: bool = False
+    #: the suite's tasks to generate and train, in the suite's order (None = all of them); the demo's ``--quick``
+    #: mode trains three of the five, which is enough to show the pipeline (several banks, forgetting, the matrix)
+    tasks: Optional[Tuple[str, ...]] = None
 
 
 #: The per-task training recipe of the tiny model.  LLaVA-1.5's lr 2e-4 at global batch 128 is the
