@@ -239,8 +239,8 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     sizes = sizes or default_sizes(config.image_size, spec.patches)
     if sizes.image_size != config.image_size or sizes.patch_size * spec.patches != config.image_size:
         cells = " (one grid cell per patch)" if spec.patches == GRID else ""
-        raise ValueError(f"suite {spec.name}: the CLIP must see {spec.patches}x{spec.patches} patches{cells}: image_size "
-                         f"{config.image_size} needs TinySizes(image_size={config.image_size}, "
+        raise ValueError(f"suite {spec.name}: the CLIP must see {spec.patches}x{spec.patches} patches{cells}: "
+                         f"image_size {config.image_size} needs TinySizes(image_size={config.image_size}, "
                          f"patch_size={config.image_size // spec.patches})")
     root = os.path.abspath(out_dir)
     paths = base_paths(root)

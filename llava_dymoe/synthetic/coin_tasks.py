@@ -41,7 +41,8 @@ IMAGENET = "What is the object in the image?"
 VIZWIZ = "When the provided information is insufficient, respond with 'Unanswerable'."
 UNANSWERABLE = "unanswerable"
 #: OCR-VQA's question templates used here (the dataset's own wording).
-AUTHOR_Q, TITLE_Q, GENRE_Q = "Who wrote this book?", "What is the title of this book?", "What is the genre of this book?"
+AUTHOR_Q, TITLE_Q = "Who wrote this book?", "What is the title of this book?"
+GENRE_Q = "What is the genre of this book?"
 #: Words of the book titles: the 3-4 letter words of the world (a title fits the top row).
 TITLES: Tuple[str, ...] = WORDS
 
@@ -121,14 +122,14 @@ VIZWIZ_FORMS = {"read": 1, "colour_of_shape": 1, "count_colour": 1}
 VIZWIZ_COVERED = 0.3
 
 
-def _text_or_board(rng: random.Random) -> Scene:
+def _word_board(rng: random.Random) -> Scene:
     word = rng.choice(WORDS)
     return text_scene(rng, word, rng.randint(0, 3))
 
 
 def make_textvqa(rng: random.Random, image_size: int) -> Sample:
     """A word on the plain board among 0-3 objects: read it, or a colour / count question."""
-    scene, q, a, query = _shared(rng, lambda: CoinScene(_text_or_board(rng)), TEXTVQA_FORMS)
+    scene, q, a, query = _shared(rng, lambda: CoinScene(_word_board(rng)), TEXTVQA_FORMS)
     return Sample(scene, q, a, query)
 
 
@@ -147,7 +148,7 @@ def make_vizwiz(rng: random.Random, image_size: int) -> Sample:
     covered = rng.random() < VIZWIZ_COVERED
 
     def new_scene():
-        board = _text_or_board(rng) if rng.random() < 0.5 else random_scene(rng, 1, 4)
+        board = _word_board(rng) if rng.random() < 0.5 else random_scene(rng, 1, 4)
         return CoinScene(board, "degraded", covered=covered)
 
     scene, q, a, query = _shared(rng, new_scene, VIZWIZ_FORMS, (VIZWIZ, SHORT))
@@ -211,7 +212,7 @@ def make_photo_describe(rng: random.Random, image_size: int) -> Sample:
 def make_blur_describe(rng: random.Random, image_size: int) -> Sample:
     """A degraded board described, or ``unanswerable`` when the lens is covered."""
     covered = rng.random() < VIZWIZ_COVERED
-    board = _text_or_board(rng) if rng.random() < 0.5 else random_scene(rng, 1, 4)
+    board = _word_board(rng) if rng.random() < 0.5 else random_scene(rng, 1, 4)
     scene = CoinScene(board, "degraded", covered=covered)
     return Sample(scene, "Describe the blurred image.", UNANSWERABLE if covered else describe(board),
                   {"type": "describe", "covered": covered})
