@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             for s in SUITES:
                 per_run[s].append(round(seconds_per_step(root, s, prepared[s], a.steps, a.batch_size, a.threads, r), 3))
                 print(f"round {r + 1}: {s} {per_run[s][-1]} s/step", file=sys.stderr, flush=True)
-    median = {s: statistics.median(v) for s, v in per_run.items()}
+    median = {s: round(statistics.median(v), 3) for s, v in per_run.items()}
     print(json.dumps({"steps": a.steps, "batch_size": a.batch_size, "threads": a.threads, "s_per_step": per_run,
                       "median": median, "ratio": round(median["coin_shaped"] / median["synthetic"], 2)}, indent=2))
     return 0
