@@ -197,10 +197,18 @@ def build_tiny_llava(out_dir: str, seed: int = 0, sizes: Optional[TinySizes] = N
     return TinyLLaVA(out_dir, llm_dir, clip_dir, seed, sizes)
 
 
+#: Named CLIP geometries (image side, patch side) for ``--geometry``: ``coin_shaped`` is what the CoIN-shaped
+#: synthetic suite needs (16x16 patches of a 96 px image: 256 image tokens, at least two thirds of every prompt).
+GEOMETRIES = {"coin_shaped": (96, 6)}
+
+
 def _parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m llava_dymoe.tiny", description=__doc__.split("\n")[0])
     p.add_argument("out_dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--geometry", choices=sorted(GEOMETRIES), default=None,
+                   help="a named CLIP geometry that sets --image-size and --patch-size (coin_shaped: 96 px, "
+                        "patch 6, 16x16 patches); default: the sizes below")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if OUT_DIR matches")
     for name, default in asdict(TinySizes()).items():
         p.add_argument("--" + name.replace("_", "-"), type=int, default=default, dest=name)
@@ -209,6 +217,8 @@ def _parse(argv=None):
 
 def main(argv=None) -> int:
     args = _parse(argv)
+    if args.geometry:
+        args.image_size, args.patch_size = GEOMETRIES[args.geometry]
     sizes = TinySizes(**{k: getattr(args, k) for k in asdict(TinySizes())})
     tiny = build_tiny_llava(args.out_dir, seed=args.seed, sizes=sizes, overwrite=args.overwrite)
     print(json.dumps({"llm": tiny.llm, "clip": tiny.clip, "seed": tiny.seed}, indent=2))

@@ -4,8 +4,12 @@
   one CLIP patch) and its deterministic PIL renderer;
 * :mod:`.tasks`: five CoIN-like continual tasks (:data:`~.tasks.SUITE_TASKS`) and the base
   mixture (:data:`~.tasks.BASE_TASKS`), each sample with structured metadata;
+* :mod:`.coin_world`, :mod:`.coin_tasks`: the CoIN-shaped suite (CoIN's eight tasks and instructions over
+  four image domains of the same world) and its base mixture; :mod:`.suites` names the suites and the
+  CLIP geometry each needs; :mod:`.properties` measures a written suite (image-token share, a text-only
+  task classifier, shared question forms, conflicting answers);
 * :mod:`.writer`, :mod:`.generate`: LLaVA-format files and the suite YAML
-  (``python -m llava_dymoe.synthetic OUT_DIR``);
+  (``python -m llava_dymoe.synthetic OUT_DIR [--suite coin_shaped]``);
 * :mod:`.base`: the tiny LLaVA fully trained on the base mixture and exported as a Vicuna-like
   LLM dir plus ``mm_projector.bin`` (``python -m llava_dymoe.synthetic.base OUT_DIR``);
 * :mod:`.evaluate`, :mod:`.learnability`: in-process answering/scoring and the zero-shot vs

@@ -31,7 +31,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Optional
 
-from .tasks import BASE_TASKS
 from .world import GRID
 from .writer import IMAGE_ROOT, TaskFiles, write_task
 
@@ -57,12 +56,13 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_m
 _IN_PROCESS_TURN = threading.Lock()
 
 
-def default_sizes(image_size: int = 64, **overrides):
-    """Tiny LLaVA sizes for the suite: d=128, 2 layers, CLIP patch = one grid cell."""
+def default_sizes(image_size: int = 64, patches: int = GRID, **overrides):
+    """Tiny LLaVA sizes for a suite: d=128, 2 layers, ``patches`` CLIP patches per image side (the default
+    suite: 4, one grid cell per patch; ``coin_shaped``: 16)."""
     from llava_dymoe.tiny import TinySizes
 
     values = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=image_size, patch_size=image_size // GRID)
+                  image_size=image_size, patch_size=image_size // patches)
     values.update(overrides)
     return TinySizes(**values)
 
@@ -96,6 +96,7 @@ class BaseConfig:
     n_test: int = 50             # per base task, held out
     image_size: int = 64
     clip_position_scale: float = 8.0
+    mixture: str = "synthetic"   # the suite whose base mixture and CLIP geometry to use (llava_dymoe.synthetic.suites)
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,17 @@ class BaseModel:
         return {k: v["score"] for k, v in self.meta.get("results", {}).get("accuracy", {}).items()}
 
 
-def write_base_mixture(root: str, seed: int, n_train: int, n_test: int, image_size: int) -> str:
-    """Write each base task (``n_train * MIX_WEIGHTS[task]`` training samples, ``n_test`` held out)
-    and ``mixture.json``, the shuffled union of the training samples."""
+def write_base_mixture(root: str, seed: int, n_train: int, n_test: int, image_size: int,
+                       mixture_of: str = "synthetic") -> str:
+    """Write each base task of suite ``mixture_of`` (``n_train * weight`` training samples, ``n_test`` held
+    out; weights: ``MIX_WEIGHTS`` for the default suite) and ``mixture.json``, the shuffled union of the
+    training samples."""
+    from .suites import get_suite
+
+    spec = get_suite(mixture_of)
     mixture = []
-    for task in BASE_TASKS:
-        files = write_task(root, task, seed, n_train * MIX_WEIGHTS[task.name], n_test, image_size)
+    for task in spec.base_tasks:
+        files = write_task(root, task, seed, n_train * spec.mix_weights[task.name], n_test, image_size)
         with open(os.path.join(root, files.train_json)) as f:
             mixture += json.load(f)
     random.Random(f"llava-dymoe-base-mixture/{seed}").shuffle(mixture)
@@ -180,12 +186,13 @@ def export_base(llava_dir: str, tiny_llm_dir: str, llm_dir: str, projector_path:
     torch.save(projector, projector_path)
 
 
-def base_eval_tasks(data_root: str):
+def base_eval_tasks(data_root: str, mixture_of: str = "synthetic"):
     """The held-out base-mixture tasks as :class:`~llava_dymoe.synthetic.evaluate.EvalTask`."""
     from .evaluate import EvalTask
+    from .suites import get_suite
 
     out = []
-    for t in BASE_TASKS:
+    for t in get_suite(mixture_of).base_tasks:
         f = TaskFiles.for_task(t.name)
         out.append(EvalTask(t.name, os.path.join(data_root, f.question_file),
                             os.path.join(data_root, f.reference_file), t.scorer, t.max_new_tokens))
@@ -225,15 +232,23 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     from llava_dymoe.integration.log_progress import follow_log
     from llava_dymoe.tiny import build_tiny_llava
 
+    from .suites import get_suite
+
     config = config or BaseConfig()
-    sizes = sizes or default_sizes(config.image_size)
-    if sizes.image_size != config.image_size or sizes.patch_size * GRID != config.image_size:
-        raise ValueError(f"the CLIP must see one grid cell per patch: image_size {config.image_size} needs "
-                         f"TinySizes(image_size={config.image_size}, patch_size={config.image_size // GRID})")
+    spec = get_suite(config.mixture)
+    sizes = sizes or default_sizes(config.image_size, spec.patches)
+    if sizes.image_size != config.image_size or sizes.patch_size * spec.patches != config.image_size:
+        cells = " (one grid cell per patch)" if spec.patches == GRID else ""
+        raise ValueError(f"suite {spec.name}: the CLIP must see {spec.patches}x{spec.patches} patches{cells}: "
+                         f"image_size {config.image_size} needs TinySizes(image_size={config.image_size}, "
+                         f"patch_size={config.image_size // spec.patches})")
     root = os.path.abspath(out_dir)
     paths = base_paths(root)
-    request = {"format": FORMAT, "config": asdict(config), "sizes": asdict(sizes), "mix_weights": dict(MIX_WEIGHTS),
-               "evaluated": evaluate}
+    request_config = asdict(config)
+    if config.mixture == "synthetic":  # the default base's request (its cache key) stays as it was
+        del request_config["mixture"]
+    request = {"format": FORMAT, "config": request_config, "sizes": asdict(sizes),
+               "mix_weights": dict(spec.mix_weights), "evaluated": evaluate}
     meta_path = os.path.join(root, META)
     existing = None if overwrite else load_base_model(root)
     if existing is not None and existing.meta.get("request") == request:
@@ -250,11 +265,12 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
         shutil.rmtree(paths["clip"], ignore_errors=True)
         scale_clip_positions(tiny.clip, paths["clip"], config.clip_position_scale)
         shutil.rmtree(paths["data"], ignore_errors=True)
-        mixture = write_base_mixture(paths["data"], config.seed, config.n_train, config.n_test, config.image_size)
+        mixture = write_base_mixture(paths["data"], config.seed, config.n_train, config.n_test, config.image_size,
+                                     config.mixture)
         times["build_and_data"] = time.time() - t0
 
     log(f"base model: full training with upstream train(), {config.steps} steps of batch {config.batch_size} "
-        f"on {config.n_train * sum(MIX_WEIGHTS.values())} samples (log: {paths['llava']}.log)")
+        f"on {config.n_train * sum(spec.mix_weights.values())} samples (log: {paths['llava']}.log)")
     t0 = time.time()
     shutil.rmtree(paths["llava"], ignore_errors=True)
     argv = llava_train_argv(tiny.llm, paths["clip"], mixture, os.path.join(paths["data"], IMAGE_ROOT), paths["llava"],
@@ -262,7 +278,7 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
                                 "learning_rate": config.learning_rate, "seed": config.seed,
                                 "per_device_train_batch_size": config.batch_size, "gradient_checkpointing": False,
                                 "logging_steps": max(1, config.steps // 50), "save_strategy": "no",
-                                "dataloader_num_workers": data_workers})
+                                "dataloader_num_workers": data_workers, **spec.training})
     with follow_log(paths["llava"] + ".log", config.steps, f"base model d={sizes.hidden_size}", enabled=progress):
         run_python(_train_code(config.seed), argv, log_path=paths["llava"] + ".log",
                    env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
@@ -281,7 +297,7 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
 
         with _IN_PROCESS_TURN:
             t0 = time.time()
-            results["accuracy"] = run_eval(paths["llava"], None, base_eval_tasks(paths["data"]),
+            results["accuracy"] = run_eval(paths["llava"], None, base_eval_tasks(paths["data"], config.mixture),
                                            os.path.join(paths["data"], IMAGE_ROOT),
                                            answers_dir=os.path.join(root, "eval"))
             times["eval"] = time.time() - t0
@@ -302,6 +318,16 @@ def main(argv=None) -> int:
             p.add_argument("--learning-rate", type=float, default=None, dest=name,
                            help="default: base_learning_rate(hidden size), 2e-3 up to d=128, 2e-3*128/d above")
             continue
+        if name == "image_size":  # depends on the mixture: resolved after parsing
+            p.add_argument("--image-size", type=int, default=None, dest=name,
+                           help="default: the mixture's suite's (64 for synthetic, 96 for coin_shaped)")
+            continue
+        if name == "mixture":
+            from .suites import suite_names
+
+            p.add_argument("--mixture", default=value, choices=suite_names(),
+                           help="the suite whose base mixture and CLIP geometry to train (default synthetic)")
+            continue
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, dest=name)
     for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None, dest="size_" + name)
@@ -311,7 +337,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-eval", action="store_true", help="skip the held-out accuracy of the base mixture")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if OUT_DIR matches")
     a = p.parse_args(argv)
-    sizes = default_sizes(a.image_size, **{k[5:]: v for k, v in vars(a).items()
+    from .suites import get_suite
+
+    spec = get_suite(a.mixture)
+    if a.image_size is None:
+        a.image_size = spec.image_size
+    sizes = default_sizes(a.image_size, spec.patches, **{k[5:]: v for k, v in vars(a).items()
                                             if k.startswith("size_") and v is not None})
     if a.learning_rate is None:
         a.learning_rate = base_learning_rate(sizes.hidden_size)

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from .tasks import SUITE_TASKS, TaskDef, get_task
+from .tasks import TaskDef
 from .writer import IMAGE_ROOT, TaskFiles, suite_yaml, write_task
 
 FORMAT = 2  # 2: ground scenes of one object
@@ -47,15 +47,15 @@ class SyntheticSuite:
         return os.path.join(self.root, IMAGE_ROOT)
 
 
-def _select(tasks: Optional[Sequence[str]]) -> List[TaskDef]:
+def _select(tasks: Optional[Sequence[str]], suite_tasks: Sequence[TaskDef]) -> List[TaskDef]:
     if not tasks:
-        return list(SUITE_TASKS)
-    chosen = [get_task(t) for t in tasks]
-    bad = [t.name for t in chosen if t not in SUITE_TASKS]
+        return list(suite_tasks)
+    known = {t.name for t in suite_tasks}
+    bad = [t for t in tasks if t not in known]
     if bad:
-        raise ValueError(f"{', '.join(bad)}: base-mixture tasks are not continual tasks; "
-                         f"choose from {', '.join(t.name for t in SUITE_TASKS)}")
-    return [t for t in SUITE_TASKS if t in chosen]  # keep the suite's training order
+        raise ValueError(f"{', '.join(bad)}: not a continual task of this suite; "
+                         f"choose from {', '.join(t.name for t in suite_tasks)}")
+    return [t for t in suite_tasks if t.name in tasks]  # keep the suite's training order
 
 
 def ordered_suite_yaml(suite: SyntheticSuite, order: Sequence[str], tag: str) -> str:
@@ -64,28 +64,41 @@ def ordered_suite_yaml(suite: SyntheticSuite, order: Sequence[str], tag: str) ->
     The suite is named ``synthetic-<tag>`` so a run folder of one order never resumes as another.
     Returns its path.
     """
-    by_name = {t.name: t for t in SUITE_TASKS}
+    from .suites import DEFAULT_SUITE, get_suite
+
+    spec = get_suite(suite.manifest.get("name", DEFAULT_SUITE))
+    by_name = {t.name: t for t in spec.tasks}
     if sorted(order) != sorted(suite.task_names):
         raise ValueError(f"task order {list(order)} must list each of the suite's tasks {suite.task_names} once")
     if not tag.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"order tag {tag!r}: use letters, digits, '-' or '_'")
     path = os.path.join(suite.root, f"suite_{tag}.yaml")
-    text = suite_yaml(f"{SUITE_NAME}-{tag}", [by_name[n] for n in order], DESCRIPTION)
+    text = suite_yaml(f"{spec.name}-{tag}", [by_name[n] for n in order], spec.description, spec.notes, spec.training)
     if not (os.path.isfile(path) and open(path).read() == text):
         with open(path, "w") as f:
             f.write(text)
     return path
 
 
-def generate_suite(root: str, seed: int = 0, n_train: int = 1000, n_test: int = 100, image_size: int = 64,
-                   tasks: Optional[Sequence[str]] = None, overwrite: bool = False) -> SyntheticSuite:
-    """Write (or reuse) the suite under ``root``; deterministic for the arguments."""
+def generate_suite(root: str, seed: int = 0, n_train: int = 1000, n_test: int = 100, image_size: Optional[int] = None,
+                   tasks: Optional[Sequence[str]] = None, overwrite: bool = False,
+                   suite: str = SUITE_NAME) -> SyntheticSuite:
+    """Write (or reuse) the suite named ``suite`` (:mod:`.suites`) under ``root``; deterministic for the arguments.
+
+    ``image_size`` defaults to the suite's (64 px for ``synthetic``, 96 px for ``coin_shaped``)."""
+    from .suites import get_suite, suite_names
+
     if n_train < 1 or n_test < 1:
         raise ValueError(f"n_train and n_test must be >= 1, got {n_train}, {n_test}")
-    chosen = _select(tasks)
+    spec = get_suite(suite)
+    image_size = spec.image_size if image_size is None else image_size
+    spec.check_image_size(image_size)
+    chosen = _select(tasks, spec.tasks)
     root = os.path.abspath(root)
     manifest = {"format": FORMAT, "kind": "suite", "seed": seed, "n_train": n_train, "n_test": n_test,
                 "image_size": image_size, "tasks": [t.name for t in chosen]}
+    if suite != SUITE_NAME:  # the default suite's manifest stays as it was
+        manifest["name"] = suite
     files = {t.name: TaskFiles.for_task(t.name) for t in chosen}
     man_path, yaml_path = os.path.join(root, MANIFEST), os.path.join(root, SUITE_FILE)
     if not overwrite and os.path.isfile(man_path) and os.path.isfile(yaml_path):
@@ -93,13 +106,13 @@ def generate_suite(root: str, seed: int = 0, n_train: int = 1000, n_test: int = 
             if json.load(f) == manifest:
                 return SyntheticSuite(root, yaml_path, manifest, files)
     if os.path.isfile(man_path):  # a different suite lives here: clear what it wrote
-        for name in [IMAGE_ROOT] + [t.name for t in SUITE_TASKS]:
+        for name in [IMAGE_ROOT] + [t.name for n in suite_names() for t in get_suite(n).tasks]:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     os.makedirs(root, exist_ok=True)
     for task in chosen:
         write_task(root, task, seed, n_train, n_test, image_size)
     with open(yaml_path, "w") as f:
-        f.write(suite_yaml(SUITE_NAME, chosen, DESCRIPTION))
+        f.write(suite_yaml(spec.name, chosen, spec.description, spec.notes, spec.training))
     with open(man_path, "w") as f:  # written last: a crash leaves no matching manifest behind
         json.dump(manifest, f, indent=2)
     return SyntheticSuite(root, yaml_path, manifest, files)

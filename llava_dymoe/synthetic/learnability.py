@@ -26,7 +26,7 @@ from typing import Dict, Optional
 
 from .evaluate import EvalTask, evaluate
 from .generate import MANIFEST
-from .tasks import get_task
+from .suites import DEFAULT_SUITE, find_task, get_suite
 from .writer import IMAGE_ROOT, TaskFiles
 
 
@@ -34,6 +34,15 @@ def majority_baseline(reference_file: str) -> float:
     """Percent of test questions whose reference is the most frequent one."""
     refs = [json.dumps(json.loads(line)["answer"]) for line in open(reference_file) if line.strip()]
     return 100.0 * Counter(refs).most_common(1)[0][1] / len(refs)
+
+
+def suite_name(suite_root: str) -> str:
+    """The name of the suite written under ``suite_root`` (its manifest's ``name``; the default suite's has none)."""
+    path = os.path.join(suite_root, MANIFEST)
+    if not os.path.isfile(path):
+        return DEFAULT_SUITE
+    with open(path) as f:
+        return json.load(f).get("name", DEFAULT_SUITE)
 
 
 def method_problem(method: Optional[str], full: bool) -> Optional[str]:
@@ -62,7 +71,8 @@ def check_task(base_dir: str, suite_root: str, task: str, out_dir: str, steps: i
         raise ValueError(problem)
 
     base_dir, suite_root = os.path.abspath(base_dir), os.path.abspath(suite_root)
-    spec, files = get_task(task), TaskFiles.for_task(task)
+    spec, files = find_task(task), TaskFiles.for_task(task)
+    training = get_suite(suite_name(suite_root)).training  # the suite's own overrides (model_max_length)
     eval_task = EvalTask(task, os.path.join(suite_root, files.question_file),
                          os.path.join(suite_root, files.reference_file), spec.scorer, spec.max_new_tokens)
     images = os.path.join(suite_root, IMAGE_ROOT)
@@ -78,7 +88,8 @@ def check_task(base_dir: str, suite_root: str, task: str, out_dir: str, steps: i
                             max_steps=steps, overrides={
                                 "pretrain_mm_mlp_adapter": os.path.join(base_dir, "mm_projector.bin"),
                                 "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-                                "gradient_checkpointing": False, "logging_steps": max(1, steps // 20)})
+                                "gradient_checkpointing": False, "logging_steps": max(1, steps // 20),
+                                **training})
     t0 = time.time()
     run_python(DYMOE_TRAIN_MODULE if method else UPSTREAM_TRAIN, argv, module=method is not None,
                log_path=ckpt + ".log", env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})

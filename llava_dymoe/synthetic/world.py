@@ -78,6 +78,10 @@ class Scene:
         cells = {(o.row, o.col) for o in self.objects} | {(r, c) for _, r, c in self.letters}
         return cells | set(self.text.cells() if self.text else [])
 
+    def image(self, image_size: int):
+        """The rendered image (what the writer saves); other scene types render their own way."""
+        return render(self, image_size)
+
     def to_dict(self, image_size: int) -> dict:
         cell = image_size // GRID
         return {"image_size": image_size, "grid": GRID, "cell": cell, "margin": margin(cell),
@@ -176,14 +180,23 @@ def _draw_object(draw, obj: Obj, image_size: int) -> None:
         raise ValueError(f"unknown shape {obj.shape!r}")
 
 
-def render(scene: Scene, image_size: int = 64):
-    """The scene as an RGB ``PIL.Image`` of ``image_size`` x ``image_size`` pixels."""
-    from PIL import Image, ImageDraw
+def render(scene: Scene, image_size: int = 64, background: Tuple[int, int, int] = BACKGROUND):
+    """The scene as an RGB ``PIL.Image`` of ``image_size`` x ``image_size`` pixels on ``background``."""
+    from PIL import Image
 
     if image_size % GRID or image_size // GRID < 8:
         raise ValueError(f"image_size must be a multiple of {GRID} with cells of at least 8 px, got {image_size}")
+    img = Image.new("RGB", (image_size, image_size), background)
+    draw_scene(img, scene)
+    return img
+
+
+def draw_scene(img, scene: Scene) -> None:
+    """Draw the objects, the word and the single glyphs of ``scene`` onto the square image ``img``."""
+    from PIL import ImageDraw
+
+    image_size = img.width
     cell = image_size // GRID
-    img = Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(img)
     for obj in scene.objects:
         _draw_object(draw, obj, image_size)
@@ -192,4 +205,3 @@ def render(scene: Scene, image_size: int = 64):
             _draw_letter(img, ch, r, c, cell)
     for ch, r, c in scene.letters:
         _draw_letter(img, ch, r, c, cell)
-    return img

@@ -20,10 +20,9 @@ import os
 import random
 import textwrap
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from .tasks import Sample, TaskDef
-from .world import render
 
 IMAGE_ROOT = "images"
 
@@ -72,7 +71,7 @@ def _save_images(root: str, task: str, split: str, samples: Sequence[Sample], im
     names = []
     for i, s in enumerate(samples):
         name = f"{task}/{split}-{i:05d}.png"
-        render(s.scene, image_size).save(os.path.join(root, IMAGE_ROOT, name), format="PNG")
+        s.scene.image(image_size).save(os.path.join(root, IMAGE_ROOT, name), format="PNG")
         names.append(name)
     return names
 
@@ -110,8 +109,10 @@ def write_task(root: str, task: TaskDef, seed: int, n_train: int, n_test: int,
     return files
 
 
-def suite_yaml(name: str, tasks: Sequence[TaskDef], description: str) -> str:
-    """The suite YAML (paths relative to the data root) for ``tasks`` in training order."""
+def suite_yaml(name: str, tasks: Sequence[TaskDef], description: str, notes: Sequence[str] = (),
+               training: Optional[dict] = None) -> str:
+    """The suite YAML (paths relative to the data root) for ``tasks`` in training order; ``notes``: extra
+    comment lines after the header; ``training``: the suite's LLaVA training overrides."""
     lines = [
         "# Synthetic CoIN-like continual suite over one shared image world (llava_dymoe.synthetic).",
         "# Generate the data root first:  python -m llava_dymoe.synthetic DATA_ROOT [--seed N]",
@@ -120,6 +121,7 @@ def suite_yaml(name: str, tasks: Sequence[TaskDef], description: str) -> str:
         "# slow on CPU); its questions carry the options and the letter instruction in their text.",
         "# Layout under DATA_ROOT: images/<task>/<split>-NNNNN.png and <task>/{train.json, test.json,",
         "# questions.jsonl, references.jsonl, meta_train.jsonl, meta_test.jsonl}.",
+        *notes,
         f"name: {name}",
         "description: >-",
         *("  " + line for line in textwrap.wrap(description, 96)),
@@ -128,6 +130,7 @@ def suite_yaml(name: str, tasks: Sequence[TaskDef], description: str) -> str:
         "  generator: llava.eval.model_vqa_loader",
         "  conv_mode: vicuna_v1",
         "  temperature: 0",
+        *(["training:"] + [f"  {k}: {v}" for k, v in training.items()] if training else []),
         "tasks:",
     ]
     for task in tasks:

@@ -79,3 +79,16 @@ def test_method_errors(stubbed, capsys):
     with pytest.raises(SystemExit):
         learnability.main([base, suite, "--task", "choice", "--method", "dymoe", "--full"])
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_a_coin_shaped_task_trains_with_the_suite_model_max_length(stubbed):
+    base, suite, out, calls = stubbed
+    _references(os.path.join(suite, "ocrvqa", "references.jsonl"), ["lee", "bird"])
+    learnability.check_task(base, suite, "choice", out, steps=3)  # no manifest: the default suite, its 256
+    with open(os.path.join(suite, "synthetic.json"), "w") as f:
+        json.dump({"name": "coin_shaped"}, f)
+    row = learnability.check_task(base, suite, "ocrvqa", out, steps=3)
+    default_argv, coin_argv = calls["train"][0][2], calls["train"][1][2]
+    assert default_argv[default_argv.index("--model_max_length") + 1] == "256"
+    assert coin_argv[coin_argv.index("--model_max_length") + 1] == "512"
+    assert (row["task"], row["scorer"]) == ("ocrvqa", "exact")
