@@ -4,6 +4,7 @@
 #   make setup-llava11 / make test-llava11 - the second supported upstream line (llava-torch 1.1.1,
 #                 transformers 4.31.0, the line the continual-tuning forks use) in .venv-llava11
 #   make results - (not in CI) the full study behind docs/results.md
+#   make results-harder - (not in CI) the harder suite's study behind docs/results-harder.md (issue 26)
 #
 # Install order (shared/docs/stack.md): torch first, then llava-torch WITHOUT its dependencies
 # (its metadata pins torch==2.0.1 and would pull a CUDA build), then this package.
@@ -30,7 +31,7 @@ PY11 := $(VENV11)/bin/python
 PIP11 := $(PY11) -m pip
 STAMP11 := $(VENV11)/.llava_dymoe_installed
 
-.PHONY: setup test test-slow demo results bench clean setup-llava11 test-llava11
+.PHONY: setup test test-slow demo results results-harder bench clean setup-llava11 test-llava11
 
 setup: $(STAMP)
 
@@ -73,6 +74,11 @@ demo: $(STAMP)
 # (hours on 2 CPU cores; resumable). RESULTS_ARGS e.g. "--groups methods --jobs 2".
 results: $(STAMP)
 	$(PY) -m llava_dymoe.study --output-dir results_out --doc docs/results.md $(RESULTS_ARGS)
+
+# Not in CI: the harder suite (coin_shaped, issue 26): eight methods x two task orders x 3 seeds (docs/study.md
+# says how long; resumable). Its base model and suite live beside the default's under results_out.
+results-harder: $(STAMP)
+	$(PY) -m llava_dymoe.study --groups harder --output-dir results_out --doc docs/results-harder.md $(RESULTS_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layer.py

@@ -2,7 +2,8 @@
 variants (plasticity issue) over seeds.
 
     python -m llava_dymoe.study [--output-dir results_out] [--doc docs/results.md] [--profile full]
-                                [--groups methods ladder tau width variants variants_width order causes]
+                                [--groups methods ladder tau width variants variants_width order causes
+                                          routers third_order | harder]
                                 [--seeds 0 1 2] [--jobs 2]
                                 [--widths 64 256 512] [--aggregate-only]
 
@@ -20,16 +21,19 @@ from .aggregate import write_results_doc
 from .bank_choice import run_bank_choice
 from .diagnose import run_drift
 from .execute import finished_bases, run_plan
-from .plan import GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan
+from .plan import DEFAULT_GROUPS, DEFAULT_SUITE, GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan, plan_suite
 from .variants import run_reeval
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m llava_dymoe.study", description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="results_out", help="runs, base models and suite (default results_out)")
-    p.add_argument("--doc", default="docs/results.md", help="Markdown file to write (plots go next to it)")
+    p.add_argument("--doc", help="Markdown file to write (plots go next to it); default docs/results.md, "
+                                 "docs/results-harder.md for the group harder (the coin_shaped suite)")
     p.add_argument("--profile", default="full", choices=sorted(PROFILES), help="sizes (quick = CI-sized check)")
-    p.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    p.add_argument("--groups", nargs="+", default=list(DEFAULT_GROUPS), choices=GROUPS,
+                   help="default: every group but 'harder', which runs on the coin_shaped suite and is studied on "
+                        "its own (make results-harder)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the profile's, 0 1 2)")
     p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="LLM widths of the width study")
     p.add_argument("--taus", nargs="+", type=float, default=list(TAU_SWEEP), help="tau values of the sweep")
@@ -54,6 +58,12 @@ def main(argv=None) -> int:
     if args.task_steps:
         profile = dataclasses.replace(profile, task_steps=args.task_steps)
     plan = build_plan(args.groups, widths=args.widths, taus=args.taus)
+    try:
+        suite = plan_suite(plan)
+    except ValueError as e:
+        p.error(str(e))
+    if args.doc is None:
+        args.doc = "docs/results.md" if suite == DEFAULT_SUITE else "docs/results-harder.md"
     command = "python -m llava_dymoe.study " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     bases, total = finished_bases(args.output_dir, plan), None
     if not args.aggregate_only:

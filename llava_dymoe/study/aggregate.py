@@ -9,7 +9,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .numbers import fmt_ms, mean_std, paired_gap
-from .plan import DEFAULT_WIDTH, Experiment, Profile, best_variant
+from .plan import DEFAULT_SUITE, DEFAULT_WIDTH, Experiment, Profile, best_variant, orders_for, plan_suite
 
 METRICS = ("mfn", "maa", "bwt", "mft")
 
@@ -178,7 +178,8 @@ GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
                 "causes": "Cause tests of the plasticity audit (d = 128)",
                 "routers": "Beyond the paper, second and third rounds: the bank decision's rows and scope "
                            "(three looks)",
-                "third_order": "Beyond the paper, third round: a third task order (d = 128)"}
+                "third_order": "Beyond the paper, third round: a third task order (d = 128)",
+                "harder": "The harder suite (`coin_shaped`): every method in CoIN's order and a drawn order (d = 128)"}
 
 
 def group_note(group: str) -> str:
@@ -207,6 +208,11 @@ def group_note(group: str) -> str:
                 "its tokens), with the keys `refreshed` or `fitted` (also fitted through the model that trains "
                 "before the first step). Each block is one look: d = 128 in the suite's order, d = 256, d = 128 "
                 "reversed; the baselines and `dymoe_plus` are the runs of the groups above.\n")
+    if group == "harder":
+        return ("CoIN's eight tasks with CoIN's instructions, image tokens at least two thirds of every prompt, shared "
+                "instructions and question forms (docs/suite.md). `oracle_bank` is told the true task id at "
+                "evaluation: an upper bound. `hide_selector` is a HiDe-LLaVA-style selector (image and text anchors "
+                "per task). The drawn order was drawn before any run (docs/beyond-the-paper.md section 8).\n")
     if group != "width":
         return ""
 
@@ -236,12 +242,17 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         torch_version = torch.__version__
     except ImportError:  # pragma: no cover
         torch_version = "?"
+    from .execute import suite_folder
+
+    suite = plan_suite(plan)
+    suite_words = ("synthetic 5-task suite" if suite == DEFAULT_SUITE else
+                   f"{len(orders_for(suite)['default'])}-task `{suite}` suite")
     out = [f"# Results on the embedded default (profile `{profile.name}`)\n",
            f"Made by `{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU core(s), "
            f"Python {platform.python_version()}, torch {torch_version}"
            + (f"; wall time {total_s / 60:.0f} min" if total_s else "") + ".\n",
            f"Setup: the tiny LLaVA base model (`llava_dymoe.synthetic.base`, {profile.base_steps} steps), the "
-           f"synthetic 5-task suite (`eval_suites/synthetic.yaml`, {profile.n_train} train / {profile.n_test} test "
+           f"{suite_words} (`eval_suites/{suite}.yaml`, {profile.n_train} train / {profile.n_test} test "
            f"samples per task), {profile.task_steps} steps per task with "
            + ", ".join(f"`{k}={v}`" for k, v in profile.train_args.items())
            + f"; seeds {list(profile.seeds)} (training seed; base model and suite fixed). Scores in percent; "
@@ -268,11 +279,11 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
         if note:
             out.append(note)
         out.append(group_table(grows))
-        if group == "methods":
+        if group in ("methods", "harder"):
             out.append("Final accuracy per task (last row of the matrix), mean ± std:\n")
             out.append(per_task_table(grows, "final"))
             learned_tasks = [t for r in grows for t in r["learned"]]
-            majority = majority_rates(os.path.join(root, "suite"), list(dict.fromkeys(learned_tasks)))
+            majority = majority_rates(suite_folder(root, suite), list(dict.fromkeys(learned_tasks)))
             learned = per_task_table(grows, "learned", majority, "(majority answer)")
             if learned:
                 out.append("Accuracy right after learning each task (R[i, i], the diagonal: is the task learned "
@@ -284,6 +295,12 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
             out.append(f"![{group}](results/{os.path.basename(png)})\n")
     from .variants import paired_markdown, reeval_markdown
 
+    from . import harder
+
+    verdict = harder.markdown(by_key, plan)
+    if verdict:
+        out.append("## The harder suite: `dymoe_plus` against every method\n")
+        out.append(verdict)
     paired = paired_markdown(by_key, plan)
     if paired:
         out.append("## Beyond the paper: the recipes paired with the baselines\n")

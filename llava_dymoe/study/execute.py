@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .plan import DEFAULT_WIDTH, Experiment, Profile, widths_needed
+from .plan import DEFAULT_SUITE, DEFAULT_WIDTH, Experiment, Profile, orders_for, plan_suite, widths_needed
 
 
 @dataclass
@@ -32,15 +32,25 @@ def run_dir(root: str, experiment: Experiment, seed: int) -> str:
     return os.path.join(root, "runs", experiment.key, f"seed{seed}")
 
 
-def base_folder(root: str, width: int) -> str:
-    return os.path.join(root, "base" if width == DEFAULT_WIDTH else f"base_d{width}")
+def _suite_suffix(suite: str) -> str:
+    return "" if suite == DEFAULT_SUITE else f"_{suite}"
+
+
+def base_folder(root: str, width: int, suite: str = DEFAULT_SUITE) -> str:
+    """The base model of ``width`` for ``suite`` (another suite's CLIP geometry and mixture: its own folder)."""
+    return os.path.join(root, ("base" if width == DEFAULT_WIDTH else f"base_d{width}") + _suite_suffix(suite))
+
+
+def suite_folder(root: str, suite: str = DEFAULT_SUITE) -> str:
+    return os.path.join(root, "suite" + _suite_suffix(suite))
 
 
 def finished_bases(root: str, plan: Sequence[Experiment]):
     """``{width: BaseModel}`` of the plan's base models already built under ``root`` (nothing is built)."""
     from llava_dymoe.synthetic.base import load_base_model
 
-    found = {w: load_base_model(base_folder(root, w)) for w in widths_needed(plan)}
+    suite = plan_suite(plan)
+    found = {w: load_base_model(base_folder(root, w, suite)) for w in widths_needed(plan)}
     return {w: b for w, b in found.items() if b is not None}
 
 
@@ -57,7 +67,10 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
     (1 thread: 90.9 s), when preparing the images of a batch took 148 ms in the training process."""
     from llava_dymoe.synthetic import generate_suite
     from llava_dymoe.synthetic.base import BaseConfig, base_learning_rate, build_base_model, default_sizes
+    from llava_dymoe.synthetic.suites import get_suite
 
+    name = plan_suite(plan)
+    spec = get_suite(name)
     widths = widths_needed(plan)
     parallel = n_parallel > 1 and len(widths) > 1
     if base_threads is None:
@@ -66,17 +79,19 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
         raise ValueError(f"base_threads must be >= 1, got {base_threads}")
 
     def build(width: int):
-        folder = base_folder(root, width)
+        folder = base_folder(root, width, name)
         log(f"base model d={width}: {folder}")
-        config = BaseConfig(seed=0, steps=profile.base_steps, learning_rate=base_learning_rate(width))
-        return build_base_model(folder, config, sizes=default_sizes(hidden_size=width, intermediate_size=2 * width),
+        config = BaseConfig(seed=0, steps=profile.base_steps, learning_rate=base_learning_rate(width),
+                            image_size=spec.image_size, mixture=name)
+        sizes = default_sizes(spec.image_size, spec.patches, hidden_size=width, intermediate_size=2 * width)
+        return build_base_model(folder, config, sizes=sizes,
                                 evaluate=profile.name != "quick", log=log, progress=not parallel,
                                 threads=base_threads)
 
     with ThreadPoolExecutor(max_workers=min(n_parallel, len(widths)) if parallel else 1) as pool:
         futures = {w: pool.submit(build, w) for w in widths}
-        suite = generate_suite(os.path.join(root, "suite"), seed=0, n_train=profile.n_train, n_test=profile.n_test,
-                               tasks=profile.tasks)
+        suite = generate_suite(suite_folder(root, name), seed=0, n_train=profile.n_train, n_test=profile.n_test,
+                               tasks=profile.tasks, suite=name)
         bases = {w: f.result() for w, f in futures.items()}
     return bases, suite
 
@@ -110,16 +125,16 @@ def make_jobs(root: str, profile: Profile, plan: Sequence[Experiment], bases, su
 
 
 def suite_file(suite, order: str) -> str:
-    """The suite YAML of task order ``order`` (``plan.ORDERS``); the default order is the suite's own file."""
+    """The suite YAML of task order ``order`` (``plan.orders_for`` the suite); the default order is the suite's own
+    file."""
     from llava_dymoe.synthetic.generate import ordered_suite_yaml
 
-    from .plan import ORDERS
-
-    if order not in ORDERS:
-        raise ValueError(f"unknown task order {order!r}; known: {sorted(ORDERS)}")
+    orders = orders_for(getattr(suite, "manifest", {}).get("name", DEFAULT_SUITE))
+    if order not in orders:
+        raise ValueError(f"unknown task order {order!r}; known: {sorted(orders)}")
     if order == "default":
         return suite.suite_yaml
-    return ordered_suite_yaml(suite, ORDERS[order], order)
+    return ordered_suite_yaml(suite, orders[order], order)
 
 
 def _recipe(method: str):

@@ -32,8 +32,19 @@ TAU_SWEEP = (0.1, 0.3, 0.5)
 WIDTHS = (64, 256, 512)
 LADDER = ("incmoelora", "incmoelora_aux", "incmoelora_aux_tag", "incmoelora_aux_tag_exc", "dymoe_aux")
 METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe")
-GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes", "routers",
-          "third_order")
+#: The groups ``make results`` runs by default (all on the default synthetic suite).
+DEFAULT_GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes", "routers",
+                  "third_order")
+#: ``harder`` (issue 26) runs on the ``coin_shaped`` suite, so it is studied on its own: ``make results-harder``.
+GROUPS = DEFAULT_GROUPS + ("harder",)
+#: The harder suite's study: every method on ``HARDER_SUITE`` in CoIN's order and the drawn order, including the two
+#: baselines a task selector must face (``hide_selector``, a published selector; ``oracle_bank``, the upper bound).
+HARDER_SUITE = "coin_shaped"
+HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_plus", "hide_selector", "oracle_bank")
+HARDER_ORDERS = ("default", "drawn")
+#: The methods of the harder study that are given the true task id: never "the best method given no task id".
+TOLD_THE_TASK = ("oracle_bank",)
+DEFAULT_SUITE = "synthetic"
 #: What the beyond-the-paper variants are measured against, paired by seed (the plasticity issue).
 VARIANT_BASELINES = ("incmoelora", "olora", "dymoe")
 #: The width and the task order of the variants' second and third look.
@@ -80,8 +91,10 @@ class Experiment:
     method: str
     dymoe_args: Tuple[Tuple[str, str], ...] = ()
     width: int = DEFAULT_WIDTH
-    #: task order: a key of ``ORDERS`` ("default" = the suite's own order)
+    #: task order: a key of ``orders_for(suite)`` ("default" = the suite's own order)
     order: str = "default"
+    #: the synthetic suite (``llava_dymoe.synthetic.suites``); one plan runs on one suite
+    suite: str = DEFAULT_SUITE
 
     @property
     def key(self) -> str:
@@ -91,6 +104,8 @@ class Experiment:
             parts.append(f"d{self.width}")
         if self.order != "default":
             parts.append(f"order-{self.order}")
+        if self.suite != DEFAULT_SUITE:
+            parts.append(f"suite-{self.suite}")
         return "_".join(parts)
 
 
@@ -137,7 +152,30 @@ PROFILES = {
 }
 
 
-def build_plan(groups: Sequence[str] = GROUPS, widths: Sequence[int] = WIDTHS,
+def orders_for(suite: str) -> Dict[str, Tuple[str, ...]]:
+    """The task orders of ``suite`` by name: ``ORDERS`` for the default suite; CoIN's and the drawn one
+    (``COIN_SHAPED_DRAWN``) for ``coin_shaped``."""
+    if suite == DEFAULT_SUITE:
+        return dict(ORDERS)
+    from llava_dymoe.synthetic.suites import get_suite
+
+    names = tuple(t.name for t in get_suite(suite).tasks)
+    orders = {"default": names}
+    if suite == HARDER_SUITE:
+        orders["drawn"] = tuple(names[i] for i in COIN_SHAPED_DRAWN)
+    return orders
+
+
+def plan_suite(plan: Sequence["Experiment"]) -> str:
+    """The one suite every experiment of ``plan`` runs on (``ValueError`` for a mix: study them apart)."""
+    suites = sorted({e.suite for e in plan}) or [DEFAULT_SUITE]
+    if len(suites) > 1:
+        raise ValueError(f"the plan mixes suites {suites}: run the group 'harder' ({HARDER_SUITE}) in its own study "
+                         "command (make results-harder), the other groups without it")
+    return suites[0]
+
+
+def build_plan(groups: Sequence[str] = DEFAULT_GROUPS, widths: Sequence[int] = WIDTHS,
                taus: Sequence[float] = TAU_SWEEP) -> List[Experiment]:
     """The experiments of ``groups`` in a stable order (unknown group -> ``ValueError``)."""
     unknown = [g for g in groups if g not in GROUPS]
@@ -178,6 +216,9 @@ def build_plan(groups: Sequence[str] = GROUPS, widths: Sequence[int] = WIDTHS,
             plan += [Experiment(group, f"{m} ({THIRD_ORDER})", m, order=THIRD_ORDER) for m in VARIANT_BASELINES]
             plan += [Experiment(group, f"dymoe_plus = first-round dymoe_plus + fixed rows + fitted keys, one bank per "
                                 f"sequence ({THIRD_ORDER})", best_variant(), SEQUENCE_BANK, order=THIRD_ORDER)]
+        elif group == "harder":
+            plan += [Experiment(group, m if o == "default" else f"{m} ({o})", m, order=o, suite=HARDER_SUITE)
+                     for o in HARDER_ORDERS for m in HARDER_METHODS]
     return plan
 
 

@@ -12,14 +12,14 @@ from llava_dymoe.eval.metrics import summary
 from llava_dymoe.methods import METHODS
 from llava_dymoe.study.aggregate import collect, mean_std, write_results_doc
 from llava_dymoe.study.execute import make_jobs, run_dir
-from llava_dymoe.study.plan import GROUPS, PROFILES, build_plan
+from llava_dymoe.study.plan import DEFAULT_GROUPS, PROFILES, build_plan
 
 TASKS = ["a", "b"]
 
 
 def test_plan_covers_every_method_the_ladder_taus_and_widths():
     plan = build_plan()
-    assert {e.group for e in plan} == set(GROUPS)
+    assert {e.group for e in plan} == set(DEFAULT_GROUPS)
     assert {e.method for e in plan} <= set(METHODS.names())
     assert {"lora", "moelora", "olora", "incmoelora", "dymoe"} <= {e.method for e in plan if e.group == "methods"}
     assert [e.method for e in plan if e.group == "ladder"][0] == "incmoelora"
@@ -419,3 +419,64 @@ def test_reeval_markdown_compares_the_rules_on_the_same_checkpoints(tmp_path):
     assert "| dymoe | 1 | own (plain router) | 45.0 | -40.0 | 65.0 |" in text
     assert "| dymoe | 1 | TAG kept (cascade) | 65.0 | -20.0 | 75.0 |" in text
     assert reeval_markdown(str(tmp_path / "empty"), plan, (0,)) == ""
+
+
+def test_harder_group_plans_every_method_in_both_orders_on_its_own_suite(tmp_path):
+    from llava_dymoe.study.execute import base_folder, suite_folder
+    from llava_dymoe.study.plan import (COIN_SHAPED_DRAWN, HARDER_METHODS, HARDER_SUITE, orders_for, plan_suite)
+    from llava_dymoe.synthetic.suites import get_suite
+
+    plan = build_plan(["harder"])
+    assert [(e.method, e.order) for e in plan] == [(m, o) for o in ("default", "drawn") for m in HARDER_METHODS]
+    assert {e.suite for e in plan} == {HARDER_SUITE} and len({e.key for e in plan}) == len(plan) == 16
+    assert all(m in METHODS for m in HARDER_METHODS)  # every method is registered (oracle_bank, hide_selector too)
+    coin = [t.name for t in get_suite(HARDER_SUITE).tasks]
+    assert list(orders_for(HARDER_SUITE)["default"]) == coin and len(coin) == 8
+    assert list(orders_for(HARDER_SUITE)["drawn"]) == [coin[i] for i in (3, 5, 1, 7, 0, 4, 6, 2)]
+    assert sorted(COIN_SHAPED_DRAWN) == list(range(8))
+    # its runs, base model and suite never share a folder with the default suite's
+    default = build_plan(["methods"])
+    assert not {run_dir("r", e, 0) for e in plan} & {run_dir("r", e, 0) for e in default}
+    assert base_folder("r", 128, HARDER_SUITE) != base_folder("r", 128) == os.path.join("r", "base")
+    assert suite_folder("r", HARDER_SUITE) != suite_folder("r") == os.path.join("r", "suite")
+    with pytest.raises(ValueError, match="mixes suites"):
+        plan_suite(default + plan)
+    assert "harder" not in {e.group for e in build_plan()}  # not in make results' default groups
+
+
+def _harder_row(values):
+    """A collect()-style row from per-seed (mfn, bwt, mft)."""
+    per_seed = {s: {"mfn": v[0], "bwt": v[1], "mft": v[2]} for s, v in enumerate(values)}
+    stats = {m: mean_std([p[m] for p in per_seed.values()]) for m in ("mfn", "bwt", "mft")}
+    return {"seeds": sorted(per_seed), "per_seed": per_seed, "stats": stats}
+
+
+def test_harder_goal_check_by_hand():
+    from llava_dymoe.study import harder
+
+    plan = [e for e in build_plan(["harder"]) if e.order == "default"]
+    keys = harder.order_keys(plan, "default")
+    runs = {"lora": [(10, -60, 70)], "moelora": [(12, -55, 66)], "olora": [(20, -30, 50)],
+            "incmoelora": [(22, -40, 60), (26, -36, 64)], "dymoe": [(20, -30, 50), (24, -26, 50)],
+            "hide_selector": [(30, -10, 40)], "oracle_bank": [(60, 0, 60)],
+            "dymoe_plus": [(42, -20, 58), (46, -16, 62)]}
+    by_key = {keys[m]: _harder_row(v) for m, v in runs.items()}
+    conditions = harder.goal(by_key, keys)
+    # MFN 44 > hide 30; BWT -18 >= dymoe's -28; MFT 60 vs incmoelora 62: -2 within 3; (44 - 22) / (60 - 22) = 58 %
+    assert [ok for _, ok, _ in conditions] == [True, True, True, True]
+    assert "closes 58% of 38.0 points" in conditions[3][2]
+    by_key[keys["hide_selector"]] = _harder_row([(45, -5, 50)])  # a selector with a better MFN: not the best
+    by_key[keys["dymoe_plus"]] = _harder_row([(40, -30, 60)])  # BWT -30 < -28; MFT -2; (40 - 22) / 38 = 47 %
+    conditions = harder.goal(by_key, keys)
+    assert [ok for _, ok, _ in conditions] == [False, False, True, False]
+    assert "best other (hide_selector) 45.0" in conditions[0][2]
+    by_key[keys["oracle_bank"]] = _harder_row([(50, 0, 50)])  # oracle_bank is never a rival: it is told the task
+    by_key[keys["hide_selector"]] = _harder_row([(30, -5, 50)])
+    assert harder.goal(by_key, keys)[0][1] is True
+    del by_key[keys["lora"]]  # a rival without a finished run: not measurable, never met
+    first = harder.goal(by_key, keys)[0]
+    assert first[1] is None and "lora" in first[2]
+    text = harder.markdown(by_key, plan)
+    assert "| default | dymoe | 18.0 ± 0.0 |" not in text and "| default | oracle_bank |" in text
+    assert "default order: 2 of 4 conditions met (1 not measurable yet)" in text
+    assert harder.markdown(by_key, build_plan(["methods"])) == ""

@@ -1,0 +1,115 @@
+"""The harder suite's verdict (issue 26): ``dymoe_plus`` against every method, per task order, for the results doc.
+
+The goal, checked on the means over the seeds that finished, at each order of the ``harder`` group
+(docs/beyond-the-paper.md section 8, written before any run):
+
+1. ``dymoe_plus`` has the best MFN of every method given no task id (``plan.TOLD_THE_TASK`` excluded);
+2. its BWT is no worse than ``dymoe``'s;
+3. its MFT is within ``MFT_SLACK`` points of ``incmoelora``'s;
+4. it closes at least half of the MFN gap between ``dymoe`` and ``oracle_bank`` (the upper bound):
+   ``(MFN(dymoe_plus) - MFN(dymoe)) / (MFN(oracle_bank) - MFN(dymoe)) >= 0.5``; undefined (not met) when the
+   oracle is not above ``dymoe``.
+
+Each condition needs its runs; a condition whose runs have not finished is reported as missing, never as met.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .numbers import fmt_ms, paired_gap
+from .plan import HARDER_ORDERS, TOLD_THE_TASK, Experiment
+from .variants import MFT_SLACK
+
+CANDIDATE = "dymoe_plus"
+#: the share of the dymoe -> oracle_bank MFN gap the candidate must close
+GAP_SHARE = 0.5
+#: paired with the candidate in the doc's table
+PAIRED_WITH = ("dymoe", "incmoelora", "hide_selector", "oracle_bank")
+
+
+def order_keys(plan: Sequence[Experiment], order: str) -> Dict[str, str]:
+    """``{method: experiment key}`` of the harder group's runs in ``order``."""
+    return {e.method: e.key for e in plan if e.group == "harder" and e.order == order}
+
+
+def _mean(by_key: Dict[str, Dict[str, Any]], key: Optional[str], metric: str) -> float:
+    row = by_key.get(key or "", {})
+    if not row.get("seeds"):
+        return float("nan")
+    return row["stats"][metric][0]
+
+
+def goal(by_key: Dict[str, Dict[str, Any]], keys: Dict[str, str]) -> List[Tuple[str, Optional[bool], str]]:
+    """The four conditions for one order: ``(name, met, text)``; ``met`` None when a run it needs is missing."""
+    mean = lambda method, metric: _mean(by_key, keys.get(method), metric)  # noqa: E731
+    out: List[Tuple[str, Optional[bool], str]] = []
+    mine = {m: mean(CANDIDATE, m) for m in ("mfn", "bwt", "mft")}
+    if math.isnan(mine["mfn"]):
+        return [("all", None, f"`{CANDIDATE}` has no finished run")]
+    rivals = {m: mean(m, "mfn") for m in keys if m != CANDIDATE and m not in TOLD_THE_TASK}
+    done = {m: v for m, v in rivals.items() if not math.isnan(v)}
+    if done and len(done) == len(rivals):
+        top = max(done, key=done.get)
+        ok = mine["mfn"] > done[top]
+        out.append(("best MFN without a task id", ok,
+                    f"MFN {mine['mfn']:.1f} {'>' if ok else '<='} best other ({top}) {done[top]:.1f}"))
+    else:
+        missing = sorted(set(rivals) - set(done))
+        out.append(("best MFN without a task id", None, f"runs missing: {', '.join(missing)}"))
+    bwt = mean("dymoe", "bwt")
+    if math.isnan(bwt):
+        out.append(("BWT no worse than dymoe's", None, "dymoe has no finished run"))
+    else:
+        ok = mine["bwt"] >= bwt
+        out.append(("BWT no worse than dymoe's", ok, f"BWT {mine['bwt']:.1f} {'>=' if ok else '<'} dymoe's {bwt:.1f}"))
+    mft = mean("incmoelora", "mft")
+    if math.isnan(mft):
+        out.append((f"MFT within {MFT_SLACK:g} of incmoelora's", None, "incmoelora has no finished run"))
+    else:
+        gap = mine["mft"] - mft
+        ok = gap >= -MFT_SLACK
+        out.append((f"MFT within {MFT_SLACK:g} of incmoelora's", ok, f"MFT {gap:+.1f} vs incmoelora"))
+    low, high = mean("dymoe", "mfn"), mean("oracle_bank", "mfn")
+    name = f"closes {GAP_SHARE:.0%} of the dymoe -> oracle_bank MFN gap"
+    if math.isnan(low) or math.isnan(high):
+        out.append((name, None, "dymoe or oracle_bank has no finished run"))
+    elif high <= low:
+        out.append((name, False, f"no gap to close: oracle_bank {high:.1f} <= dymoe {low:.1f}"))
+    else:
+        share = (mine["mfn"] - low) / (high - low)
+        ok = share >= GAP_SHARE
+        out.append((name, ok, f"closes {share:.0%} of {high - low:.1f} points (dymoe {low:.1f}, oracle_bank {high:.1f})"))
+    return out
+
+
+def markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> str:
+    """The paired table and the goal check per order of the harder group ("" when the plan has no such group)."""
+    orders = [o for o in HARDER_ORDERS if order_keys(plan, o)]
+    if not orders:
+        return ""
+    lines = [f"`{CANDIDATE}` minus each method, paired by seed (mean ± std over the seeds both finished). "
+             "`oracle_bank` is told the true task id at evaluation: an upper bound, not a competitor.\n",
+             "| order | method | ΔMFN | ΔBWT | ΔMFT | seeds |", "|---|---|---|---|---|---|"]
+    verdicts = []
+    for order in orders:
+        keys = order_keys(plan, order)
+        if CANDIDATE not in keys:
+            continue
+        for other in PAIRED_WITH:
+            if other not in keys:
+                continue
+            gaps = [paired_gap(by_key, keys[other], keys[CANDIDATE], m) for m in ("mfn", "bwt", "mft")]
+            lines.append(f"| {order} | {other} | " + " | ".join(fmt_ms(g[0], g[1]) for g in gaps) + f" | {gaps[0][2]} |")
+        conditions = goal(by_key, keys)
+        met = sum(1 for _, ok, _ in conditions if ok)
+        missing = sum(1 for _, ok, _ in conditions if ok is None)
+        verdicts.append(f"* {order} order: {met} of {len(conditions)} conditions met"
+                        + (f" ({missing} not measurable yet)" if missing else "") + ": "
+                        + "; ".join(text for _, _, text in conditions) + ".")
+    lines.append("")
+    lines.append("Goal (issue 26, on the means): the best MFN of every method given no task id, BWT no worse than "
+                 f"dymoe's, MFT within {MFT_SLACK:g} points of incmoelora's, at least {GAP_SHARE:.0%} of the MFN gap "
+                 "between dymoe and oracle_bank closed.\n")
+    lines += verdicts
+    return "\n".join(lines) + "\n"
