@@ -142,7 +142,9 @@ def continual_main(argv=None) -> int:
     out = os.path.abspath(args.output_dir)
     t0 = time.time()
     plan = [Experiment("demo", m, m) for m in METHODS]
-    print(f"[1/3] base model ({profile.base_steps} steps, cached) and the synthetic suite", flush=True)
+    print(f"[1/3] base model ({profile.base_steps} steps, cached) and the synthetic suite "
+          "(eval_suites/synthetic.yaml, the easy one: each prompt names its task; the harder coin_shaped suite is "
+          "studied by make results-harder)", flush=True)
     with collapse_expected(os.path.join(out, UPSTREAM_LOG)):
         bases, suite = prepare(out, profile, plan, log=lambda m: print("  " + m, flush=True))
     print(f"[2/3] {', '.join(METHODS[:-1])} and {METHODS[-1]} (beyond the paper) on {len(suite.tasks)} tasks, {profile.task_steps} steps each, "

@@ -33,6 +33,7 @@ def test_continual_demo_quick_mode_covers_the_pipeline(tmp_path, capsys):
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     captured = capsys.readouterr()
     assert "MFN" in captured.out
+    assert "the synthetic suite (eval_suites/synthetic.yaml, the easy one" in captured.out  # it says which suite
     # the ending a newcomer reads: the verdict table, what it shows and not, heatmaps and report
     ending = captured.out[captured.out.index("Verdict (in %)"):]
     assert all(f"  {m}: {out / 'runs' / m / 'matrix.png'}" in ending for m in METHODS)
