@@ -27,6 +27,9 @@ KINDS: Dict[str, Tuple[str, str]] = {
     "image token": ("error", "put exactly one '<image>' in a human turn of samples with an image, none elsewhere"),
     "too long": ("error", "upstream truncates it silently and its answer is lost; shorten it or raise "
                           "--model_max_length"),
+    "no answer left": ("error", "the part before its first answer alone exceeds the limit: upstream truncates it "
+                                "and the sample has no supervised token (loss 0); shorten it or raise "
+                                "--model_max_length"),
     "missing id": ("warning", "give every sample an 'id' so problems and answers can be traced"),
     "duplicate id": ("warning", "ids should be unique"),
 }

@@ -25,3 +25,12 @@ def check_suite_data(suite: Suite, n_stages: Optional[int] = None, *, questions:
             report.extend(check_question_file(task.question_file, task.image_root, task.question_format,
                                               decode_images=decode_images))
     return report
+
+
+def check_suite_supervision(suite: Suite, n_stages: int, train_argv) -> None:
+    """The training pre-flight's length pass (:func:`llava_dymoe.trainer.preflight.check_supervision`) on the
+    training JSON of each of the first ``n_stages`` tasks; ``train_argv(task)`` is the stage's training argv."""
+    from llava_dymoe.trainer.preflight import check_supervision
+
+    for task in suite.tasks[:n_stages]:
+        check_supervision(task.train_json, train_argv(task), skip_hint="--skip-data-check")

@@ -337,6 +337,13 @@ def run_sequence(opts: RunOptions) -> RunResult:
         report = check_suite_data(suite, n).raise_if_failed("--skip-data-check")
         status(report.summary())
     train_args = training_overrides(suite, opts)
+    if not opts.skip_data_check:  # samples that keep no supervised token (when the base's tokenizer is at hand)
+        from llava_dymoe.integration.llava_args import llava_train_argv
+        from llava_dymoe.protocol.preflight import check_suite_supervision
+
+        check_suite_supervision(suite, n, lambda task: llava_train_argv(
+            opts.base, opts.vision_tower, task.train_json, task.image_root, opts.output_dir, lora=False,
+            max_steps=None, overrides=train_args))
     layout = RunLayout(opts.output_dir, opts.method)
     created = layout.claim(run_identity(opts, suite, train_args), compare_identity)
     with layout.locked():

@@ -20,6 +20,7 @@ from typing import Callable, Dict
 import torch
 from torch import Tensor
 
+from ..errors import DataError
 from ..integration.checkpoint import EXPERTS, NON_LORA, CheckpointError, read_config_json, write_task_checkpoint
 from ..integration.inject import bank_state
 from .prepare import run_args_record
@@ -65,9 +66,30 @@ def llava_gather() -> Callable:
     return lambda p: maybe_zero_3(p, ignore_status=True)
 
 
+def check_supervised(trainer) -> None:
+    """A task none of whose training steps had a supervised token learned nothing: it is not marked finished
+    (no ``dymoe_task.json``), and the run is refused.  Counted over every rank; steps before a resume are
+    not counted, so a run that resumed at its last step is not judged."""
+    steps, tokens = int(getattr(trainer, "dymoe_steps", 0)), int(getattr(trainer, "dymoe_supervised", 0))
+    if trainer.args.world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            both = torch.tensor([steps, tokens], dtype=torch.long, device=trainer.args.device)
+            dist.all_reduce(both)
+            steps, tokens = (int(v) for v in both.tolist())
+    if steps and not tokens:
+        raise DataError(f"none of the {steps} training step(s) had a supervised token (every answer was cut off "
+                        f"at --model_max_length {getattr(trainer.args, 'model_max_length', '?')}, loss 0): the task "
+                        "learned nothing and is not marked finished. Raise --model_max_length or shorten the "
+                        "samples (`cli check-data --tokenizer` lists them), then train it again")
+
+
 def save_dymoe_task(trainer, output_dir: str, gather: Callable, finished: bool = True) -> None:
     """Write the task checkpoint (``finished=False``: the same files without the completion marker,
     for an intermediate ``checkpoint-N``).  Every rank calls it; the world's rank 0 writes."""
+    if finished:
+        check_supervised(trainer)
     model = trainer.model
     run = trainer.dymoe
     experts = bank_state(model, gather)

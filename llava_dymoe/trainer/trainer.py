@@ -69,6 +69,7 @@ class DyMoETrainerMixin:
             attach_stats(model, self._dymoe_step_stats)
         self._dymoe_sums: Dict[str, float] = {}
         self._dymoe_n = 0
+        self.dymoe_steps = self.dymoe_supervised = 0  # training steps of this process, their supervised tokens
         super().__init__(model, args, *pos, **kwargs)
 
     # ------------------------------------------------------------------ loss
@@ -103,6 +104,10 @@ class DyMoETrainerMixin:
             finally:
                 run.ctx.token_kind = None
         if model.training:
+            labels = inputs.get("labels") if isinstance(inputs, dict) else None
+            if labels is not None:  # upstream's IGNORE_INDEX (-100) marks what is not supervised
+                self.dymoe_steps += 1
+                self.dymoe_supervised += int((labels != -100).sum())
             stats = collector.summary(expected=run.num_modules)
             stats["rho"] = run.ctx.rho
             if routing is not None:

@@ -360,7 +360,7 @@ def test_check_data_length_pass_with_the_tiny_tokenizer(data, tiny, capsys):
     assert cli(argv) == 1
     out = capsys.readouterr().out
     assert "error too long x1" in out and f"{data.train_json} sample 3: about " in out
-    assert cli(argv[:-2]) == 1 and "error too long x8" in capsys.readouterr().out  # 576 per image by default
+    assert cli(argv[:-2]) == 1 and "error no answer left x8" in capsys.readouterr().out  # 576 per image > 256
     assert cli(["check-data", "--data_path", data.train_json, "--image_folder", data.image_folder,
                 "--model_max_length", "256"]) == 2
     assert "--model_max_length needs --tokenizer" in capsys.readouterr().err
