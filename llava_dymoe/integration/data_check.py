@@ -121,7 +121,7 @@ def _check_ids(records: Sequence[Any], path: str, id_keys: Sequence[str], severi
         else:
             first[sid] = i
     if severity_error:  # question files: ids join answers to references
-        problems = [Problem("bad question", p.file, p.index, p.detail) for p in problems]
+        problems = [Problem("bad question id", p.file, p.index, p.detail) for p in problems]
     return problems
 
 
@@ -246,20 +246,3 @@ def check_question_file(path: str, image_folder: Optional[str], question_format:
 
     return _check_file(path, not science, question, ("id",) if science else ("question_id",), True, image_folder,
                        workers, decode_images)
-    report.samples = len(records)
-    images: Dict[str, List[int]] = {}
-    found: List[Problem] = []
-    for i, sample in enumerate(records):
-        if not isinstance(sample, dict):
-            found.append(Problem("not an object", path, i, f"a {type(sample).__name__}"))
-            continue
-        _check_image_field(sample, path, i, found, images)
-        text = question_text(sample, science)
-        if not isinstance(text, str) or not text.strip():
-            found.append(Problem("bad question", path, i, "no question text"))
-    found += _check_ids(records, path, ("id",) if science else ("question_id",), severity_error=True)
-    found += check_images(images, image_folder, path, workers, decode_images)
-    report.problems += sorted(found, key=lambda p: (p.index if p.index is not None else -1))
-    report.images = len(images)
-    report.seconds = time.perf_counter() - t0
-    return report

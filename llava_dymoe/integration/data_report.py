@@ -21,6 +21,8 @@ KINDS: Dict[str, Tuple[str, str]] = {
     "bad conversations": ("error", "'conversations' must be a list of {from: human|gpt, value: text} turns, "
                                    "alternating, starting with human, with at least one gpt answer"),
     "bad question": ("error", "a question needs its text ('text', or conversations[0].value for model_vqa_science)"),
+    "bad question id": ("error", "every question needs its own id ('question_id'; 'id' for model_vqa_science): "
+                                 "answers are joined to references by it"),
     "bad image field": ("error", "'image' must be a non-empty relative path string"),
     "missing image": ("error", "no such file under the image folder; check --image_folder or the paths"),
     "unreadable image": ("error", "the file is not an image PIL can decode; replace or drop it"),

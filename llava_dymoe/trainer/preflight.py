@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 from ..integration.data_check import check_training_data
-from ..integration.output_dir import MARKER, check_output_dir, claim_output_dir, is_finished
+from ..integration.output_dir import MARKER, check_output_dir, claim_output_dir, is_finished, read_marker
 
 log = logging.getLogger("llava_dymoe.preflight")
 
@@ -104,21 +104,6 @@ def check_sequence(t: Any, prev_ckpt: Optional[str], method: str, saved: Optiona
     if saved_method != get_method(method).name:
         raise ConfigError(f"--dymoe_prev_ckpt was trained with --dymoe_method {saved_method}, this run asks for "
                           f"{method}; one sequence uses one method")
-
-
-def read_marker(path: str, flag: str) -> Dict[str, Any]:
-    """The completion marker (``dymoe_task.json``) of a finished task checkpoint; a file that is not a JSON
-    object with a task number is refused, naming it."""
-    marker = os.path.join(path, MARKER)
-    try:
-        with open(marker) as f:
-            saved = json.load(f)
-        if not isinstance(saved, dict) or not isinstance(saved.get("task_id"), int):
-            raise ValueError("not a JSON object with a 'task_id' number")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ConfigError(f"{flag} {path}: its {MARKER} is corrupt ({e}); the checkpoint cannot be trusted: copy "
-                          "it again from where it was trained, or train that task again") from None
-    return saved
 
 
 def check_sequence_flags(argv: Sequence[str]) -> None:

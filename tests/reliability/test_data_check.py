@@ -165,7 +165,10 @@ def test_question_file_faults_are_errors(data):
     rows[3]["image"] = "gone.png"
     open(data.questions, "w").writelines(json.dumps(r) + "\n" for r in rows)
     report = check_question_file(data.questions, data.image_folder)
-    assert report.counts() == {"bad question": 2, "missing image": 1} and len(report.errors) == 3
+    assert report.counts() == {"bad question id": 1, "bad question": 1, "missing image": 1} and len(report.errors) == 3
+    text = report.format()  # each group's header says what its problem is
+    assert "error bad question id x1: every question needs its own id" in text
+    assert "error bad question x1: a question needs its text" in text
     open(data.questions, "a").write("{not json\n")
     (p,) = _only(check_question_file(data.questions, data.image_folder), "invalid JSON")
     assert p.detail.startswith("line 5 column")
@@ -243,7 +246,8 @@ def test_check_data_suite_and_strict(data, capsys, tmp_path):
     samples[1]["id"] = samples[0]["id"]
     _save(data, samples)
     assert cli(argv) == 0 and cli(argv + ["--strict"]) == 1
-    assert "warning duplicate id x2" in capsys.readouterr().out  # both tasks train on the same file
+    out = capsys.readouterr().out
+    assert "warning duplicate id x1" in out  # both tasks train on the same file: checked and listed once
 
 
 # ----------------------------------------------------------------------------- automatic: training entry

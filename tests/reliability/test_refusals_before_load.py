@@ -116,3 +116,28 @@ def test_a_refusal_after_the_claim_takes_it_back(tmp_path):
         release_output_dir(str(out))
     assert not new.exists() and os.listdir(empty) == []
     assert sorted(os.listdir(used)) == sorted([TRAIN_LOCK, od.CLAIM, "trainer_state.json"])
+
+
+def test_tiny_folder_whose_tiny_json_is_not_json(tmp_path):
+    """input: python -m llava_dymoe.tiny DIR with DIR/tiny.json cut -> exit 2, DIR untouched."""
+    (tmp_path / "tiny.json").write_text('{"seed": 0, "si')
+    before = tree_hashes(tmp_path)
+    res = run_module("llava_dymoe.tiny", tmp_path)
+    one_line_refusal(res, f"{tmp_path / 'tiny.json'} is not readable JSON", "--overwrite")
+    assert tree_hashes(tmp_path) == before
+
+
+def test_corrupt_marker_of_the_evaluated_checkpoint(data, tmp_path):
+    """input: --model-path whose dymoe_task.json is cut -> the shim refuses before loading; the loader's
+    ``verify`` refuses the same file (for callers that load directly)."""
+    from llava_dymoe.integration.checkpoint import CheckpointError, verify
+
+    ckpt = _finished(tmp_path / "t1", '{"task_id": 1, "sha2')
+    before = tree_hashes(ckpt)
+    res = run_module("llava_dymoe.eval", "llava.eval.model_vqa_loader", "--model-path", ckpt, "--model-base",
+                     "no/such-base", "--question-file", data.questions, "--image-folder", data.image_folder,
+                     "--answers-file", tmp_path / "out" / "a.jsonl")
+    one_line_refusal(res, f"--model-path {ckpt}: its dymoe_task.json is corrupt")
+    with pytest.raises(CheckpointError, match="its dymoe_task.json is corrupt"):
+        verify(str(ckpt))
+    assert tree_hashes(ckpt) == before and not (tmp_path / "out").exists()
