@@ -151,25 +151,14 @@ class _Stages:
     def _resumable(self, t: int, checkpoint: str) -> Optional[str]:
         """The last ``checkpoint-N`` of an unfinished stage ``t`` that this run can resume from, or ``None``.
 
-        ``checkpoint-N`` folders are written with ``--train-arg save_strategy=steps``.  A half-written
-        one (killed while saving) or one of another task is removed, so that LLaVA's ``train()``, which
-        resumes from the highest N, finds the resumable one; they belong to this unfinished stage only."""
-        import re
+        ``checkpoint-N`` folders are written with ``--train-arg save_strategy=steps``.  One that does not load
+        (killed while saving, a cut file, no trainer state) or is of another task is named and removed, so
+        that LLaVA's ``train()``, which resumes from the highest N, finds the resumable one; they belong to
+        this unfinished stage only."""
+        from llava_dymoe.trainer.saving import newest_loadable
 
-        from llava_dymoe.trainer.preflight import ConfigError, check_resumable
-
-        steps = sorted((int(m.group(1)), m.group(0)) for m in
-                       (re.fullmatch(r"checkpoint-(\d+)", n) for n in os.listdir(checkpoint)) if m
-                       and os.path.isdir(os.path.join(checkpoint, m.group(0))))
-        for _, name in reversed(steps):
-            path = os.path.join(checkpoint, name)
-            try:
-                check_resumable(path, deepspeed=bool(self.opts.deepspeed), task_id=t)
-                return path
-            except ConfigError as e:
-                status(f"{self.label(t, name)} cannot be resumed from ({e}): removing it")
-                shutil.rmtree(path)
-        return None
+        return newest_loadable(checkpoint, bool(self.opts.deepspeed), t, remove=True,
+                               report=lambda text: status(f"{self.label(t, 'checkpoint')}: {text}"))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, t: int, task: TaskSpec, checkpoint: str):

@@ -142,7 +142,7 @@ class DyMoETrainerMixin:
         ``checkpoint-N`` of ``--output_dir``)."""
         if self.dymoe is None:
             return super().train(resume_from_checkpoint, *args, **kwargs)
-        resume_from_checkpoint = resume_target(self.args, resume_from_checkpoint)
+        resume_from_checkpoint = self._dymoe_checked_resume(resume_target(self.args, resume_from_checkpoint))
         with _deepspeed_resume(self.is_deepspeed_enabled, self.dymoe.task_id):
             out = super().train(resume_from_checkpoint, *args, **kwargs)
         cfg = self.dymoe.cfg
@@ -155,6 +155,26 @@ class DyMoETrainerMixin:
                 self.dymoe_router_refresh["keys"] = _centroid_init(self.model, self.args, self.dymoe,
                                                                    self._dymoe_data, refresh="dymoe_key")
         return out
+
+    def _dymoe_checked_resume(self, target: Any) -> Any:
+        """Load-check what ``train`` would resume from.  ``True`` (LLaVA's, when ``checkpoint-*`` folders exist,
+        or ``--resume_from_checkpoint True``): the newest ``checkpoint-N`` that loads, each newer one named
+        and skipped (none: from the start).  A path the user gave must load, else the run is refused."""
+        from .saving import check_loadable, newest_loadable
+
+        deepspeed, task = bool(self.is_deepspeed_enabled), self.dymoe.task_id
+        if isinstance(target, str):
+            check_loadable(target, deepspeed, task, flag="--resume_from_checkpoint")
+            return target
+        if target is not True:
+            return target
+        found = newest_loadable(self.args.output_dir, deepspeed, task, report=log.warning)
+        if found is None:
+            log.warning("no checkpoint-N of %s can be resumed from: training this task from the start",
+                        self.args.output_dir)
+        else:
+            log.info("resuming from %s", found)
+        return found
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """``checkpoint-N``: the task checkpoint's files without the completion marker (every bank and router,
@@ -191,7 +211,9 @@ class DyMoETrainerMixin:
         from .preflight import check_resumable
         from .saving import load_intermediate_state
 
-        check_resumable(resume_from_checkpoint, deepspeed=False, task_id=self.dymoe.task_id)
+        given = str(getattr(self.args, "resume_from_checkpoint", None) or "").lower() not in ("", "true", "1", "yes")
+        check_resumable(resume_from_checkpoint, deepspeed=False, task_id=self.dymoe.task_id,
+                        flag="--resume_from_checkpoint" if given else "")
         n = load_intermediate_state(self, resume_from_checkpoint)
         log.info("resumed %d trainable tensors from %s", n, resume_from_checkpoint)
 
@@ -244,7 +266,7 @@ def _deepspeed_resume(enabled: bool, task_id: int):
     original = hf_trainer.deepspeed_load_checkpoint
 
     def deepspeed_load_checkpoint(engine, checkpoint_path):
-        check_resumable(checkpoint_path, deepspeed=True, task_id=task_id)
+        check_resumable(checkpoint_path, deepspeed=True, task_id=task_id, flag="")
         load_path, _ = engine.load_checkpoint(checkpoint_path, load_optimizer_states=True,
                                               load_lr_scheduler_states=True, load_module_strict=False)
         if load_path is None:
