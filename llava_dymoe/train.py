@@ -61,6 +61,9 @@ OWN_FLAGS = (
      "attention kernel passed to LLaVA's train() (train_mem.py hard-codes flash_attention_2); default: upstream's"),
     ("--skip_data_check [True|False]",
      "do not run the data pre-flight (JSON, images, sequence flags) before the model loads; default False"),
+    ("--decode_images [True|False]",
+     "decode every image fully in the data pre-flight (finds truncated JPEG data); default: when the data has "
+     "at most 2000 distinct images, else only PIL's verify()"),
 )
 
 
@@ -112,10 +115,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise
     except DyMoEError:  # a refusal after the model loaded: the run leaves nothing behind
         release_output_dir(output_dir)
+        _close_progress_bars()  # else the trainer's bar is redrawn after the error line, at exit
         raise
     finally:
         patches.revert()
         log_peak_memory()
+
+
+def _close_progress_bars() -> None:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def check_known_flags(argv: List[str]) -> None:

@@ -141,12 +141,20 @@ def _verify_image(full: str, decode: bool = False) -> Optional[Tuple[str, str]]:
     return None
 
 
+#: ``decode_images=None`` ("when cheap"): images are fully decoded when there are at most this many distinct
+#: ones (a few ms each), else only verified.
+DECODE_WHEN_AT_MOST = 2000
+
+
 def check_images(images: Dict[str, List[int]], image_folder: Optional[str], path: str, workers: int = 8,
-                 decode: bool = False) -> List[Problem]:
+                 decode: Optional[bool] = False) -> List[Problem]:
     """Each distinct image (relative path -> the samples using it) exists under ``image_folder`` and
-    verifies; a bad image is a problem of every sample that uses it."""
+    verifies (``decode``: decodes fully; None: when there are at most :data:`DECODE_WHEN_AT_MOST`); a bad
+    image is a problem of every sample that uses it."""
     if not images:
         return []
+    if decode is None:
+        decode = len(images) <= DECODE_WHEN_AT_MOST
     if not image_folder or not os.path.isdir(image_folder):
         i = min(min(v) for v in images.values())
         return [Problem("missing image", path, i, f"{len(images)} image(s) referenced but the image folder "

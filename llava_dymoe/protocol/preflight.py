@@ -15,7 +15,7 @@ from llava_dymoe.integration.data_report import DataReport
 
 def check_suite_data(suite: Suite, n_stages: Optional[int] = None, *, questions: bool = True,
                      tokenizer: Optional[str] = None, model_max_length: Optional[int] = None,
-                     image_tokens: Optional[int] = None, decode_images: bool = False) -> DataReport:
+                     image_tokens: Optional[int] = None, decode_images: Optional[bool] = False) -> DataReport:
     """One report over the first ``n_stages`` tasks of a resolved ``suite`` (all by default)."""
     report = DataReport()
     seen = set()  # a file two tasks share is checked, counted and listed once

@@ -323,7 +323,8 @@ def run_sequence(opts: RunOptions) -> RunResult:
     if not opts.skip_data_check:  # before the run folder is claimed: a refusal leaves nothing behind
         from llava_dymoe.protocol.preflight import check_suite_data
 
-        report = check_suite_data(suite, n).raise_if_failed("--skip-data-check")
+        report = check_suite_data(suite, n, decode_images=None)  # images decoded when cheap
+        report.raise_if_failed("--skip-data-check")
         status(report.summary())
     train_args = training_overrides(suite, opts)
     if not opts.skip_data_check:  # samples that keep no supervised token (when the base's tokenizer is at hand)

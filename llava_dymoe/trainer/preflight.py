@@ -30,12 +30,13 @@ import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
-from ..integration.data_check import check_training_data
+from ..integration.data_check import DECODE_WHEN_AT_MOST, check_training_data
 from ..integration.output_dir import MARKER, check_output_dir, claim_output_dir, is_finished, read_marker
 
 log = logging.getLogger("llava_dymoe.preflight")
 
 SKIP_FLAG = "--skip_data_check"
+DECODE_FLAG = "--decode_images"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
@@ -332,6 +333,8 @@ def training_preflight(argv: Sequence[str], claim: bool = True) -> List[str]:
 
     Raises :class:`~llava_dymoe.errors.OutputDirError` or :class:`~llava_dymoe.errors.DataError`."""
     skip_data, rest = pop_bool_flag(argv, SKIP_FLAG)
+    decode_given = any(a == DECODE_FLAG or a.startswith(DECODE_FLAG + "=") for a in rest)
+    decode, rest = pop_bool_flag(rest, DECODE_FLAG)
     output_dir = argv_value(rest, "output_dir") or None
     if output_dir:
         prev = argv_value(rest, "dymoe_prev_ckpt") or None
@@ -352,8 +355,12 @@ def training_preflight(argv: Sequence[str], claim: bool = True) -> List[str]:
     # rank 0 checks for the whole world (its refusal ends the launcher's ranks); N ranks re-reading every
     # image of a CoIN-sized set would only repeat the same work and print the same report N times
     if data_path and not skip_data and is_rank_zero():
-        report = check_training_data(data_path, argv_value(rest, "image_folder") or None)
+        report = check_training_data(data_path, argv_value(rest, "image_folder") or None,
+                                     decode_images=decode if decode_given else None)
         report.raise_if_failed(SKIP_FLAG)
+        if not decode_given and report.images > DECODE_WHEN_AT_MOST:
+            log.info("%d images: verified, not decoded (truncated JPEG data passes); %s True decodes them all",
+                     report.images, DECODE_FLAG)
         log.info("%s", report.summary())
         if report.warnings:
             log.warning("%s", report.format())

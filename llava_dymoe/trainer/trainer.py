@@ -47,7 +47,13 @@ class DyMoETrainerMixin:
         """Whether the user passed --pretrain_mm_mlp_adapter (set by the patch that builds the class)."""
         return False
 
+    @staticmethod
+    def _dymoe_watch_dataset(dataset: Any) -> None:
+        """Set by the patch that builds the class: names the file and sample of an image that fails mid-run."""
+
     def __init__(self, model=None, args=None, *pos, **kwargs):
+        if kwargs.get("train_dataset") is not None:
+            self._dymoe_watch_dataset(kwargs["train_dataset"])
         self.dymoe = None
         if getattr(args, "dymoe_method", NO_METHOD) != NO_METHOD:
             self.dymoe = prepare_model(model, args, pretrain_adapter_given=self._dymoe_pretrain_adapter_given())
@@ -302,9 +308,12 @@ def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = 
                seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)
 
 
-def make_dymoe_trainer(base: type, pretrain_adapter_given: Callable[[], bool] = lambda: False) -> type:
+def make_dymoe_trainer(base: type, pretrain_adapter_given: Callable[[], bool] = lambda: False,
+                       watch_dataset: Callable[[Any], None] = lambda dataset: None) -> type:
     """``class DyMoETrainer(DyMoETrainerMixin, base)``; ``pretrain_adapter_given()`` tells whether the
-    run passed ``--pretrain_mm_mlp_adapter`` (then the previous task's projector is not loaded)."""
+    run passed ``--pretrain_mm_mlp_adapter`` (then the previous task's projector is not loaded);
+    ``watch_dataset(train_dataset)`` is called once, before anything reads the dataset."""
     return type("DyMoETrainer", (DyMoETrainerMixin, base), {
         "__module__": __name__, "__doc__": __doc__.split("\n")[0],
-        "_dymoe_pretrain_adapter_given": staticmethod(pretrain_adapter_given)})
+        "_dymoe_pretrain_adapter_given": staticmethod(pretrain_adapter_given),
+        "_dymoe_watch_dataset": staticmethod(watch_dataset)})
