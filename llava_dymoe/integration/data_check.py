@@ -129,6 +129,8 @@ def _check_ids(records: Sequence[Any], path: str, id_keys: Sequence[str], severi
 def _verify_image(full: str, decode: bool = False) -> Optional[Tuple[str, str]]:
     """``Image.verify()`` (header and, for PNG, chunk checksums; fast); ``decode``: a full decode,
     which also finds truncated JPEG data (slower)."""
+    if os.path.isdir(full):
+        return "missing image", f"{full} is a folder, not an image file"
     if not os.path.isfile(full):
         return "missing image", f"{full} does not exist"
     from PIL import Image

@@ -98,6 +98,13 @@ def test_missing_image(data):
     assert p.index == 3 and "00003.png does not exist" in p.detail
 
 
+def test_image_path_that_is_a_folder(data):
+    os.remove(os.path.join(data.image_folder, "00003.png"))
+    os.mkdir(os.path.join(data.image_folder, "00003.png"))
+    (p,) = _only(check_training_data(data.train_json, data.image_folder), "missing image")
+    assert p.index == 3 and p.detail.endswith("00003.png is a folder, not an image file")
+
+
 def test_wrong_image_folder(data, tmp_path):
     (p,) = _only(check_training_data(data.train_json, str(tmp_path / "elsewhere")), "missing image")
     assert "8 image(s) referenced" in p.detail and "is not a directory" in p.detail
