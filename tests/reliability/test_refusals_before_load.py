@@ -89,18 +89,24 @@ def test_output_dir_inside_the_previous_task(data, tmp_path):
     assert tree_hashes(prev) == before
 
 
-def test_misspelt_flag_names_the_nearest_and_leaves_no_folder(data, tmp_path, capsys):
-    """input: --dymoe_topk 2; refused by LLaVA's parser classes before the folder is claimed.  A bad value
-    is argparse's own refusal (exit 2), made by the same parse, in-process here."""
-    from llava_dymoe.train import check_known_flags
+def test_misspelt_flag_names_the_nearest_and_leaves_no_folder(data, tmp_path, capsys, monkeypatch):
+    """input: --dymoe_topk 2; refused by LLaVA's parser classes before the folder is claimed (the entry's
+    main, in-process: run_refusing prints any ConfigError as one line).  A bad value is argparse's own
+    refusal (exit 2), made by the same parse."""
+    import sys
 
+    from llava_dymoe import train
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # main() hands LLaVA its argv through sys.argv
     out = tmp_path / "out"
-    res = _train(data, out, "--dymoe_topk", "2", "--skip_data_check")
-    one_line_refusal(res, "unknown training flag(s): --dymoe_topk", "did you mean --dymoe_top_k?")
+    argv = ["--model_name_or_path", "no/such-model", "--data_path", data.train_json, "--image_folder",
+            data.image_folder, "--output_dir", str(out), "--skip_data_check"]
+    with pytest.raises(ConfigError, match=r"unknown training flag\(s\): --dymoe_topk; did you mean --dymoe_top_k\?"):
+        train.main(argv + ["--dymoe_topk", "2"])
     assert not out.exists()
     with pytest.raises(SystemExit) as e:
-        check_known_flags(["--output_dir", str(out), "--num_train_epochs", "many"])
-    assert e.value.code == 2 and "invalid float value: 'many'" in capsys.readouterr().err
+        train.main(argv + ["--num_train_epochs", "many"])
+    assert e.value.code == 2 and "invalid float value: 'many'" in capsys.readouterr().err and not out.exists()
 
 
 def test_a_refusal_after_the_claim_takes_it_back(tmp_path):
