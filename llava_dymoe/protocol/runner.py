@@ -314,6 +314,9 @@ def run_sequence(opts: RunOptions) -> RunResult:
     """Run (or resume) the suite's stages into ``opts.output_dir``; see the module docstring."""
     suite = load_suite(opts.suite, data_root=opts.data_root)
     opts = check_options(opts, suite)
+    from llava_dymoe.trainer.preflight import check_writable
+
+    check_writable(opts.output_dir, flag="--output-dir")  # a file on its path, or no permission: refused now
     n = opts.stages or len(suite.tasks)
     missing = missing_data(suite, n)
     if missing:

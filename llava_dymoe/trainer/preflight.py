@@ -260,8 +260,9 @@ def check_quantisation_flags(argv: Sequence[str]) -> None:
                           "pip install bitsandbytes (it needs a CUDA GPU), or drop --bits (16, the default)")
 
 
-def check_writable(output_dir: str) -> None:
-    """``--output_dir`` can be created (no file on its path) and written: refused naming the culprit."""
+def check_writable(output_dir: str, flag: str = "--output_dir") -> None:
+    """``output_dir`` (given as ``flag``) can be created (no file on its path) and written: refused naming the
+    culprit."""
     from ..errors import OutputDirError
 
     path = os.path.abspath(output_dir)
@@ -272,11 +273,11 @@ def check_writable(output_dir: str) -> None:
             break
         probe = parent
     if not os.path.isdir(probe):
-        raise OutputDirError(f"--output_dir {output_dir} cannot be created: {probe} is a file, not a folder; "
-                             "choose another --output_dir")
+        raise OutputDirError(f"{flag} {output_dir} cannot be created: {probe} is a file, not a folder; "
+                             f"choose another {flag}")
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
-        raise OutputDirError(f"--output_dir {output_dir} {what} (permission denied); choose a folder you can "
+        raise OutputDirError(f"{flag} {output_dir} {what} (permission denied); choose a folder you can "
                              "write, or fix its permissions")
 
 

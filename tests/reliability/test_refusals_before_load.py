@@ -147,3 +147,17 @@ def test_corrupt_marker_of_the_evaluated_checkpoint(data, tmp_path):
     with pytest.raises(CheckpointError, match="its dymoe_task.json is corrupt"):
         verify(str(ckpt))
     assert tree_hashes(ckpt) == before and not (tmp_path / "out").exists()
+
+
+def test_cli_run_output_dir_under_a_file(data, tmp_path, capsys):
+    """input: cli run --output-dir FILE/run -> exit 2 before the data check or any training, the file unchanged."""
+    from llava_dymoe.cli import main as cli
+
+    from reliability_helpers import write_suite
+
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    code = cli(["run", "--suite", write_suite(tmp_path / "s.yaml", data), "--data-root", data.root, "--method", "dymoe",
+                "--output-dir", str(blocker / "run"), "--base", str(tmp_path), "--vision-tower", str(tmp_path)])
+    assert code == 2 and f"--output-dir {blocker / 'run'} cannot be created: {blocker} is a file" in capsys.readouterr().err
+    assert blocker.read_text() == "x"
