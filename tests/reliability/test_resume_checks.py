@@ -71,6 +71,11 @@ def test_fallback_to_the_newest_loadable_and_the_runner_removes(saved_run, tmp_p
     assert newest_loadable(str(run), False, 1, report=said.append) == str(run / "checkpoint-1")
     assert "checkpoint-2 cannot be resumed from (its optimizer.pt does not load" in said[0]
     assert "skipping it" in said[0] and (run / "checkpoint-2").exists()
+    (run / "checkpoint-2" / "optimizer.pt").unlink()  # killed while saving: named without a flag nobody passed
+    said.clear()
+    assert newest_loadable(str(run), False, 1, report=said.append) == str(run / "checkpoint-1")
+    assert f"checkpoint {run / 'checkpoint-2'} has no optimizer.pt: its save did not finish" in said[0]
+    assert "--resume_from_checkpoint" not in said[0]
     _cut(run / "checkpoint-1" / "dymoe_experts.safetensors")
     said.clear()
     assert newest_loadable(str(run), False, 1, report=said.append, remove=True) is None  # cli run's stage folder
