@@ -31,6 +31,9 @@ llava_dymoe eval patches applied: DyMoE checkpoints load through `--model-path C
 BASE`, other checkpoints load exactly as upstream does; without CUDA it runs on CPU.
 
 Supported modules: {', '.join(SUPPORTED)}, and any other llava.eval.* module.
+Before any model loads, the shim refuses an existing non-empty --answers-file (pass
+--overwrite-answers to replace it) and checks the --question-file of the supported modules
+(--skip-data-check turns that off); both flags are its own and are not passed on.
 Example:
   python -m llava_dymoe.eval llava.eval.model_vqa_loader --model-path ckpt/task1 \\
       --model-base vicuna-7b-v1.5 --question-file q.jsonl --image-folder images \\
@@ -78,6 +81,9 @@ def run_upstream(name: str, argv: Sequence[str], *, remap_cpu: bool = True) -> N
 
 
 OVERWRITE_FLAG = "--overwrite-answers"
+#: The question-file format of each generator whose questions the shim checks (those of ``cli run``).
+QUESTION_FORMATS = {"llava.eval.model_vqa_loader": "jsonl", "llava.eval.model_vqa": "jsonl",
+                    "llava.eval.model_vqa_science": "science_json"}
 SKIP_CHECK_FLAG = "--skip-data-check"
 
 
@@ -109,8 +115,8 @@ def check_shim_args(name: str, argv: Sequence[str]) -> List[str]:
       off) says so; a path without a folder part is made absolute (upstream's ``os.makedirs('')`` fails);
       a folder, or a path whose folder cannot be created, is refused;
     * ``--model-path``: a finished checkpoint's ``dymoe_task.json`` is JSON;
-    * ``--question-file``: the data check of ``cli run`` (ids, text, images; ``--skip-data-check``, ours,
-      turns it off)."""
+    * ``--question-file`` of the generators in :data:`QUESTION_FORMATS`: the data check of ``cli run`` (ids,
+      text, images; ``--skip-data-check``, ours, turns it off)."""
     from ..errors import DataError, OutputDirError
     from ..integration.data_check import check_question_file
     from ..integration.output_dir import is_finished, read_marker
@@ -140,8 +146,8 @@ def check_shim_args(name: str, argv: Sequence[str]) -> List[str]:
     if model_path and is_finished(model_path):  # the loader reads it after the base model: read it first
         read_marker(model_path, "--model-path")
     questions = _flag_value(rest, "--question-file")
-    if questions and not skip_check:
-        fmt = "science_json" if name.rsplit(".", 1)[-1] == "model_vqa_science" else "jsonl"
+    if questions and not skip_check and name in QUESTION_FORMATS:  # other modules read other formats (TSV, ...)
+        fmt = QUESTION_FORMATS[name]
         report = check_question_file(questions, _flag_value(rest, "--image-folder"), fmt)
         if not report.ok:
             raise DataError(f"the check of --question-file found {len(report.errors)} problem(s) ("

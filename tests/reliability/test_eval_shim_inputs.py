@@ -64,3 +64,4 @@ def test_question_without_question_id(data, tmp_path):
     with pytest.raises(DataError):
         check_shim_args(LOADER, ["--question-file", data.questions, "--image-folder", data.image_folder])
     check_shim_args(LOADER, ["--question-file", data.questions, "--skip-data-check"])  # the user knows better
+    check_shim_args("llava.eval.model_vqa_mmbench", ["--question-file", data.questions])  # its own TSV format
