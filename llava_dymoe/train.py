@@ -94,13 +94,13 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from transformers import set_seed
 
-    set_seed(seed_from_argv(rest) if not help_asked else 42)
+    set_seed(seed_from_argv(rest))
     from llava_dymoe.patches.vision_check import vision_check_cache
 
     patches = train_patch_set(requires=selection.requires).apply()
     try:
         if not help_asked:
-            check_known_flags(rest)  # LLaVA's parser refuses after loading nothing, but we claim the folder first
+            check_known_flags(rest)  # before the folder is claimed: a bad flag leaves nothing behind
             if output_dir:
                 claim_training_output(output_dir, argv)
         from llava.train.train import train

@@ -5,9 +5,12 @@ imports transformers or LLaVA, so a refusal comes within a second and leaves not
 
 1. ``--output_dir``: refused unless new, empty or an unfinished run of ours
    (:mod:`llava_dymoe.integration.output_dir`; ``--overwrite_output_dir True`` to write into a
-   foreign non-empty folder anyway);
-2. ``--data_path`` / ``--image_folder``: the data check (:mod:`llava_dymoe.integration.data_check`);
-   ``--skip_data_check`` (our flag, removed before LLaVA parses the rest) turns it off;
+   foreign non-empty folder anyway), not inside ``--dymoe_prev_ckpt``, and creatable and writable
+   (:func:`check_writable`);
+2. ``--data_path`` / ``--image_folder``: the data check (:mod:`llava_dymoe.integration.data_check`;
+   images decoded when cheap, ``--decode_images`` decides) and, when the base's tokenizer is at
+   hand, the length pass (:func:`check_supervision`: samples with no supervised token left are
+   refused); ``--skip_data_check`` (our flag, removed before LLaVA parses the rest) turns both off;
 3. the ``--dymoe_*`` flags: task id, previous task's checkpoint (finished, one task less),
    method, ``--lora_enable`` (:func:`check_sequence`; ``prepare_model`` repeats it with the loaded
    checkpoint), the method's config with the architecture flags (:func:`check_config_flags`), and
@@ -16,8 +19,11 @@ imports transformers or LLaVA, so a refusal comes within a second and leaves not
 4. ``--resume_from_checkpoint PATH``: an intermediate DyMoE ``checkpoint-N`` of this task, saved with
    (or without) DeepSpeed as this run is (:func:`check_resumable`); ``--fp16 True`` without a GPU
    (:func:`check_precision_flags`);
-5. the folder is locked for this process (``.dymoe_train.lock``, rank 0; a busy folder is refused) and
-   claimed (``dymoe_run.json``) once all pass.
+5. ``--bits 4``/``8`` without bitsandbytes (:func:`check_quantisation_flags`);
+6. the folder is locked for this process (``.dymoe_train.lock``, rank 0; a busy folder is refused) and
+   claimed (``dymoe_run.json``) once all pass (:func:`claim_training_output`; the training entry claims
+   it after LLaVA's parser accepted the flags, and :func:`release_output_dir` takes a claim back after a
+   refusal).
 
 Values are read from the argv as ``HfArgumentParser`` would (``--flag value`` or ``--flag=value``,
 the last occurrence wins; a bool flag without a value is true).
@@ -181,8 +187,9 @@ def check_resumable(path: str, deepspeed: bool, task_id: Optional[int] = None,
     """``path`` is a DyMoE ``checkpoint-N`` (of task ``task_id`` when given) that a run with or without
     DeepSpeed can resume from; raises :class:`ConfigError` (naming ``flag``, or the checkpoint alone when the
     run found it by itself: ``flag=""``)."""
-    flag = flag or "checkpoint"
     import glob
+
+    flag = flag or "checkpoint"
 
     if not os.path.isdir(path):
         raise ConfigError(f"{flag} {path}: no such folder")
