@@ -38,6 +38,27 @@ def check_score_range(matrix: Any, where: str) -> None:
                                "cell(s) (a fraction times 100? a typo?) or leave a cell empty if it was not evaluated")
 
 
+def check_percent_scale(matrix: Any, where: str, scale: Optional[str] = None) -> Any:
+    """A matrix whose every evaluated cell lies in [0, 1] (one of them above 0) was most likely written as
+    fractions: refused unless ``scale`` says which it is (``"fraction"``: times 100; ``"percent"``: as is).
+    Returns the matrix to use."""
+    import numpy as np
+
+    values = np.asarray(matrix.values, dtype=float)
+    cells = values[~np.isnan(values)]
+    if scale == "fraction":
+        bad = cells[(cells < 0) | (cells > 1)]
+        if bad.size:
+            raise ResultRangeError(f"{where}: --scale fraction, but a cell is {bad[0]:g}, outside [0, 1]")
+        matrix.values = values * 100.0
+        return matrix
+    if scale is None and cells.size and cells.max() > 0 and cells.max() <= 1 and cells.min() >= 0:
+        raise ResultRangeError(f"{where}: every score lies in [0, 1] (largest {cells.max():g}): fractions, not the "
+                               "percentages a matrix holds? Pass --scale fraction to read them as fractions "
+                               "(times 100), or --scale percent if they really are percentages")
+    return matrix
+
+
 def check_answer_coverage(result: Dict[str, Any], answers: str, references: str) -> Optional[str]:
     """For a ``score_file`` result: refuse when no answer matched a question id; return a warning
     line when some questions have no answer (they count as wrong), else None."""

@@ -154,10 +154,9 @@ def train_tokenizer(out_dir: str, vocab_size: int = 1000):
 
 def build_tiny_llava(out_dir: str, seed: int = 0, sizes: Optional[TinySizes] = None,
                      overwrite: bool = False) -> TinyLLaVA:
-    """Build (or reuse, when ``tiny.json`` matches) the tiny LLaVA under ``out_dir``."""
-    import torch
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig,
-                              LlamaForCausalLM)
+    """Build (or reuse, when ``tiny.json`` matches) the tiny LLaVA under ``out_dir``.  A ``tiny.json`` that is
+    not JSON is refused (:class:`~llava_dymoe.errors.ConfigError`) unless ``overwrite``."""
+    from .errors import ConfigError
 
     sizes = sizes or TinySizes()
     out_dir = os.path.abspath(out_dir)
@@ -165,9 +164,20 @@ def build_tiny_llava(out_dir: str, seed: int = 0, sizes: Optional[TinySizes] = N
     meta_path = os.path.join(out_dir, "tiny.json")
     meta = {"seed": seed, "sizes": asdict(sizes), "format": 1}
     if not overwrite and os.path.exists(meta_path):
-        with open(meta_path) as f:
-            if json.load(f) == meta:
-                return TinyLLaVA(out_dir, llm_dir, clip_dir, seed, sizes)
+        try:
+            with open(meta_path) as f:
+                saved = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ConfigError(f"{meta_path} is not readable JSON ({e}): the tiny model in {out_dir} cannot be "
+                              "trusted; pass --overwrite to build it again there, or choose another folder") from None
+        if saved == meta:
+            return TinyLLaVA(out_dir, llm_dir, clip_dir, seed, sizes)
+    if os.path.isfile(out_dir):
+        raise ConfigError(f"{out_dir} is a file, not a folder; choose a folder for the tiny model")
+    import torch
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig,
+                              LlamaForCausalLM)
+
     os.makedirs(out_dir, exist_ok=True)
     tok = train_tokenizer(llm_dir, sizes.vocab_size)
 
@@ -226,4 +236,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from llava_dymoe.errors import run_refusing
+
+    raise SystemExit(run_refusing(main))

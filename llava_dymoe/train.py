@@ -20,6 +20,8 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
+from llava_dymoe.errors import ConfigError, DyMoEError
+
 
 def split_attn_implementation(argv: List[str]) -> Tuple[Optional[str], List[str]]:
     """Remove ``--attn_implementation X`` / ``--attn_implementation=X`` from argv (LLaVA's parser lacks it)."""
@@ -59,6 +61,9 @@ OWN_FLAGS = (
      "attention kernel passed to LLaVA's train() (train_mem.py hard-codes flash_attention_2); default: upstream's"),
     ("--skip_data_check [True|False]",
      "do not run the data pre-flight (JSON, images, sequence flags) before the model loads; default False"),
+    ("--decode_images [True|False]",
+     "decode every image fully in the data pre-flight (finds truncated JPEG data); default: when the data has "
+     "at most 2000 distinct images, else only PIL's verify()"),
 )
 
 
@@ -75,15 +80,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     die_with_parent_if_asked()  # started by `cli run` (or a launcher under it): end with it
     argv = list(sys.argv[1:] if argv is None else argv)
     attn, rest = split_attn_implementation(argv)
-    from llava_dymoe.trainer.preflight import training_preflight
+    from llava_dymoe.trainer.preflight import argv_value, claim_training_output, release_output_dir, training_preflight
 
-    rest = training_preflight(rest)
+    rest = training_preflight(rest, claim=False)
     sys.argv = [sys.argv[0]] + rest  # LLaVA's train() parses sys.argv itself
     from llava_dymoe.patches.lines import check_train_flags, select_line, train_call_kwargs
     from llava_dymoe.patches.train import train_patch_set
 
     selection = select_line("train")  # the upstream line, by the symbols the llava in use has
     check_train_flags(selection.line, rest)
+    output_dir = argv_value(rest, "output_dir") or None
+    help_asked = "-h" in argv or "--help" in argv
 
     from transformers import set_seed
 
@@ -92,17 +99,56 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     patches = train_patch_set(requires=selection.requires).apply()
     try:
+        if not help_asked:
+            check_known_flags(rest)  # before the folder is claimed: a bad flag leaves nothing behind
+            if output_dir:
+                claim_training_output(output_dir, argv)
         from llava.train.train import train
 
         with vision_check_cache():  # D1: a speed-up of the dataset's image processing only
             train(**train_call_kwargs(selection.line, attn))
-    except SystemExit:
-        if "-h" in argv or "--help" in argv:  # LLaVA's parser printed its help and exits: add ours after it
+    except SystemExit as e:
+        if help_asked:  # LLaVA's parser printed its help and exits: add ours after it
             print(own_flags_help(), flush=True)
+        elif e.code not in (0, None):
+            release_output_dir(output_dir)
+        raise
+    except DyMoEError:  # a refusal after the model loaded: the run leaves nothing behind
+        release_output_dir(output_dir)
+        _close_progress_bars()  # else the trainer's bar is redrawn after the error line, at exit
         raise
     finally:
         patches.revert()
         log_peak_memory()
+
+
+def _close_progress_bars() -> None:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def check_known_flags(argv: List[str]) -> None:
+    """Parse the command line with LLaVA's (patched) argument classes before anything loads: a value argparse
+    refuses exits 2 here, and a flag no class knows is refused with the nearest known flag."""
+    import difflib
+
+    import transformers
+    from llava.train import train as upstream
+
+    parser = transformers.HfArgumentParser((upstream.ModelArguments, upstream.DataArguments,
+                                            upstream.TrainingArguments))
+    _, unknown = parser.parse_known_args(args=argv)
+    flags = [a.split("=", 1)[0] for a in unknown if a.startswith("--")]
+    if flags or unknown:
+        known = [o for o in parser._option_string_actions if o.startswith("--")]
+        bad = flags[0] if flags else unknown[0]
+        near = difflib.get_close_matches(bad, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]}?" if near else "; `--help` lists the flags"
+        raise ConfigError(f"unknown training flag(s): {' '.join(flags or unknown)}" + hint)
 
 
 def log_peak_memory() -> None:

@@ -54,7 +54,8 @@ def _need(arr: np.ndarray, stages: List[str], tasks: List[str], cells: List[Tupl
         if np.isnan(arr[t, i]):
             raise ValueError(
                 f"{metric} needs the score of task {tasks[i]!r} after stage {stages[t]!r}, "
-                "but that cell is empty (not evaluated); evaluate it or remove the stage row"
+                "but that cell holds no score (empty, or NaN: not evaluated, or a scorer gave no number); "
+                "evaluate it or remove the stage row"
             )
 
 

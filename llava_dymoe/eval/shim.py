@@ -31,6 +31,9 @@ llava_dymoe eval patches applied: DyMoE checkpoints load through `--model-path C
 BASE`, other checkpoints load exactly as upstream does; without CUDA it runs on CPU.
 
 Supported modules: {', '.join(SUPPORTED)}, and any other llava.eval.* module.
+Before any model loads, the shim refuses an existing non-empty --answers-file (pass
+--overwrite-answers to replace it) and checks the --question-file of the supported modules
+(--skip-data-check turns that off); both flags are its own and are not passed on.
 Example:
   python -m llava_dymoe.eval llava.eval.model_vqa_loader --model-path ckpt/task1 \\
       --model-base vicuna-7b-v1.5 --question-file q.jsonl --image-folder images \\
@@ -77,6 +80,82 @@ def run_upstream(name: str, argv: Sequence[str], *, remap_cpu: bool = True) -> N
             sys.argv = saved_argv
 
 
+OVERWRITE_FLAG = "--overwrite-answers"
+#: The question-file format of each generator whose questions the shim checks (those of ``cli run``).
+QUESTION_FORMATS = {"llava.eval.model_vqa_loader": "jsonl", "llava.eval.model_vqa": "jsonl",
+                    "llava.eval.model_vqa_science": "science_json"}
+SKIP_CHECK_FLAG = "--skip-data-check"
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
+    """The value of ``flag`` (``--answers-file X`` or ``--answers-file=X``), last occurrence; None when absent."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _replace_value(argv: List[str], flag: str, new: str) -> List[str]:
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == flag and i + 1 < len(out):
+            out[i + 1] = new
+        elif arg.startswith(flag + "="):
+            out[i] = f"{flag}={new}"
+    return out
+
+
+def check_shim_args(name: str, argv: Sequence[str]) -> List[str]:
+    """What the shim checks before any model loads; returns the argv for the upstream module.
+
+    * ``--answers-file``: an existing non-empty file is refused unless ``--overwrite-answers`` (ours, taken
+      off) says so; a path without a folder part is made absolute (upstream's ``os.makedirs('')`` fails);
+      a folder, or a path whose folder cannot be created, is refused;
+    * ``--model-path``: a finished checkpoint's ``dymoe_task.json`` is JSON;
+    * ``--question-file`` of the generators in :data:`QUESTION_FORMATS`: the data check of ``cli run`` (ids,
+      text, images; ``--skip-data-check``, ours, turns it off)."""
+    from ..errors import DataError, OutputDirError
+    from ..integration.data_check import check_question_file
+    from ..integration.output_dir import is_finished, read_marker
+
+    overwrite, skip_check = OVERWRITE_FLAG in argv, SKIP_CHECK_FLAG in argv
+    rest = [a for a in argv if a not in (OVERWRITE_FLAG, SKIP_CHECK_FLAG)]
+    answers = _flag_value(rest, "--answers-file")
+    if answers:
+        full = os.path.abspath(os.path.expanduser(answers))
+        if os.path.isdir(full):
+            raise OutputDirError(f"--answers-file {answers} is a folder; name the answers file (e.g. "
+                                 f"{os.path.join(answers, 'answers.jsonl')})")
+        if os.path.isfile(full) and os.path.getsize(full) > 0 and not overwrite:
+            with open(full, "rb") as f:
+                lines = sum(1 for line in f if line.strip())
+            raise OutputDirError(f"--answers-file {answers} already exists ({lines} line(s)); the eval would overwrite "
+                                 f"it. Choose another --answers-file, or pass {OVERWRITE_FLAG} to replace it")
+        parent = os.path.dirname(full)
+        probe = parent
+        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+            why = "is a file, not a folder" if not os.path.isdir(probe) else "is not writable"
+            raise OutputDirError(f"--answers-file {answers} cannot be written: {probe} {why}; choose another path")
+        rest = _replace_value(rest, "--answers-file", full)
+    model_path = _flag_value(rest, "--model-path")
+    if model_path and is_finished(model_path):  # the loader reads it after the base model: read it first
+        read_marker(model_path, "--model-path")
+    questions = _flag_value(rest, "--question-file")
+    if questions and not skip_check and name in QUESTION_FORMATS:  # other modules read other formats (TSV, ...)
+        fmt = QUESTION_FORMATS[name]
+        report = check_question_file(questions, _flag_value(rest, "--image-folder"), fmt)
+        if not report.ok:
+            raise DataError(f"the check of --question-file found {len(report.errors)} problem(s) ("
+                            + ", ".join(f"{k} x{n}" for k, n in report.counts().items()) + f") listed above; fix the "
+                            f"file (or, if you know better, pass {SKIP_CHECK_FLAG})", details=report.format())
+    return rest
+
+
 def _setup_logging() -> None:
     log = logging.getLogger("llava_dymoe")
     if not log.handlers:
@@ -96,7 +175,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if argv else 2
     _setup_logging()
     try:
-        run_upstream(argv[0], argv[1:])
+        if not argv[0].startswith("llava."):
+            check_target(argv[0])  # the usage refusal first
+        rest = check_shim_args(argv[0], argv[1:])  # no model, no llava import: refuses within a second
+        run_upstream(argv[0], rest)
     except ShimUsageError as exc:
         print(f"python -m llava_dymoe.eval: error: {exc}", file=sys.stderr)
         return 2

@@ -75,8 +75,14 @@ def verify(path: str) -> Dict[str, Any]:
     if not os.path.isfile(marker_path):
         raise CheckpointError(f"{path} is not a finished DyMoE task checkpoint (no {MARKER}): the task did "
                               "not finish, or this is not a DyMoE output directory. Re-run that task.")
-    with open(marker_path) as f:
-        marker = json.load(f)
+    try:
+        with open(marker_path) as f:
+            marker = json.load(f)
+        if not isinstance(marker, dict) or not isinstance(marker.get("sha256", {}), dict):
+            raise ValueError("not a JSON object with a 'sha256' table")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its {MARKER} is corrupt ({e}); the checkpoint cannot be trusted: copy it "
+                              "again from where it was trained, or train that task again") from None
     for name, digest in marker.get("sha256", {}).items():
         fp = os.path.join(path, name)
         if not os.path.isfile(fp) or sha256_file(fp) != digest:

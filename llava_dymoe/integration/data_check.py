@@ -121,7 +121,7 @@ def _check_ids(records: Sequence[Any], path: str, id_keys: Sequence[str], severi
         else:
             first[sid] = i
     if severity_error:  # question files: ids join answers to references
-        problems = [Problem("bad question", p.file, p.index, p.detail) for p in problems]
+        problems = [Problem("bad question id", p.file, p.index, p.detail) for p in problems]
     return problems
 
 
@@ -129,6 +129,8 @@ def _check_ids(records: Sequence[Any], path: str, id_keys: Sequence[str], severi
 def _verify_image(full: str, decode: bool = False) -> Optional[Tuple[str, str]]:
     """``Image.verify()`` (header and, for PNG, chunk checksums; fast); ``decode``: a full decode,
     which also finds truncated JPEG data (slower)."""
+    if os.path.isdir(full):
+        return "missing image", f"{full} is a folder, not an image file"
     if not os.path.isfile(full):
         return "missing image", f"{full} does not exist"
     from PIL import Image
@@ -141,12 +143,20 @@ def _verify_image(full: str, decode: bool = False) -> Optional[Tuple[str, str]]:
     return None
 
 
+#: ``decode_images=None`` ("when cheap"): images are fully decoded when there are at most this many distinct
+#: ones (a few ms each), else only verified.
+DECODE_WHEN_AT_MOST = 2000
+
+
 def check_images(images: Dict[str, List[int]], image_folder: Optional[str], path: str, workers: int = 8,
-                 decode: bool = False) -> List[Problem]:
+                 decode: Optional[bool] = False) -> List[Problem]:
     """Each distinct image (relative path -> the samples using it) exists under ``image_folder`` and
-    verifies; a bad image is a problem of every sample that uses it."""
+    verifies (``decode``: decodes fully; None: when there are at most :data:`DECODE_WHEN_AT_MOST`); a bad
+    image is a problem of every sample that uses it."""
     if not images:
         return []
+    if decode is None:
+        decode = len(images) <= DECODE_WHEN_AT_MOST
     if not image_folder or not os.path.isdir(image_folder):
         i = min(min(v) for v in images.values())
         return [Problem("missing image", path, i, f"{len(images)} image(s) referenced but the image folder "
@@ -246,20 +256,3 @@ def check_question_file(path: str, image_folder: Optional[str], question_format:
 
     return _check_file(path, not science, question, ("id",) if science else ("question_id",), True, image_folder,
                        workers, decode_images)
-    report.samples = len(records)
-    images: Dict[str, List[int]] = {}
-    found: List[Problem] = []
-    for i, sample in enumerate(records):
-        if not isinstance(sample, dict):
-            found.append(Problem("not an object", path, i, f"a {type(sample).__name__}"))
-            continue
-        _check_image_field(sample, path, i, found, images)
-        text = question_text(sample, science)
-        if not isinstance(text, str) or not text.strip():
-            found.append(Problem("bad question", path, i, "no question text"))
-    found += _check_ids(records, path, ("id",) if science else ("question_id",), severity_error=True)
-    found += check_images(images, image_folder, path, workers, decode_images)
-    report.problems += sorted(found, key=lambda p: (p.index if p.index is not None else -1))
-    report.images = len(images)
-    report.seconds = time.perf_counter() - t0
-    return report

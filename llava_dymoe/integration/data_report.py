@@ -21,12 +21,17 @@ KINDS: Dict[str, Tuple[str, str]] = {
     "bad conversations": ("error", "'conversations' must be a list of {from: human|gpt, value: text} turns, "
                                    "alternating, starting with human, with at least one gpt answer"),
     "bad question": ("error", "a question needs its text ('text', or conversations[0].value for model_vqa_science)"),
+    "bad question id": ("error", "every question needs its own id ('question_id'; 'id' for model_vqa_science): "
+                                 "answers are joined to references by it"),
     "bad image field": ("error", "'image' must be a non-empty relative path string"),
     "missing image": ("error", "no such file under the image folder; check --image_folder or the paths"),
     "unreadable image": ("error", "the file is not an image PIL can decode; replace or drop it"),
     "image token": ("error", "put exactly one '<image>' in a human turn of samples with an image, none elsewhere"),
     "too long": ("error", "upstream truncates it silently and its answer is lost; shorten it or raise "
                           "--model_max_length"),
+    "no answer left": ("error", "the part before its first answer alone exceeds the limit: upstream truncates it "
+                                "and the sample has no supervised token (loss 0); shorten it or raise "
+                                "--model_max_length"),
     "missing id": ("warning", "give every sample an 'id' so problems and answers can be traced"),
     "duplicate id": ("warning", "ids should be unique"),
 }

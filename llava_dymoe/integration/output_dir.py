@@ -38,6 +38,23 @@ def is_finished(path: str) -> bool:
     return os.path.isfile(os.path.join(path, MARKER))
 
 
+def read_marker(path: str, flag: str) -> dict:
+    """The completion marker (``dymoe_task.json``) of a finished task checkpoint; a file that is not a JSON
+    object with a task number is refused (:class:`~llava_dymoe.errors.ConfigError`), naming ``flag`` and it."""
+    from ..errors import ConfigError
+
+    marker = os.path.join(path, MARKER)
+    try:
+        with open(marker) as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict) or not isinstance(saved.get("task_id"), int):
+            raise ValueError("not a JSON object with a 'task_id' number")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"{flag} {path}: its {MARKER} is corrupt ({e}); the checkpoint cannot be trusted: copy "
+                          "it again from where it was trained, or train that task again") from None
+    return saved
+
+
 def _has_dymoe_config(path: str) -> bool:
     try:
         with open(os.path.join(path, CONFIG)) as f:

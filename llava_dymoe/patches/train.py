@@ -48,10 +48,41 @@ def pretrain_adapter_given() -> bool:
     return bool(_LAST_MODEL_ARGS and getattr(_LAST_MODEL_ARGS[0], "pretrain_mm_mlp_adapter", None))
 
 
+def name_bad_images(dataset) -> None:
+    """Make ``dataset`` (LLaVA's ``LazySupervisedDataset``) name the image file and the sample when an image
+    fails to open or decode mid-run (upstream: ``OSError: image file is truncated``, no file named): its class
+    becomes a subclass whose ``__getitem__`` turns the error into a :class:`~llava_dymoe.errors.DataError`.
+    The instance keeps its data, ``lengths`` and ``modality_lengths``; other datasets are left alone."""
+    import os
+
+    from ..errors import DataError
+
+    cls = type(dataset)
+    if getattr(cls, "_dymoe_names_bad_images", False) or not hasattr(dataset, "list_data_dict"):
+        return
+
+    def __getitem__(self, i):
+        try:
+            return cls.__getitem__(self, i)
+        except OSError as e:  # PIL's UnidentifiedImageError and truncated data are OSErrors
+            sample = self.list_data_dict[i] if isinstance(i, int) else {}
+            image = sample.get("image") if isinstance(sample, dict) else None
+            if not image:
+                raise
+            path = os.path.join(getattr(self.data_args, "image_folder", "") or "", image)
+            raise DataError(f"training sample {i} (id {sample.get('id')!r}): its image {path} cannot be read "
+                            f"({type(e).__name__}: {e}); replace it or drop the sample. `cli check-data "
+                            "--decode-images` (or --decode_images True on the training command) finds every such "
+                            "image before training") from None
+
+    dataset.__class__ = type(cls.__name__, (cls,), {"__getitem__": __getitem__, "_dymoe_names_bad_images": True,
+                                                   "__module__": cls.__module__})
+
+
 def make_trainer_class(original):
     from ..trainer.trainer import make_dymoe_trainer
 
-    return make_dymoe_trainer(original, pretrain_adapter_given)
+    return make_dymoe_trainer(original, pretrain_adapter_given, name_bad_images)
 
 
 def make_saver(original):

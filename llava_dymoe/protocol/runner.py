@@ -151,25 +151,14 @@ class _Stages:
     def _resumable(self, t: int, checkpoint: str) -> Optional[str]:
         """The last ``checkpoint-N`` of an unfinished stage ``t`` that this run can resume from, or ``None``.
 
-        ``checkpoint-N`` folders are written with ``--train-arg save_strategy=steps``.  A half-written
-        one (killed while saving) or one of another task is removed, so that LLaVA's ``train()``, which
-        resumes from the highest N, finds the resumable one; they belong to this unfinished stage only."""
-        import re
+        ``checkpoint-N`` folders are written with ``--train-arg save_strategy=steps``.  One that does not load
+        (killed while saving, a cut file, no trainer state) or is of another task is named and removed, so
+        that LLaVA's ``train()``, which resumes from the highest N, finds the resumable one; they belong to
+        this unfinished stage only."""
+        from llava_dymoe.trainer.saving import newest_loadable
 
-        from llava_dymoe.trainer.preflight import ConfigError, check_resumable
-
-        steps = sorted((int(m.group(1)), m.group(0)) for m in
-                       (re.fullmatch(r"checkpoint-(\d+)", n) for n in os.listdir(checkpoint)) if m
-                       and os.path.isdir(os.path.join(checkpoint, m.group(0))))
-        for _, name in reversed(steps):
-            path = os.path.join(checkpoint, name)
-            try:
-                check_resumable(path, deepspeed=bool(self.opts.deepspeed), task_id=t)
-                return path
-            except ConfigError as e:
-                status(f"{self.label(t, name)} cannot be resumed from ({e}): removing it")
-                shutil.rmtree(path)
-        return None
+        return newest_loadable(checkpoint, bool(self.opts.deepspeed), t, remove=True,
+                               report=lambda text: status(f"{self.label(t, 'checkpoint')}: {text}"))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, t: int, task: TaskSpec, checkpoint: str):
@@ -325,6 +314,9 @@ def run_sequence(opts: RunOptions) -> RunResult:
     """Run (or resume) the suite's stages into ``opts.output_dir``; see the module docstring."""
     suite = load_suite(opts.suite, data_root=opts.data_root)
     opts = check_options(opts, suite)
+    from llava_dymoe.trainer.preflight import check_writable
+
+    check_writable(opts.output_dir, flag="--output-dir")  # a file on its path, or no permission: refused now
     n = opts.stages or len(suite.tasks)
     missing = missing_data(suite, n)
     if missing:
@@ -334,9 +326,17 @@ def run_sequence(opts: RunOptions) -> RunResult:
     if not opts.skip_data_check:  # before the run folder is claimed: a refusal leaves nothing behind
         from llava_dymoe.protocol.preflight import check_suite_data
 
-        report = check_suite_data(suite, n).raise_if_failed("--skip-data-check")
+        report = check_suite_data(suite, n, decode_images=None)  # images decoded when cheap
+        report.raise_if_failed("--skip-data-check")
         status(report.summary())
     train_args = training_overrides(suite, opts)
+    if not opts.skip_data_check:  # samples that keep no supervised token (when the base's tokenizer is at hand)
+        from llava_dymoe.integration.llava_args import llava_train_argv
+        from llava_dymoe.protocol.preflight import check_suite_supervision
+
+        check_suite_supervision(suite, n, lambda task: llava_train_argv(
+            opts.base, opts.vision_tower, task.train_json, task.image_root, opts.output_dir, lora=False,
+            max_steps=None, overrides=train_args))
     layout = RunLayout(opts.output_dir, opts.method)
     created = layout.claim(run_identity(opts, suite, train_args), compare_identity)
     with layout.locked():

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
+from ..errors import DataError
 from ..integration.checkpoint import EXPERTS, NON_LORA, CheckpointError, read_config_json, write_task_checkpoint
 from ..integration.inject import bank_state
 from .prepare import run_args_record
@@ -65,9 +66,30 @@ def llava_gather() -> Callable:
     return lambda p: maybe_zero_3(p, ignore_status=True)
 
 
+def check_supervised(trainer) -> None:
+    """A task none of whose training steps had a supervised token learned nothing: it is not marked finished
+    (no ``dymoe_task.json``), and the run is refused.  Counted over every rank; steps before a resume are
+    not counted, so a run that resumed at its last step is not judged."""
+    steps, tokens = int(getattr(trainer, "dymoe_steps", 0)), int(getattr(trainer, "dymoe_supervised", 0))
+    if trainer.args.world_size > 1:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            both = torch.tensor([steps, tokens], dtype=torch.long, device=trainer.args.device)
+            dist.all_reduce(both)
+            steps, tokens = (int(v) for v in both.tolist())
+    if steps and not tokens:
+        raise DataError(f"none of the {steps} training step(s) had a supervised token (every answer was cut off "
+                        f"at --model_max_length {getattr(trainer.args, 'model_max_length', '?')}, loss 0): the task "
+                        "learned nothing and is not marked finished. Raise --model_max_length or shorten the "
+                        "samples (`cli check-data --tokenizer` lists them), then train it again")
+
+
 def save_dymoe_task(trainer, output_dir: str, gather: Callable, finished: bool = True) -> None:
     """Write the task checkpoint (``finished=False``: the same files without the completion marker,
     for an intermediate ``checkpoint-N``).  Every rank calls it; the world's rank 0 writes."""
+    if finished:
+        check_supervised(trainer)
     model = trainer.model
     run = trainer.dymoe
     experts = bank_state(model, gather)
@@ -109,3 +131,60 @@ def load_intermediate_state(trainer, checkpoint: str) -> int:
             p.copy_(saved[name].to(device=p.device, dtype=p.dtype))
     return len(trainable)
 
+
+
+#: What resuming a ``checkpoint-N`` reads besides the DyMoE files (HF's names): the trainer state always,
+#: the optimizer and scheduler when saved without DeepSpeed (DeepSpeed keeps them in ``global_stepN/``).
+RESUME_STATE = "trainer_state.json"
+RESUME_OPTIMIZER = ("optimizer.pt", "scheduler.pt")
+
+
+def check_loadable(path: str, deepspeed: bool, task_id: Optional[int] = None, flag: str = "") -> None:
+    """``path`` is a ``checkpoint-N`` this run can resume from, and every file resuming reads loads: the trainer
+    state, the banks and routers, the projector and (without DeepSpeed) the optimizer and scheduler.  A cut or
+    missing file raises :class:`~llava_dymoe.errors.ConfigError` naming it (``flag``: as in
+    :func:`~llava_dymoe.trainer.preflight.check_resumable`)."""
+    from safetensors import safe_open
+
+    from ..errors import ConfigError
+    from .preflight import check_resumable
+
+    check_resumable(path, deepspeed=deepspeed, task_id=task_id, flag=flag)
+    name = RESUME_STATE
+    try:
+        with open(os.path.join(path, name)) as f:
+            if not isinstance(json.load(f), dict):
+                raise ValueError("not a JSON object")
+        name = EXPERTS
+        with safe_open(os.path.join(path, name), framework="pt") as f:
+            for key in f.keys():
+                f.get_tensor(key)
+        for name in (NON_LORA,) + (() if deepspeed else RESUME_OPTIMIZER):
+            torch.load(os.path.join(path, name), map_location="cpu", weights_only=False)
+    except Exception as e:  # a cut file raises many types (JSON, safetensors, zip, pickle, EOF)
+        reason = f"its {name} does not load ({type(e).__name__}: {str(e)[:120]})"
+        raise ConfigError(f"{flag} {path} cannot be resumed from: {reason}" if flag else reason) from None
+
+
+def newest_loadable(output_dir: str, deepspeed: bool, task_id: Optional[int] = None,
+                    report: Callable[[str], None] = print, remove: bool = False) -> Optional[str]:
+    """The newest ``checkpoint-N`` of ``output_dir`` that :func:`check_loadable` accepts, or None.  Each newer
+    one that fails is named through ``report`` (and deleted with ``remove``, for folders the caller owns)."""
+    import re
+    import shutil
+
+    from ..errors import ConfigError
+
+    steps = sorted((int(m.group(1)), m.group(0)) for m in
+                   (re.fullmatch(r"checkpoint-(\d+)", n) for n in os.listdir(output_dir)) if m
+                   and os.path.isdir(os.path.join(output_dir, m.group(0))))
+    for _, name in reversed(steps):
+        path = os.path.join(output_dir, name)
+        try:
+            check_loadable(path, deepspeed, task_id)
+            return path
+        except ConfigError as e:
+            report(f"{name} cannot be resumed from ({e}): " + ("removing it" if remove else "skipping it"))
+            if remove:
+                shutil.rmtree(path)
+    return None

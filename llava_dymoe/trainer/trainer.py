@@ -47,7 +47,13 @@ class DyMoETrainerMixin:
         """Whether the user passed --pretrain_mm_mlp_adapter (set by the patch that builds the class)."""
         return False
 
+    @staticmethod
+    def _dymoe_watch_dataset(dataset: Any) -> None:
+        """Set by the patch that builds the class: names the file and sample of an image that fails mid-run."""
+
     def __init__(self, model=None, args=None, *pos, **kwargs):
+        if kwargs.get("train_dataset") is not None:
+            self._dymoe_watch_dataset(kwargs["train_dataset"])
         self.dymoe = None
         if getattr(args, "dymoe_method", NO_METHOD) != NO_METHOD:
             self.dymoe = prepare_model(model, args, pretrain_adapter_given=self._dymoe_pretrain_adapter_given())
@@ -69,6 +75,7 @@ class DyMoETrainerMixin:
             attach_stats(model, self._dymoe_step_stats)
         self._dymoe_sums: Dict[str, float] = {}
         self._dymoe_n = 0
+        self.dymoe_steps = self.dymoe_supervised = 0  # training steps of this process, their supervised tokens
         super().__init__(model, args, *pos, **kwargs)
 
     # ------------------------------------------------------------------ loss
@@ -103,6 +110,10 @@ class DyMoETrainerMixin:
             finally:
                 run.ctx.token_kind = None
         if model.training:
+            labels = inputs.get("labels") if isinstance(inputs, dict) else None
+            if labels is not None:  # upstream's IGNORE_INDEX (-100) marks what is not supervised
+                self.dymoe_steps += 1
+                self.dymoe_supervised += int((labels != -100).sum())
             stats = collector.summary(expected=run.num_modules)
             stats["rho"] = run.ctx.rho
             if routing is not None:
@@ -137,7 +148,7 @@ class DyMoETrainerMixin:
         ``checkpoint-N`` of ``--output_dir``)."""
         if self.dymoe is None:
             return super().train(resume_from_checkpoint, *args, **kwargs)
-        resume_from_checkpoint = resume_target(self.args, resume_from_checkpoint)
+        resume_from_checkpoint = self._dymoe_checked_resume(resume_target(self.args, resume_from_checkpoint))
         with _deepspeed_resume(self.is_deepspeed_enabled, self.dymoe.task_id):
             out = super().train(resume_from_checkpoint, *args, **kwargs)
         cfg = self.dymoe.cfg
@@ -150,6 +161,26 @@ class DyMoETrainerMixin:
                 self.dymoe_router_refresh["keys"] = _centroid_init(self.model, self.args, self.dymoe,
                                                                    self._dymoe_data, refresh="dymoe_key")
         return out
+
+    def _dymoe_checked_resume(self, target: Any) -> Any:
+        """Load-check what ``train`` would resume from.  ``True`` (LLaVA's, when ``checkpoint-*`` folders exist,
+        or ``--resume_from_checkpoint True``): the newest ``checkpoint-N`` that loads, each newer one named
+        and skipped (none: from the start).  A path the user gave must load, else the run is refused."""
+        from .saving import check_loadable, newest_loadable
+
+        deepspeed, task = bool(self.is_deepspeed_enabled), self.dymoe.task_id
+        if isinstance(target, str):
+            check_loadable(target, deepspeed, task, flag="--resume_from_checkpoint")
+            return target
+        if target is not True:
+            return target
+        found = newest_loadable(self.args.output_dir, deepspeed, task, report=log.warning)
+        if found is None:
+            log.warning("no checkpoint-N of %s can be resumed from: training this task from the start",
+                        self.args.output_dir)
+        else:
+            log.info("resuming from %s", found)
+        return found
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
         """``checkpoint-N``: the task checkpoint's files without the completion marker (every bank and router,
@@ -186,7 +217,9 @@ class DyMoETrainerMixin:
         from .preflight import check_resumable
         from .saving import load_intermediate_state
 
-        check_resumable(resume_from_checkpoint, deepspeed=False, task_id=self.dymoe.task_id)
+        given = str(getattr(self.args, "resume_from_checkpoint", None) or "").lower() not in ("", "true", "1", "yes")
+        check_resumable(resume_from_checkpoint, deepspeed=False, task_id=self.dymoe.task_id,
+                        flag="--resume_from_checkpoint" if given else "")
         n = load_intermediate_state(self, resume_from_checkpoint)
         log.info("resumed %d trainable tensors from %s", n, resume_from_checkpoint)
 
@@ -239,7 +272,7 @@ def _deepspeed_resume(enabled: bool, task_id: int):
     original = hf_trainer.deepspeed_load_checkpoint
 
     def deepspeed_load_checkpoint(engine, checkpoint_path):
-        check_resumable(checkpoint_path, deepspeed=True, task_id=task_id)
+        check_resumable(checkpoint_path, deepspeed=True, task_id=task_id, flag="")
         load_path, _ = engine.load_checkpoint(checkpoint_path, load_optimizer_states=True,
                                               load_lr_scheduler_states=True, load_module_strict=False)
         if load_path is None:
@@ -275,9 +308,12 @@ def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = 
                seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)
 
 
-def make_dymoe_trainer(base: type, pretrain_adapter_given: Callable[[], bool] = lambda: False) -> type:
+def make_dymoe_trainer(base: type, pretrain_adapter_given: Callable[[], bool] = lambda: False,
+                       watch_dataset: Callable[[Any], None] = lambda dataset: None) -> type:
     """``class DyMoETrainer(DyMoETrainerMixin, base)``; ``pretrain_adapter_given()`` tells whether the
-    run passed ``--pretrain_mm_mlp_adapter`` (then the previous task's projector is not loaded)."""
+    run passed ``--pretrain_mm_mlp_adapter`` (then the previous task's projector is not loaded);
+    ``watch_dataset(train_dataset)`` is called once, before anything reads the dataset."""
     return type("DyMoETrainer", (DyMoETrainerMixin, base), {
         "__module__": __name__, "__doc__": __doc__.split("\n")[0],
-        "_dymoe_pretrain_adapter_given": staticmethod(pretrain_adapter_given)})
+        "_dymoe_pretrain_adapter_given": staticmethod(pretrain_adapter_given),
+        "_dymoe_watch_dataset": staticmethod(watch_dataset)})

@@ -37,3 +37,14 @@ def one_line_refusal(res, *needles):
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def write_suite(path, data, tasks=("A",)):
+    """A suite file whose tasks all train on ``data`` (a smoke dataset) and share its question file."""
+    lines = ["name: rel", "defaults:", "  image_root: images", "  generator: llava.eval.model_vqa_loader",
+             "  scorer: contains", "tasks:"]
+    for name in tasks:
+        lines += [f"  - name: {name}", "    train_json: train.json", "    question_file: questions.jsonl",
+                  "    annotation_file: questions.jsonl", "    reference_file: questions.jsonl"]
+    open(path, "w").write("\n".join(lines) + "\n")
+    return str(path)

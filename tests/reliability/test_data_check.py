@@ -98,6 +98,13 @@ def test_missing_image(data):
     assert p.index == 3 and "00003.png does not exist" in p.detail
 
 
+def test_image_path_that_is_a_folder(data):
+    os.remove(os.path.join(data.image_folder, "00003.png"))
+    os.mkdir(os.path.join(data.image_folder, "00003.png"))
+    (p,) = _only(check_training_data(data.train_json, data.image_folder), "missing image")
+    assert p.index == 3 and p.detail.endswith("00003.png is a folder, not an image file")
+
+
 def test_wrong_image_folder(data, tmp_path):
     (p,) = _only(check_training_data(data.train_json, str(tmp_path / "elsewhere")), "missing image")
     assert "8 image(s) referenced" in p.detail and "is not a directory" in p.detail
@@ -165,7 +172,10 @@ def test_question_file_faults_are_errors(data):
     rows[3]["image"] = "gone.png"
     open(data.questions, "w").writelines(json.dumps(r) + "\n" for r in rows)
     report = check_question_file(data.questions, data.image_folder)
-    assert report.counts() == {"bad question": 2, "missing image": 1} and len(report.errors) == 3
+    assert report.counts() == {"bad question id": 1, "bad question": 1, "missing image": 1} and len(report.errors) == 3
+    text = report.format()  # each group's header says what its problem is
+    assert "error bad question id x1: every question needs its own id" in text
+    assert "error bad question x1: a question needs its text" in text
     open(data.questions, "a").write("{not json\n")
     (p,) = _only(check_question_file(data.questions, data.image_folder), "invalid JSON")
     assert p.detail.startswith("line 5 column")
@@ -243,7 +253,8 @@ def test_check_data_suite_and_strict(data, capsys, tmp_path):
     samples[1]["id"] = samples[0]["id"]
     _save(data, samples)
     assert cli(argv) == 0 and cli(argv + ["--strict"]) == 1
-    assert "warning duplicate id x2" in capsys.readouterr().out  # both tasks train on the same file
+    out = capsys.readouterr().out
+    assert "warning duplicate id x1" in out  # both tasks train on the same file: checked and listed once
 
 
 # ----------------------------------------------------------------------------- automatic: training entry
@@ -360,7 +371,7 @@ def test_check_data_length_pass_with_the_tiny_tokenizer(data, tiny, capsys):
     assert cli(argv) == 1
     out = capsys.readouterr().out
     assert "error too long x1" in out and f"{data.train_json} sample 3: about " in out
-    assert cli(argv[:-2]) == 1 and "error too long x8" in capsys.readouterr().out  # 576 per image by default
+    assert cli(argv[:-2]) == 1 and "error no answer left x8" in capsys.readouterr().out  # 576 per image > 256
     assert cli(["check-data", "--data_path", data.train_json, "--image_folder", data.image_folder,
                 "--model_max_length", "256"]) == 2
     assert "--model_max_length needs --tokenizer" in capsys.readouterr().err

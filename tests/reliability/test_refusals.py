@@ -248,12 +248,44 @@ def test_metrics_refuses_scores_outside_0_100(tmp_path, cell, text):
 def test_metrics_json_matrix_and_debug(tmp_path, monkeypatch):
     p = tmp_path / "matrix.json"
     p.write_text(json.dumps({"tasks": ["A"], "stages": ["s1"], "values": [[0.8]]}))
-    assert cli(["metrics", str(p)]) == 0  # a fraction is in range: only impossible values are refused
+    assert cli(["metrics", str(p)]) == 2  # every cell in [0, 1]: fractions? (test_metrics_on_fractions...)
+    assert cli(["metrics", str(p), "--scale", "percent"]) == 0
     p.write_text(json.dumps({"tasks": ["A"], "stages": ["s1"], "values": [[101.5]]}))
     assert cli(["metrics", str(p)]) == 2
     monkeypatch.setenv("LLAVA_DYMOE_DEBUG", "1")
     with pytest.raises(ResultRangeError, match="101.5"):
         cli(["metrics", str(p)])
+
+
+def test_metrics_on_fractions_needs_a_scale(tmp_path, capsys):
+    """input: matrix.csv written as fractions (0.8, 0.7, 0.6) -> exit 2 naming --scale; with --scale fraction
+    the metrics are in percent; the file is never changed."""
+    p = tmp_path / "matrix.csv"
+    p.write_text("stage,A,B\ns1,0.8,\ns2,0.7,0.6\n")
+    before = tree_hashes(tmp_path)
+    res = run_module("llava_dymoe.cli", "metrics", p)
+    _one_line_refusal(res, str(p), "every score lies in [0, 1]", "--scale fraction", "--scale percent")
+    assert res.stdout == ""
+    assert cli(["metrics", str(p), "--scale", "fraction"]) == 0
+    assert json.loads(capsys.readouterr().out)["mfn"] == pytest.approx(65.0)
+    assert cli(["metrics", str(p), "--scale", "percent"]) == 0
+    assert json.loads(capsys.readouterr().out)["mfn"] == pytest.approx(0.65)
+    p.write_text("stage,A,B\ns1,80,\ns2,70,60\n")
+    assert cli(["metrics", str(p), "--scale", "fraction"]) == 2
+    assert "--scale fraction, but a cell is 80" in capsys.readouterr().err
+    p.write_text("stage,A,B\ns1,0.8,\ns2,0.7,0.6\n")
+    assert tree_hashes(tmp_path) == before
+
+
+def test_metrics_of_a_run_folder_and_a_nan_cell(tmp_path, capsys):
+    assert cli(["metrics", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder without a matrix.csv" in capsys.readouterr().err
+    (tmp_path / "matrix.csv").write_text("stage,A,B\ns1,80,\ns2,70,nan\n")
+    assert cli(["metrics", str(tmp_path)]) == 2  # the run folder's matrix is read; B after s2 has no score
+    err = capsys.readouterr().err
+    assert "holds no score (empty, or NaN" in err and "is empty (not evaluated)" not in err
+    (tmp_path / "matrix.csv").write_text("stage,A,B\ns1,80,\ns2,70,60\n")
+    assert cli(["metrics", str(tmp_path)]) == 0 and json.loads(capsys.readouterr().out)["mfn"] == 65.0
 
 
 # ----------------------------------------------------------------------------- cli score (helper)
