@@ -22,6 +22,9 @@ difference from the unrestricted evaluation is the routing drift caused by the l
 variable is read here, at load time, because upstream's eval scripts call ``load_pretrained_model``
 and must stay unchanged.  Empty or unset = all banks (the default).
 
+Task selectors (``task_selector``, methods ``oracle_bank`` and ``hide_selector``): the checkpoint's selector is
+hooked into the model (``selector.py``); ``oracle_bank`` needs ``DYMOE_EVAL_TASK_ID=i``, the true task.
+
 Assignment rule (opt-in, for analysis): ``DYMOE_EVAL_ASSIGN_RULE=cascade`` (or ``assign_rule=``) evaluates
 the checkpoint with TAG's decision kept at inference (``DyMoEConfig.assign_rule``, ``core.routing.
 cascade_assignment``) whatever rule it was trained with; ``paper`` forces the plain router.  Unset = the
@@ -37,6 +40,7 @@ import torch
 # is_dymoe_checkpoint is re-exported: with load_dymoe_for_eval it is the hook pair patch E1 reads from this module
 from .checkpoint import CheckpointError, is_dymoe_checkpoint, load_non_lora, load_task_state  # noqa: F401
 from .inject import inject, load_bank_state, num_tasks
+from .selector import install_task_selector, selector_for
 
 log = logging.getLogger("llava_dymoe.eval")
 
@@ -160,6 +164,7 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
         state = override_assign_rule(state, rule)
         log.warning("ASSIGN RULE (%s): %s is evaluated with assign_rule=%r instead of its own %r; this is NOT "
                     "the checkpoint's normal model", ASSIGN_RULE_ENV, model_path, rule, own)
+    selector = selector_for(state["config"], model_path)  # task_selector: oracle_bank / hide_selector
     kw = {"device_map": device_map, **kwargs}
     if device != "cuda":
         kw["device_map"] = {"": device}
@@ -191,5 +196,7 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
     if device_map != "auto":
         vision_tower.to(device=device_map, dtype=torch.float16)
     context_len = getattr(model.config, "max_sequence_length", 2048)
+    if selector is not None:
+        install_task_selector(model, selector)
     model.eval()
     return tokenizer, model, vision_tower.image_processor, context_len

@@ -189,12 +189,13 @@ class _Stages:
             pending.append(spec)
         if not pending:
             return scores, dirs, None
-        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(dirs[spec.name], ANSWERS))
-                for spec in pending]
+        number = {spec.name: i for i, spec in enumerate(self.suite.tasks, start=1)}
+        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(dirs[spec.name], ANSWERS),
+                                task_number=number[spec.name]) for spec in pending]
         jobs_file = write_json_atomic(os.path.join(self.layout.eval_root(t, task.name), "jobs.json"), jobs)
         for job in jobs:
             launch.log_command(self.layout.commands_log, self.label(t, f"eval {job['task']} (in the batch below)"),
-                               launch.shim_command(job), self.threads)
+                               launch.shim_command(job), {**self.threads, **job["env"]})
         status(f"{self.label(t, 'evaluating')} {', '.join(s.name for s in pending)}")
         seconds = launch.run_logged(launch.batch_command(jobs_file), env=self.threads,
                                     log_path=self.layout.eval_log(t, task.name),
@@ -241,7 +242,7 @@ class _Stages:
             pending.append((i, spec, d))
         if not pending:
             return done, False
-        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(d, ANSWERS), max_tasks=i)
+        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(d, ANSWERS), max_tasks=i, task_number=i)
                 for i, spec, d in pending]
         jobs_file = write_json_atomic(os.path.join(self.layout.restricted_root(t, task.name), "jobs.json"), jobs)
         for job in jobs:
