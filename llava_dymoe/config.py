@@ -31,7 +31,7 @@ KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 #: Router kinds (``DyMoEConfig.router``); "cosine" is DyMoE's, the others serve the baselines.
 ROUTERS = ("cosine", "linear", "none")
 #: Token-to-bank assignment rules (``DyMoEConfig.assign_rule``); "paper" is method.md's.
-ASSIGN_RULES = ("paper", "cascade")
+ASSIGN_RULES = ("paper", "cascade", "given")
 #: Targets of the specialisation loss (``DyMoEConfig.spe_target``); "paper" is method.md's.
 SPE_TARGETS = ("paper", "tag")
 #: How TAG measures the gap between group scores (``DyMoEConfig.tag_gap``); "similarity" is method.md's.
@@ -101,7 +101,14 @@ class DyMoEConfig:
                                    "the paper): TAG's test applied bank by bank, newest first, at training AND at "
                                    "inference: a token goes to the newest bank that beats every earlier bank by "
                                    "D_rel > tau, else to the first bank (core.routing.cascade_assignment); needs "
-                                   "use_tag. No task id.")
+                                   "use_tag. No task id. 'given' (the oracle_bank / hide_selector baselines): "
+                                   "while training, every token uses only the newest bank (one bank per task, "
+                                   "trained on its own task's data); at inference the banks are weighted per "
+                                   "sequence by DyMoEContext.bank_weights [batch, tasks], set by a model-level "
+                                   "selector before the LLM forward (one-hot = the task id), times the top-k "
+                                   "(top_k capped at experts_per_task) softmax of the router logits inside each "
+                                   "bank (core/rules/given.py); an inference forward without bank_weights is "
+                                   "refused. Needs a router and expand.")
     spe_target: str = _f("paper", "Target y of the specialisation loss. 'paper': y = 1 - max_old w, above 0.5 for "
                                   "almost every token (method.md §3.2). 'tag' (beyond the paper): y = 1 where TAG "
                                   "calls the token new, 0 where it calls it old or ambiguous.")
@@ -216,6 +223,10 @@ class DyMoEConfig:
         if self.assign_rule == "cascade" and (not self.use_tag or self.router == "none"):
             raise ValueError("assign_rule='cascade' applies TAG's test bank by bank at training and inference: it "
                              "needs --dymoe_use_tag True and a router (--dymoe_router cosine)")
+        if self.assign_rule == "given" and (self.router == "none" or not self.expand):
+            raise ValueError("assign_rule='given' weighs one bank per task by the context's bank_weights and gates "
+                             "inside each bank on the router logits: it needs a router (--dymoe_router cosine or "
+                             f"linear) and --dymoe_expand True, got router={self.router!r}, expand={self.expand!r}")
         if self.tag_gap == "distance" and (self.router != "cosine" or self.router_scale <= 0):
             raise ValueError("tag_gap='distance' measures TAG's gap in cosine distance: it needs --dymoe_router "
                              f"cosine with --dymoe_router_scale > 0, got router={self.router!r}, "
