@@ -168,27 +168,34 @@ def selector_for(cfg, model_path: str) -> Optional[TaskSelector]:
     return TaskSelector("hide", cfg.num_tasks, cfg.selector_temperature, anchors=anchors.head(cfg.num_tasks))
 
 
-def install_task_selector(model, selector: TaskSelector) -> DyMoEContext:
-    """Hook ``selector`` into ``model`` (module docstring); returns the context the layers read."""
-    layers = [layer for _, layer in dymoe_layers(model)]
-    ctx = next((layer._dymoe_ctx for layer in layers if layer._dymoe_ctx is not None), None)
-    if ctx is None:
-        ctx = DyMoEContext()
-        attach_context(model, ctx)
+def layer_context(model) -> DyMoEContext:
+    """The context the model's DyMoE layers read (a fresh one attached when they have none).  Read at every call:
+    a caller may attach its own context after the selector was installed (``diagnostics/probe.py`` does)."""
+    layer = next(layer for _, layer in dymoe_layers(model))
+    if layer._dymoe_ctx is None:
+        attach_context(model, DyMoEContext())
+    return layer._dymoe_ctx
 
-    def set_weights(ids, images, attention_mask, labels=None):
+
+def install_task_selector(model, selector: TaskSelector) -> None:
+    """Hook ``selector`` into ``model`` (module docstring)."""
+    layer_context(model)
+
+    def set_weights(ids, images, attention_mask, labels=None, cached=False):
         if ids is None or not isinstance(ids, Tensor) or ids.dim() != 2:
             return
+        ctx = layer_context(model)
         kept = ctx.bank_weights
-        if ids.shape[1] == 1 and kept is not None and kept.shape[0] == ids.shape[0]:
-            return  # a decoding step: the prompt's weights stay
+        if cached and ids.shape[1] == 1 and kept is not None and kept.shape[0] == ids.shape[0]:
+            return  # a decoding step (one token on the KV cache): the prompt's weights stay
         ctx.bank_weights = selector(model, ids, images, attention_mask, labels)
 
     def pre_hook(module, args, kwargs):
         if kwargs.get("inputs_embeds") is not None:
             return  # generate's first forward: the wrapper below has set the prompt's weights
         ids = kwargs.get("input_ids", args[0] if args else None)
-        set_weights(ids, kwargs.get("images"), kwargs.get("attention_mask"), kwargs.get("labels"))
+        set_weights(ids, kwargs.get("images"), kwargs.get("attention_mask"), kwargs.get("labels"),
+                    cached=kwargs.get("past_key_values") is not None)
 
     original = model.generate
 
@@ -196,11 +203,10 @@ def install_task_selector(model, selector: TaskSelector) -> DyMoEContext:
     def generate(*args, **kwargs):
         ids = args[0] if args else kwargs.get("inputs", kwargs.get("input_ids"))
         images = args[1] if len(args) > 1 else kwargs.get("images")
-        ctx.bank_weights = None  # a new batch: never reuse the previous prompt's weights
+        layer_context(model).bank_weights = None  # a new batch: never reuse the previous prompt's weights
         set_weights(ids, images, kwargs.get("attention_mask"))
         return original(*args, **kwargs)
 
     model.register_forward_pre_hook(pre_hook, with_kwargs=True)
     model.generate = generate
     model._dymoe_task_selector = selector
-    return ctx
