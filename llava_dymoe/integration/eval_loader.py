@@ -71,6 +71,11 @@ def override_assign_rule(state, assign_rule):
     if cfg.router == "none":
         raise CheckpointError(f"{ASSIGN_RULE_ENV}={assign_rule}: method {state['dymoe'].get('method')!r} has no "
                               f"router (router='none'), so there is no token-to-bank rule to change; unset it")
+    if cfg.task_selector != "none" or assign_rule == "given":
+        raise CheckpointError(f"{ASSIGN_RULE_ENV}={assign_rule}: the 'given' rule weighs one bank per task by a task "
+                              f"selector fixed at training (method {state['dymoe'].get('method')!r}, task_selector="
+                              f"{cfg.task_selector!r}); it cannot be swapped with another rule at load time. Unset "
+                              f"{ASSIGN_RULE_ENV}, or train with --dymoe_method oracle_bank / hide_selector")
     extra = {"use_tag": True} if assign_rule == "cascade" else {}
     return {**state, "config": DyMoEConfig.from_dict({**cfg.to_dict(), "assign_rule": assign_rule, **extra})}
 

@@ -7,7 +7,8 @@ the same seed, 3 steps per task:
 * both methods train their banks identically (bit for bit), task 1's banks and anchors are carried into task 2;
 * a checkpoint round trip: the loaded banks and anchors are the saved ones, the eval hook gives the naive weights,
   and a decoding step keeps its prompt's weights;
-* ``oracle_bank`` with ``DYMOE_EVAL_TASK_ID=i`` answers as the model with bank i alone, refuses without it;
+* ``oracle_bank`` with ``DYMOE_EVAL_TASK_ID=i`` answers as the model with bank i alone, refuses without it (and
+  refuses another rule through ``DYMOE_EVAL_ASSIGN_RULE``);
 * ``hide_selector``'s weights favour each task's own bank on its test prompts.
 """
 import json
@@ -191,6 +192,10 @@ def test_oracle_picks_exactly_the_named_bank_and_refuses_without_it(selector_run
         _load(path, tiny, monkeypatch)
     with pytest.raises(CheckpointError, match="1..2"):
         _load(path, tiny, monkeypatch, task_id=3)
+    monkeypatch.setenv("DYMOE_EVAL_ASSIGN_RULE", "paper")
+    with pytest.raises(CheckpointError, match="cannot be swapped"):
+        _load(path, tiny, monkeypatch, task_id=1)
+    monkeypatch.delenv("DYMOE_EVAL_ASSIGN_RULE")
     data = _data(tiny, two_tasks["read"])
     batch = data["data_collator"]([data["train_dataset"][i] for i in range(3)])
     oracle = _load(path, tiny, monkeypatch, task_id=1)
@@ -216,3 +221,50 @@ def test_hide_weights_favour_each_tasks_own_bank(selector_runs, tiny, two_tasks,
         w = torch.cat(rows)
         assert w.shape == (6, 2)
         assert bool((w.argmax(dim=1) == bank).all()), f"{task}: weights {w.tolist()}"
+
+
+def test_bank_choice_reports_the_selectors_weights(selector_runs, tiny, two_tasks, monkeypatch):
+    """``cli bank-choice``'s own-bank share: for hide_selector the token-weighted mean weight its selector gives
+    the task's bank (recomputed prompt by prompt), for oracle_bank 1 (it is told each task in turn)."""
+    from llava_dymoe.diagnostics.bank_choice import run_bank_choice
+    from llava_dymoe.diagnostics.probe import Probe, read_questions
+
+    monkeypatch.delenv(TASK_ID_ENV, raising=False)
+    tasks = [(name, two_tasks[name].question_file) for name in TASKS]
+    folder = two_tasks["read"].image_folder
+    hide = selector_runs["hide_selector"][1]
+    report = run_bank_choice(hide, tiny.llm, tasks, folder, conditions=("as_asked",), max_questions=3)
+    probe = Probe(hide, tiny.llm)
+    for bank, (name, path) in enumerate(tasks):
+        mass, tokens = 0.0, 0
+        for _, ids, pixels, _ in probe.questions(read_questions(path, 3), folder):
+            n = ids.shape[1] - 1 + probe.n_patches  # the prompt's tokens after the image splice
+            mass += float(probe.model._dymoe_task_selector(probe.model, ids, pixels)[0, bank]) * n
+            tokens += n
+        assert report["conditions"]["as_asked"][name]["own"] == pytest.approx(mass / tokens, abs=1e-5)
+        assert report["conditions"]["as_asked"][name]["own"] > 0.5
+    oracle = run_bank_choice(selector_runs["oracle_bank"][1], tiny.llm, tasks, folder, conditions=("as_asked",),
+                             max_questions=2)
+    assert all(row["own"] == pytest.approx(1.0) for row in oracle["conditions"]["as_asked"].values())
+    assert TASK_ID_ENV not in os.environ
+
+
+@pytest.mark.slow  # about 35 s on 2 cores: two DeepSpeed trainings
+def test_anchors_under_zero2_and_zero3(selector_runs, tiny, two_tasks, tmp_path):
+    """Task 1 of hide_selector under DeepSpeed (one rank, CPU): the anchors only read the frozen towers, so they
+    equal the plain run's (which trained more steps): bit for bit under ZeRO-2, the text anchor bit for bit and
+    the image anchor within 1e-2 relative under ZeRO-3 (its vision tower runs in another dtype there; measured
+    0.0009 absolute)."""
+    from conftest import REPO, train_task
+
+    plain = read_anchors(selector_runs["hide_selector"][0])
+    for stage in ("zero2", "zero3"):
+        out = tmp_path / stage / "1_read_llava_hide_selector"
+        train_task(tiny, two_tasks["read"], out, 1, method="hide_selector", steps=2,
+                   deepspeed=os.path.join(REPO, "scripts", f"{stage}.json"))
+        got = read_anchors(str(out))
+        assert torch.equal(got.anchors["text"], plain.anchors["text"]) and torch.equal(got.counts, plain.counts)
+        if stage == "zero2":
+            assert torch.equal(got.anchors["image"], plain.anchors["image"])
+        else:
+            torch.testing.assert_close(got.anchors["image"], plain.anchors["image"], rtol=1e-2, atol=1e-2)
