@@ -86,3 +86,27 @@ def test_anchors_append_carry_old_rows_bit_for_bit_and_round_trip():
         second.append({"text": torch.zeros(7)}, 1)
     with pytest.raises(ValueError, match="one row per task"):
         TaskAnchors.from_tensors({"anchor.text": torch.zeros(3, 7), "count": torch.tensor([1, 2])})
+
+
+def test_config_task_selector_needs_the_given_rule():
+    from llava_dymoe.config import DyMoEConfig
+
+    ok = DyMoEConfig(assign_rule="given", task_selector="hide", use_tag=False)
+    assert ok.selector_temperature == 0.1 and ok.selector_samples == 512
+    with pytest.raises(ValueError, match="task_selector='oracle'.*--dymoe_assign_rule given"):
+        DyMoEConfig(task_selector="oracle")
+    with pytest.raises(ValueError, match="task_selector must be one of"):
+        DyMoEConfig(assign_rule="given", task_selector="nearest")
+    with pytest.raises(ValueError, match="selector_temperature must be > 0"):
+        DyMoEConfig(assign_rule="given", task_selector="hide", selector_temperature=0.0)
+    with pytest.raises(ValueError, match="selector_samples must be >= 1"):
+        DyMoEConfig(assign_rule="given", task_selector="hide", selector_samples=0)
+
+
+def test_the_two_recipes_differ_only_in_the_selector():
+    from llava_dymoe.methods import get_method
+
+    oracle, hide = (get_method(m).build_config().to_dict() for m in ("oracle_bank", "hide_selector"))
+    assert {k for k in oracle if oracle[k] != hide[k]} == {"task_selector"}
+    assert oracle["assign_rule"] == "given" and oracle["use_tag"] is False and oracle["c_exc"] == 0.0
+    assert "UPPER BOUND" in get_method("oracle_bank").description
