@@ -164,6 +164,14 @@ register_method(Method(
                 "each task's anchors / 0.1) weighs the banks in every projection (banks trained bit-identically to "
                 "oracle_bank)"))
 
+#: Recipes that are told what no deployed model knows (the task at evaluation): reports name them as upper bounds.
+UPPER_BOUNDS = ("oracle_bank",)
+
+
+def report_name(method: str) -> str:
+    """How reports name a run of ``method``: an upper bound carries the label, every other name is unchanged."""
+    return f"{method} (UPPER BOUND: told the task)" if method in UPPER_BOUNDS else method
+
 
 def get_method(name: str) -> Method:
     """The recipe registered as ``name``; ``KeyError`` lists the known methods."""

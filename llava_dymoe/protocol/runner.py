@@ -284,12 +284,13 @@ def write_outputs(layout: RunLayout, suite: Suite, records: List[Dict[str, Any]]
     """Rebuild matrix.csv/json, metrics.json, report.md (+ matrix.png) from the stage records; with
     ``oracle`` (``--oracle-routing``) also the restricted matrix and its report section."""
     from llava_dymoe.eval.report import write_metrics_json, write_run_report
+    from llava_dymoe.methods import report_name
 
     matrix = build_matrix(suite, records)
     matrix.to_csv(layout.path("matrix.csv"))
     matrix.to_json(layout.path("matrix.json"))
     summary = write_metrics_json(matrix, layout.path("metrics.json"))
-    write_run_report(matrix, layout.root, title=f"{layout.method} on {suite.name}", plot=plot)
+    write_run_report(matrix, layout.root, title=f"{report_name(layout.method)} on {suite.name}", plot=plot)
     # a suite whose tasks name a clean_scorer (CoIN: matrix.csv in CoIN's profile) also gets matrix_clean.csv
     from llava_dymoe.eval.profiles import write_clean_outputs
 

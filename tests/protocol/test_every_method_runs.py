@@ -68,6 +68,20 @@ def test_oracle_jobs_are_told_their_task(tmp_path):
         assert job["env"] == {"DYMOE_EVAL_MAX_TASKS": "2", **want}
 
 
+def test_reports_name_the_oracle_an_upper_bound(tmp_path):
+    from llava_dymoe.eval.report import comparison_markdown, load_run
+
+    runs = []
+    for method in ("oracle_bank", "hide_selector"):
+        d = tmp_path / method
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"method": method}))
+        (d / "matrix.csv").write_text("stage,A\n1_A,50.0\n")
+        runs.append(load_run(str(d)))
+    assert [r["name"] for r in runs] == ["oracle_bank (UPPER BOUND: told the task)", "hide_selector"]
+    assert "| oracle_bank (UPPER BOUND: told the task) |" in comparison_markdown(runs)
+
+
 def check_banks(method, s1, s2):
     cfg = get_method(method).build_config()
     e1, e2 = load_file(os.path.join(s1, ckpt.EXPERTS)), load_file(os.path.join(s2, ckpt.EXPERTS))
