@@ -29,11 +29,16 @@ METHODS = ("oracle_bank", "hide_selector")
 
 
 @pytest.fixture(scope="module")
-def two_tasks(tmp_path_factory):
+def selector_suite(tmp_path_factory):
     from llava_dymoe.synthetic.generate import generate_suite
 
-    suite = generate_suite(str(tmp_path_factory.mktemp("selector_suite")), seed=0, n_train=12, n_test=6,
-                           image_size=32, tasks=list(TASKS))
+    return generate_suite(str(tmp_path_factory.mktemp("selector_suite")), seed=0, n_train=12, n_test=6,
+                          image_size=32, tasks=list(TASKS))
+
+
+@pytest.fixture(scope="module")
+def two_tasks(selector_suite):
+    suite = selector_suite
     return {name: SimpleNamespace(train_json=suite.path(suite.tasks[name].train_json),
                                   question_file=suite.path(suite.tasks[name].question_file),
                                   image_folder=suite.image_folder) for name in TASKS}
@@ -221,6 +226,9 @@ def test_hide_weights_favour_each_tasks_own_bank(selector_runs, tiny, two_tasks,
         w = torch.cat(rows)
         assert w.shape == (6, 2)
         assert bool((w.argmax(dim=1) == bank).all()), f"{task}: weights {w.tolist()}"
+        # the padded training batch at once (answers and padding masked out): one row per sequence, the same rows
+        together = selector(model, batch["input_ids"], batch["images"], batch["attention_mask"], batch["labels"])
+        torch.testing.assert_close(together, w, rtol=1e-5, atol=1e-6)
 
 
 def test_bank_choice_reports_the_selectors_weights(selector_runs, tiny, two_tasks, monkeypatch):
@@ -268,3 +276,23 @@ def test_anchors_under_zero2_and_zero3(selector_runs, tiny, two_tasks, tmp_path)
             assert torch.equal(got.anchors["image"], plain.anchors["image"])
         else:
             torch.testing.assert_close(got.anchors["image"], plain.anchors["image"], rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.slow  # about 50 s on 2 cores: two stages through cli run, with --oracle-routing
+def test_oracle_bank_through_the_runner(selector_suite, tiny, tmp_path):
+    """``cli run --method oracle_bank``: every eval job is told its task (commands.log), the run finishes, and
+    its report names it an upper bound."""
+    from llava_dymoe.cli import main as cli
+
+    out = tmp_path / "run"
+    argv = ["run", "--suite", selector_suite.suite_yaml, "--data-root", selector_suite.root, "--method",
+            "oracle_bank", "--output-dir", str(out), "--base", tiny.llm, "--vision-tower", tiny.clip, "--threads", "1",
+            "--train-arg", "max_steps=2", "--train-arg", "per_device_train_batch_size=4", "--oracle-routing",
+            "--no-plot"]
+    assert cli(argv) == 0
+    log = (out / "commands.log").read_text().splitlines()
+    evals = [line for line in log if "-m llava_dymoe.eval " in line]
+    assert len(evals) == 4  # stage 1: read; stage 2: read, classify, and read restricted to one bank
+    read_q = selector_suite.path(selector_suite.tasks["read"].question_file)
+    assert all(f"{TASK_ID_ENV}={1 if read_q in line else 2} " in line for line in evals)
+    assert "oracle_bank (UPPER BOUND: told the task) on synthetic" in (out / "report.md").read_text()
