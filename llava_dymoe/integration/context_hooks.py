@@ -76,7 +76,7 @@ def _splice_recorder(ctx: DyMoEContext, splice):
     @functools.wraps(splice)
     def wrapped(*args, **kwargs):
         out = splice(*args, **kwargs)
-        labels = out[5]
+        labels = out[-1]  # the spliced labels come last on both lines (1.2: 6 values, 1.1: 5)
         ctx.supervised = labels != IGNORE_INDEX if isinstance(labels, torch.Tensor) else None
         return out
 
