@@ -12,7 +12,10 @@ does the work, mirroring upstream's LoRA branch and tail (llava-integration.md �
    error, never a silent base model);
 5. upstream's tail: image tokens, ``resize_token_embeddings``, vision tower load, dtype/device move.
 
-Inference routes over all experts with no TAG and no task id (method.md §1.6).
+Inference routes over all experts with no TAG and no task id (method.md §1.6).  The model comes back with a
+``DyMoEContext`` attached and filled from each forward (``context_hooks.install_context_hooks``: valid tokens,
+KV-cache length), which the opt-in rules read (the sequence bank pools a padded batch's valid prompt tokens;
+``assign_rule="given"`` reads ``bank_weights``, which the caller sets on ``layer._dymoe_ctx``).
 
 Oracle routing (opt-in, for analysis): with ``DYMOE_EVAL_MAX_TASKS=k`` in the environment (or
 ``max_tasks=k``), only banks ``t0..t{k-1}`` are loaded, so routing is restricted to the experts that
@@ -39,6 +42,8 @@ import torch
 
 # is_dymoe_checkpoint is re-exported: with load_dymoe_for_eval it is the hook pair patch E1 reads from this module
 from .checkpoint import CheckpointError, is_dymoe_checkpoint, load_non_lora, load_task_state  # noqa: F401
+from ..core import DyMoEContext
+from .context_hooks import install_context_hooks
 from .inject import inject, load_bank_state, num_tasks
 from .selector import install_task_selector, selector_for
 
@@ -204,4 +209,6 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
     if selector is not None:
         install_task_selector(model, selector)
     model.eval()
+    # valid tokens (a padded batch of prompts), KV-cache length, bank weights: the routing rules read them here
+    install_context_hooks(model, DyMoEContext())
     return tokenizer, model, vision_tower.image_processor, context_len
