@@ -31,7 +31,7 @@ KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 #: Router kinds (``DyMoEConfig.router``); "cosine" is DyMoE's, the others serve the baselines.
 ROUTERS = ("cosine", "linear", "none")
 #: Token-to-bank assignment rules (``DyMoEConfig.assign_rule``); "paper" is method.md's.
-ASSIGN_RULES = ("paper", "cascade")
+ASSIGN_RULES = ("paper", "cascade", "given")
 #: Targets of the specialisation loss (``DyMoEConfig.spe_target``); "paper" is method.md's.
 SPE_TARGETS = ("paper", "tag")
 #: How TAG measures the gap between group scores (``DyMoEConfig.tag_gap``); "similarity" is method.md's.
@@ -42,6 +42,8 @@ ROUTER_INITS = ("kaiming", "centroids")
 BANK_KEYS = ("router", "refreshed", "fitted")
 #: What the cascade decides a bank for (``DyMoEConfig.bank_scope``); "token" is the cascade's.
 BANK_SCOPES = ("token", "sequence")
+#: Who sets the per-sequence bank weights of ``assign_rule="given"`` at inference (``DyMoEConfig.task_selector``).
+TASK_SELECTORS = ("none", "oracle", "hide")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -99,7 +101,14 @@ class DyMoEConfig:
                                    "the paper): TAG's test applied bank by bank, newest first, at training AND at "
                                    "inference: a token goes to the newest bank that beats every earlier bank by "
                                    "D_rel > tau, else to the first bank (core.routing.cascade_assignment); needs "
-                                   "use_tag. No task id.")
+                                   "use_tag. No task id. 'given' (the oracle_bank / hide_selector baselines): "
+                                   "while training, every token uses only the newest bank (one bank per task, "
+                                   "trained on its own task's data); at inference the banks are weighted per "
+                                   "sequence by DyMoEContext.bank_weights [batch, tasks], set by a model-level "
+                                   "selector before the LLM forward (one-hot = the task id), times the top-k "
+                                   "(top_k capped at experts_per_task) softmax of the router logits inside each "
+                                   "bank (core/rules/given.py); an inference forward without bank_weights is "
+                                   "refused. Needs a router and expand.")
     spe_target: str = _f("paper", "Target y of the specialisation loss. 'paper': y = 1 - max_old w, above 0.5 for "
                                   "almost every token (method.md §3.2). 'tag' (beyond the paper): y = 1 where TAG "
                                   "calls the token new, 0 where it calls it old or ambiguous.")
@@ -149,6 +158,17 @@ class DyMoEConfig:
                                     "max(s - c_new, s - c_old), s = router_scale: 'tau closer to one group', "
                                     "which does not shrink when all scores are high (warm-started rows); needs "
                                     "the cosine router.")
+    task_selector: str = _f("none", "Who gives the per-sequence bank weights of assign_rule='given' at inference "
+                                    "(integration/selector.py). 'none': no selector. 'oracle' (the oracle_bank "
+                                    "baseline, an UPPER BOUND): the true task of the evaluation, from "
+                                    "DYMOE_EVAL_TASK_ID, one-hot. 'hide' (the hide_selector baseline, after "
+                                    "HiDe-LLaVA): softmax over tasks of the mean cosine of the input's image and "
+                                    "text features to each task's anchors (mean features of its training samples, "
+                                    "fitted at the end of the task and saved with the checkpoint).")
+    selector_temperature: float = _f(0.1, "Softmax temperature of task_selector='hide' over the tasks' similarities "
+                                          "(HiDe-LLaVA's 0.1).")
+    selector_samples: int = _f(512, "Training samples (a seeded draw) whose mean features make a task's anchors for "
+                                    "task_selector='hide' (HiDe-LLaVA averages over every training sample; ours).")
     num_tasks: int = _f(0, "Number of task banks present in the saved state (0 for a fresh model). Equals the "
                            "number of tasks learned when expand is True; 1 after any task when it is False.")
     format_version: int = _f(FORMAT_VERSION, "Version of this JSON layout.")
@@ -169,11 +189,12 @@ class DyMoEConfig:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("num_tasks", self.num_tasks, minimum=0)
         _check_int("router_init_batches", self.router_init_batches, minimum=1)
+        _check_int("selector_samples", self.selector_samples, minimum=1)
         _check_int("format_version", self.format_version, minimum=1)
         if self.format_version > FORMAT_VERSION:
             raise ValueError(f"format_version {self.format_version} is newer than this llava_dymoe supports "
                              f"({FORMAT_VERSION}); upgrade llava_dymoe to read this checkpoint")
-        for name in ("lora_alpha", "router_temperature", "rsr_temperature"):
+        for name in ("lora_alpha", "router_temperature", "rsr_temperature", "selector_temperature"):
             _check_real(name, getattr(self, name))
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -196,12 +217,16 @@ class DyMoEConfig:
             raise ValueError(f"router must be one of {list(ROUTERS)}, got {self.router!r}")
         for name, choices in (("assign_rule", ASSIGN_RULES), ("spe_target", SPE_TARGETS),
                               ("router_init", ROUTER_INITS), ("tag_gap", TAG_GAPS), ("bank_keys", BANK_KEYS),
-                              ("bank_scope", BANK_SCOPES)):
+                              ("bank_scope", BANK_SCOPES), ("task_selector", TASK_SELECTORS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}")
         if self.assign_rule == "cascade" and (not self.use_tag or self.router == "none"):
             raise ValueError("assign_rule='cascade' applies TAG's test bank by bank at training and inference: it "
                              "needs --dymoe_use_tag True and a router (--dymoe_router cosine)")
+        if self.assign_rule == "given" and (self.router == "none" or not self.expand):
+            raise ValueError("assign_rule='given' weighs one bank per task by the context's bank_weights and gates "
+                             "inside each bank on the router logits: it needs a router (--dymoe_router cosine or "
+                             f"linear) and --dymoe_expand True, got router={self.router!r}, expand={self.expand!r}")
         if self.tag_gap == "distance" and (self.router != "cosine" or self.router_scale <= 0):
             raise ValueError("tag_gap='distance' measures TAG's gap in cosine distance: it needs --dymoe_router "
                              f"cosine with --dymoe_router_scale > 0, got router={self.router!r}, "
@@ -217,6 +242,10 @@ class DyMoEConfig:
         if self.bank_scope == "sequence" and self.assign_rule != "cascade":
             raise ValueError("bank_scope='sequence' applies the cascade's bank decision per sequence: it needs "
                              f"--dymoe_assign_rule cascade, got assign_rule={self.assign_rule!r}")
+        if self.task_selector != "none" and (self.assign_rule != "given" or not self.expand):
+            raise ValueError(f"task_selector={self.task_selector!r} sets the per-task bank weights of the 'given' "
+                             "rule: it needs --dymoe_assign_rule given and --dymoe_expand True (one bank per task), "
+                             f"got assign_rule={self.assign_rule!r}, expand={self.expand!r}")
         if self.router_refresh and self.router_init != "centroids":
             raise ValueError("router_refresh=True re-centres rows that were set from the task's inputs: add "
                              "--dymoe_router_init centroids (or keep --dymoe_router_refresh False)")

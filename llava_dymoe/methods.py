@@ -147,6 +147,32 @@ register_method(Method(PLUS, config=SEQUENCE_BANK,
                 aliases=("dymoe_plus",))
 
 
+#: Task-identity baselines for ``dymoe_plus`` (issue 26; docs/beyond-the-paper.md section 7): one bank per task,
+#: trained alone on its task (``assign_rule="given"``: every training token uses the newest bank only; inside a
+#: bank the cosine router's top-k softmax, as in ``dymoe``), no TAG or RSR.  The two recipes differ only in
+#: ``task_selector``, which acts at inference alone (and, for ``hide``, in a pass over the task's data after
+#: training that reads no bank), so the same seed trains bit-identical banks (tested).
+GIVEN_BANK = {**_NO_DYMOE, "assign_rule": "given"}
+TASK_BASELINES = ("oracle_bank", "hide_selector")
+register_method(Method(
+    "oracle_bank", config={**GIVEN_BANK, "task_selector": "oracle"},
+    description="UPPER BOUND, not a method: one bank per task, trained alone; at evaluation the true task "
+                "(DYMOE_EVAL_TASK_ID, set by cli run) picks its bank (banks trained bit-identically to hide_selector)"))
+register_method(Method(
+    "hide_selector", config={**GIVEN_BANK, "task_selector": "hide"},
+    description="baseline: HiDe-LLaVA's task selector over one bank per task: softmax(mean image/text cosine to "
+                "each task's anchors / 0.1) weighs the banks in every projection (banks trained bit-identically to "
+                "oracle_bank)"))
+
+#: Recipes that are told what no deployed model knows (the task at evaluation): reports name them as upper bounds.
+UPPER_BOUNDS = ("oracle_bank",)
+
+
+def report_name(method: str) -> str:
+    """How reports name a run of ``method``: an upper bound carries the label, every other name is unchanged."""
+    return f"{method} (UPPER BOUND: told the task)" if method in UPPER_BOUNDS else method
+
+
 def get_method(name: str) -> Method:
     """The recipe registered as ``name``; ``KeyError`` lists the known methods."""
     return METHODS.get(name)

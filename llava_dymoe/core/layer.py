@@ -7,9 +7,12 @@ r = experts_per_task * expert_rank is the rank of one task's bank; expert e is a
 ``"t0", "t1", ...`` (``dymoe_A`` [r, in], ``dymoe_B`` [out, r], ``dymoe_router`` [experts, in]); the base
 ``weight``/``bias`` are the wrapped layer's own Parameters (no copy; state-dict names unchanged).
 
-Routing (fp32 whatever the input dtype): cosine logits over all experts; while training task >= 2 the
-TAG mask (method.md §3.1) restricts each token to the old or to the new group; top-k + softmax(z / T).
-The "new" group is always the last bank.  Eval mode routes over all experts with no TAG and no aux.
+Routing (fp32 whatever the input dtype): cosine logits over all experts; the config's token-to-bank rule
+(``core/rules``, one class per rule, chosen by ``rules.make_rule``) says which experts each token may use
+(the paper's: while training task >= 2 the TAG mask, method.md §3.1, restricts each token to the old or to
+the new group) or how much each bank weighs (``given``); then top-k + softmax(z / T).
+The "new" group is always the last bank.  Eval mode (the paper's rule) routes over all experts with no TAG
+and no aux.
 Baselines reuse the layer through ``DyMoEConfig``: ``router="linear"`` (dot-product logits, MoELoRA's
 dense softmax gate), ``router="none"`` (every expert weight 1: the banks are summed, LoRA / O-LoRA),
 ``c_orth`` (O-LoRA's orthogonality loss between the trainable bank's A and the frozen ones).
@@ -49,8 +52,8 @@ from torch import Tensor, nn
 
 from ..config import DyMoEConfig
 from .losses import masked_mean, new_expert_balance_loss, orthogonality_loss, rsr_losses
-from .routing import (cascade_assignment, cosine_logits_parts, gate, new_token_mask, routing_dtype,
-                      sequence_cascade_assignment)
+from .routing import banked_gate, cosine_logits_parts, gate, routing_dtype
+from .rules import Rule, RuleInput, make_rule, rule_key
 from .stats import RoutingStats
 from .transport import DyMoEContext, inject_aux
 
@@ -161,7 +164,7 @@ class DyMoELinear(nn.Linear):
         self.dymoe_dropout = nn.Dropout(cfg.lora_dropout) if cfg.lora_dropout > 0 else nn.Identity()
         self._dymoe_ctx: Optional[DyMoEContext] = None
         self._dymoe_cache: Dict[Tuple[str, ...], Tuple[tuple, Tuple[Tensor, Tensor, Tensor]]] = {}
-        self._dymoe_seq_bank: Optional[Tensor] = None  # bank_scope="sequence": the prompt's banks while decoding
+        self._dymoe_rule: Optional[Tuple[Tuple[str, str, str], Rule]] = None  # (rule_key, rule): ``_rule()``
 
     @classmethod
     def from_linear(cls, base: nn.Linear, cfg: DyMoEConfig) -> "DyMoELinear":
@@ -281,7 +284,8 @@ class DyMoELinear(nn.Linear):
     def train(self, mode: bool = True):
         if mode:  # the no-grad concatenation cache is for inference; free it when training resumes
             self._dymoe_cache.clear()
-        self._dymoe_seq_bank = None  # bank_scope="sequence": a prompt's decision never outlives a mode change
+        if self._dymoe_rule is not None:  # e.g. the sequence bank: a prompt's decision never outlives a mode change
+            self._dymoe_rule[1].reset()
         return super().train(mode)
 
     # ------------------------------------------------------------------ forward
@@ -293,32 +297,21 @@ class DyMoELinear(nn.Linear):
         cfg = self.dymoe_config
         xf = x.reshape(-1, self.in_features)
         parts = self._parts()
-        multi = self.training and self.num_tasks >= 2
-        n_old = self.num_experts - self.experts_per_task if multi else 0
+        n_old = self.num_experts - self.experts_per_task if self.training and self.num_tasks >= 2 else 0
         use_new = logits = None
         if cfg.router == "none":  # LoRA / O-LoRA: every expert (bank) with weight 1
             g = torch.ones(xf.shape[0], self.num_experts, dtype=routing_dtype(xf.dtype), device=xf.device)
         else:
             scale = cfg.router_scale if cfg.router == "cosine" else 0.0  # scale <= 0: dot product
             logits = cosine_logits_parts(xf, [p[2] for p in parts], scale)  # fp32 [N, E]
-            allowed = None
-            if cfg.assign_rule == "cascade" and self.num_tasks >= 2:  # training and inference alike
-                score = logits
-                if "dymoe_key" in self.bank_names:  # the bank decision on the keys, the gate on the router rows
-                    score = cosine_logits_parts(xf, [self.dymoe_key[k] for k in self.task_keys()], scale)
-                if cfg.bank_scope == "sequence":
-                    bank = self._sequence_bank(score, x)
-                else:
-                    bank = cascade_assignment(score, self.experts_per_task, cfg.tau, cfg.tag_gap, cfg.router_scale)
-                bank_of = torch.arange(self.num_experts, device=logits.device) // self.experts_per_task
-                allowed = bank[:, None] == bank_of[None, :]
-                if multi:
-                    use_new = bank == self.num_tasks - 1
-            elif multi and cfg.use_tag:
-                use_new = new_token_mask(logits, n_old, cfg.tau, cfg.tag_gap, cfg.router_scale)
-                is_new = torch.arange(self.num_experts, device=logits.device) >= n_old
-                allowed = use_new[:, None] == is_new[None, :]
-            g = gate(logits, cfg.top_k, cfg.router_temperature, allowed)
+            keys = [self.dymoe_key[k] for k in self.task_keys()] if "dymoe_key" in self.bank_names else ()
+            a = self._rule().assign(RuleInput(xf, logits, tuple(x.shape[:-1]), self.training, self.num_tasks,
+                                              self.experts_per_task, n_old, cfg, self._dymoe_ctx, keys, scale))
+            use_new = a.use_new
+            if a.bank_weights is not None:
+                g = banked_gate(logits, self.experts_per_task, cfg.top_k, cfg.router_temperature, a.bank_weights)
+            else:
+                g = gate(logits, cfg.top_k, cfg.router_temperature, a.allowed)
             if self._dymoe_stats is not None:
                 self._record_stats(logits, g)
         aux: List[Tuple[Tensor, float]] = []
@@ -330,26 +323,17 @@ class DyMoELinear(nn.Linear):
             y = self._mix_sparse(xf, g, parts, aux)
         return y.view(*x.shape[:-1], self.out_features)
 
-    def _sequence_bank(self, score: Tensor, x: Tensor) -> Tensor:
-        """``bank_scope="sequence"``: the cascade's bank (margin ``sequence_tau``) per sequence of ``x``
-        ``[batch, S, in]`` (a 2-D ``x`` is one sequence), broadcast to its tokens, int64 ``[batch * S]``.  Valid
-        tokens come from the attached context.  At inference the decision of a forward of several tokens (the
-        prompt) is kept, and a one-token forward of the same batch size (a decoding step with the KV cache) reuses
-        it, so generated tokens stay in their prompt's bank; a forward of several tokens replaces it, ``train()``
-        drops it."""
-        cfg = self.dymoe_config
-        batch = x.shape[0] if x.dim() >= 3 else 1
-        seq_len = score.shape[0] // batch
-        kept = self._dymoe_seq_bank
-        if not self.training and seq_len == 1 and kept is not None and kept.shape[0] == batch:
-            seq = kept
-        else:
-            ctx = self._dymoe_ctx
-            valid = ctx.token_valid(score.shape[0], score.device) if ctx is not None else None
-            seq = sequence_cascade_assignment(score, batch, self.experts_per_task, cfg.sequence_tau, cfg.tag_gap,
-                                              cfg.router_scale, valid)
-            self._dymoe_seq_bank = None if self.training else seq
-        return seq.repeat_interleave(seq_len)
+    def _rule(self) -> Rule:
+        """The token-to-bank rule of the config (``core/rules``), rebuilt when its fields change."""
+        key = rule_key(self.dymoe_config)
+        if self._dymoe_rule is None or self._dymoe_rule[0] != key:
+            self._dymoe_rule = (key, make_rule(self.dymoe_config))
+        return self._dymoe_rule[1]
+
+    @property
+    def _dymoe_seq_bank(self) -> Optional[Tensor]:
+        """``bank_scope="sequence"`` at inference: the kept prompt's bank per sequence, int64 ``[B]`` (or None)."""
+        return getattr(self._dymoe_rule[1], "kept", None) if self._dymoe_rule is not None else None
 
     def _record_stats(self, logits: Tensor, g: Tensor) -> None:
         """Hand this forward's routing to the attached ``RoutingStats`` (valid tokens/kinds from the context)."""

@@ -285,3 +285,20 @@ def sequence_cascade_assignment(logits: Tensor, batch: int, experts_per_bank: in
         count = w.sum(dim=1)
         pooled = torch.where(count > 0, (c * w).sum(dim=1) / count.clamp_min(1.0), c.mean(dim=1))
     return cascade_from_bank_scores(pooled, tau, gap, scale)
+
+
+def banked_gate(logits: Tensor, experts_per_bank: int, top_k: int, temperature: float,
+                bank_weights: Tensor) -> Tensor:
+    """Bank-weighted gate (``assign_rule="given"``): ``g[n, e] = w[n, bank(e)] * p[n, e]``, where ``p`` is
+    ``gate`` applied inside each bank on its own (top ``min(top_k, experts_per_bank)`` of the bank's logits,
+    ``softmax(z / temperature)``) and ``w`` ``[N, B]`` the per-token bank weights.  A bank of weight 0 gets exact
+    zeros.  Returns ``[N, E]`` in fp32 (fp64 for fp64 logits)."""
+    _check_logits(logits)
+    n, e = logits.shape
+    if e % experts_per_bank:
+        raise ValueError(f"banked_gate: {e} experts is not a whole number of banks of {experts_per_bank}")
+    nb = e // experts_per_bank
+    if tuple(bank_weights.shape) != (n, nb):
+        raise ValueError(f"banked_gate: bank_weights must be [{n}, {nb}], got {tuple(bank_weights.shape)}")
+    p = gate(logits.reshape(n * nb, experts_per_bank), min(top_k, experts_per_bank), temperature)
+    return p.view(n, e) * bank_weights.to(p.dtype).repeat_interleave(experts_per_bank, dim=1)

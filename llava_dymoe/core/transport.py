@@ -131,6 +131,16 @@ class DyMoEContext:
         collector: ``AuxCollector`` for logging, or None.
         token_kind: int ``[B, S]`` token kinds for the routing statistics (``core/stats.py``
             ``KIND_NAMES``: 0 image, 1 instruction, 2 answer, < 0 none) or None.
+        supervised: bool ``[B, S]``, True where the token has a label after LLaVA's splice (label !=
+            IGNORE_INDEX: the answers), or None = no labels (inference).  The sequence bank pools the valid tokens
+            that are not supervised, the prompt (``token_prompt``).
+        past_len: tokens the KV cache held before this forward (from the LLM body's inputs; 0 = no cache), or
+            None = unknown.  The sequence bank reuses a prompt's decision only for forwards that continue its
+            cache (``core/rules/sequence.py``).
+        bank_weights: float ``[B, T]`` per-sequence weights of the T task banks for ``assign_rule="given"`` at
+            inference (one row per sequence of the batch; one-hot = a known task, a softmax over task
+            similarities = a selector), set by a model-level selector before the LLM forward; it stays valid for
+            the KV-cache decoding steps of the same B sequences.  None = not given (the rule then refuses).
     """
 
     rho: float = 1.0
@@ -140,6 +150,9 @@ class DyMoEContext:
     valid_mask: Optional[Tensor] = None
     collector: Optional[AuxCollector] = None
     token_kind: Optional[Tensor] = None
+    supervised: Optional[Tensor] = None
+    past_len: Optional[int] = None
+    bank_weights: Optional[Tensor] = None
 
     def aux_grad_scale(self) -> float:
         """``rho * grad_scale / (grad_accum * num_modules)``."""
@@ -157,23 +170,33 @@ class DyMoEContext:
 
     def token_valid(self, n_tokens: int, device: torch.device) -> Optional[Tensor]:
         """The validity mask flattened to ``[n_tokens]`` (None = all valid)."""
-        if self.valid_mask is None:
-            return None
-        if self.valid_mask.numel() != n_tokens:
-            raise ValueError(f"DyMoEContext.valid_mask has {self.valid_mask.numel()} elements (shape "
-                             f"{tuple(self.valid_mask.shape)}) but the layer input has {n_tokens} tokens; set "
-                             f"it from the attention mask of the current (post-splice) batch")
-        return self.valid_mask.reshape(-1).to(device=device, dtype=torch.bool)
+        return _flat(self.valid_mask, "valid_mask", n_tokens, device, torch.bool,
+                     "from the attention mask of the current (post-splice) batch")
+
+    def token_prompt(self, n_tokens: int, device: torch.device) -> Optional[Tensor]:
+        """The prompt tokens flattened to ``[n_tokens]``: valid and not supervised (None = all tokens)."""
+        valid = self.token_valid(n_tokens, device)
+        sup = _flat(self.supervised, "supervised", n_tokens, device, torch.bool,
+                    "from the labels of the current (post-splice) batch")
+        if sup is None:
+            return valid
+        return ~sup if valid is None else valid & ~sup
 
     def token_kinds(self, n_tokens: int, device: torch.device) -> Optional[Tensor]:
         """The token-kind mask flattened to ``[n_tokens]`` (None = no kinds given)."""
-        if self.token_kind is None:
-            return None
-        if self.token_kind.numel() != n_tokens:
-            raise ValueError(f"DyMoEContext.token_kind has {self.token_kind.numel()} elements but the layer input "
-                             f"has {n_tokens} tokens; set it for the current (post-splice) batch")
-        return self.token_kind.reshape(-1).to(device=device, dtype=torch.long)
+        return _flat(self.token_kind, "token_kind", n_tokens, device, torch.long, "for the current (post-splice) batch")
 
     @property
     def recording(self) -> bool:
         return self.collector is not None and self.collector.active
+
+
+def _flat(mask: Optional[Tensor], name: str, n_tokens: int, device: torch.device, dtype: torch.dtype,
+          hint: str) -> Optional[Tensor]:
+    """``mask`` flattened to ``[n_tokens]`` on ``device`` in ``dtype`` (None stays None); a size mismatch raises."""
+    if mask is None:
+        return None
+    if mask.numel() != n_tokens:
+        raise ValueError(f"DyMoEContext.{name} has {mask.numel()} elements (shape {tuple(mask.shape)}) but the layer "
+                         f"input has {n_tokens} tokens; set it {hint}")
+    return mask.reshape(-1).to(device=device, dtype=dtype)

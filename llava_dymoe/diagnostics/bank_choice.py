@@ -16,15 +16,21 @@ task bank (``text``, for ``swapped``), and the share per bank, each the mean ove
 ``bank_scope=sequence`` every prompt's tokens sit in one bank per module, so ``own`` is the token-weighted share
 of (prompt, module) decisions that chose the right bank.
 
+Task selectors (``oracle_bank``, ``hide_selector``: ``assign_rule="given"``): every token of a prompt carries its
+prompt's bank weights, so ``own`` is the mean weight the selector gave the task's own bank (token-weighted over
+the prompts).  An ``oracle_bank`` checkpoint is told each task in turn (task ``i``'s questions run with bank
+``t{i-1}``), so its ``own`` is 1 by construction: the row an upper bound has.
+
 Why: the synthetic suite gives each task its own question template, a cue that CoIN's short-answer tasks
 (TextVQA, GQA, VizWiz, VQAv2, OCR-VQA) do not offer, since they share their instruction and overlap in their
 questions.  A bank decision that follows the text would not carry over to them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..core import RoutingStats
 from .probe import Probe, read_questions
@@ -73,7 +79,9 @@ def run_bank_choice(ckpt: str, model_base: str, tasks: Sequence[Tuple[str, str]]
         raise ValueError(f"task names must differ (their rows are reported by name), got {names}; name each task "
                          "once, in training order")
     loaded = [(name, read_questions(path, max_questions)) for name, path in tasks]
-    probe = Probe(ckpt, model_base)
+    with _oracle_told_first_task(ckpt):
+        probe = Probe(ckpt, model_base)
+    selector = getattr(probe.model, "_dymoe_task_selector", None)
     if probe.num_tasks < len(tasks):
         raise ValueError(f"{ckpt} has {probe.num_tasks} bank(s) but {len(tasks)} tasks were given; pass the "
                          "tasks the checkpoint was trained on, in training order")
@@ -83,6 +91,8 @@ def run_bank_choice(ckpt: str, model_base: str, tasks: Sequence[Tuple[str, str]]
         rows_per_task = prompts(loaded, condition)
         per_task = {}
         for i, ((name, _), rows) in enumerate(zip(loaded, rows_per_task)):
+            if selector is not None and selector.kind == "oracle":
+                selector.task_index = i  # the oracle is told the task whose questions run
             stats = RoutingStats()
             for _, ids, pixels, _size in probe.questions(rows, image_folder):
                 probe.route(stats, ids, pixels)
@@ -99,6 +109,29 @@ def run_bank_choice(ckpt: str, model_base: str, tasks: Sequence[Tuple[str, str]]
         with open(os.path.join(output_dir, "bank_choice.md"), "w") as f:
             f.write(markdown(report))
     return report
+
+
+@contextlib.contextmanager
+def _oracle_told_first_task(ckpt: str) -> Iterator[None]:
+    """An ``oracle_bank`` checkpoint loads only when told a task: task 1 while loading (each task's questions are
+    then run with their own task, ``run_bank_choice``); any other checkpoint is left alone."""
+    from ..integration.checkpoint import read_config_json
+    from ..integration.selector import TASK_ID_ENV
+
+    try:
+        oracle = (read_config_json(ckpt).get("dymoe") or {}).get("config", {}).get("task_selector") == "oracle"
+    except (OSError, ValueError):
+        oracle = False
+    saved = os.environ.get(TASK_ID_ENV)
+    if oracle:
+        os.environ[TASK_ID_ENV] = "1"
+    try:
+        yield
+    finally:
+        if oracle and saved is None:
+            os.environ.pop(TASK_ID_ENV, None)
+        elif oracle:
+            os.environ[TASK_ID_ENV] = saved
 
 
 def markdown(report: Dict[str, Any]) -> str:

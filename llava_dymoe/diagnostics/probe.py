@@ -18,7 +18,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..core import DyMoEContext, RoutingStats, attach_context, attach_stats
+from ..core import DyMoEContext, RoutingStats, attach_stats
+from ..integration.context_hooks import install_context_hooks
 from ..integration.inject import num_tasks
 from ..integration.token_kinds import ANSWER, IMAGE, INSTRUCTION, kind_mask  # noqa: F401 (re-exported)
 
@@ -60,9 +61,9 @@ class Probe:
                                                                        device_map="cpu")
         self.model = model.float().eval()
         self.num_tasks = num_tasks(self.model)
-        self.ctx = DyMoEContext()
-        attach_context(self.model, self.ctx)
-        self.model.get_model().register_forward_pre_hook(self._check_kinds, with_kwargs=True)
+        # the loader's context hooks (valid tokens, KV-cache length) fill this context; the kinds are checked first
+        self.ctx = install_context_hooks(self.model, DyMoEContext())
+        self.model.get_model().register_forward_pre_hook(self._check_kinds, with_kwargs=True, prepend=True)
 
     def _check_kinds(self, module, args, kwargs) -> None:
         kind, embeds = self.ctx.token_kind, kwargs.get("inputs_embeds")

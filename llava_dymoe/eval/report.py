@@ -102,7 +102,9 @@ def load_run(out_dir: str) -> Dict[str, Any]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{run_json}: not valid JSON (line {e.lineno}: {e.msg})") from None
         if isinstance(meta, dict) and meta.get("method"):
-            name = str(meta["method"])
+            from llava_dymoe.methods import report_name
+
+            name = report_name(str(meta["method"]))
     csv_path, metrics_path = os.path.join(out_dir, "matrix.csv"), os.path.join(out_dir, "metrics.json")
     if os.path.isfile(csv_path):
         matrix = AccuracyMatrix.from_csv(csv_path)

@@ -12,7 +12,10 @@ does the work, mirroring upstream's LoRA branch and tail (llava-integration.md �
    error, never a silent base model);
 5. upstream's tail: image tokens, ``resize_token_embeddings``, vision tower load, dtype/device move.
 
-Inference routes over all experts with no TAG and no task id (method.md §1.6).
+Inference routes over all experts with no TAG and no task id (method.md §1.6).  The model comes back with a
+``DyMoEContext`` attached and filled from each forward (``context_hooks.install_context_hooks``: valid tokens,
+KV-cache length), which the opt-in rules read (the sequence bank pools a padded batch's valid prompt tokens;
+``assign_rule="given"`` reads ``bank_weights``, which the caller sets on ``layer._dymoe_ctx``).
 
 Oracle routing (opt-in, for analysis): with ``DYMOE_EVAL_MAX_TASKS=k`` in the environment (or
 ``max_tasks=k``), only banks ``t0..t{k-1}`` are loaded, so routing is restricted to the experts that
@@ -21,6 +24,9 @@ existed when task ``k`` was learned.  With the projector frozen over the sequenc
 difference from the unrestricted evaluation is the routing drift caused by the later banks.  The
 variable is read here, at load time, because upstream's eval scripts call ``load_pretrained_model``
 and must stay unchanged.  Empty or unset = all banks (the default).
+
+Task selectors (``task_selector``, methods ``oracle_bank`` and ``hide_selector``): the checkpoint's selector is
+hooked into the model (``selector.py``); ``oracle_bank`` needs ``DYMOE_EVAL_TASK_ID=i``, the true task.
 
 Assignment rule (opt-in, for analysis): ``DYMOE_EVAL_ASSIGN_RULE=cascade`` (or ``assign_rule=``) evaluates
 the checkpoint with TAG's decision kept at inference (``DyMoEConfig.assign_rule``, ``core.routing.
@@ -36,7 +42,10 @@ import torch
 
 # is_dymoe_checkpoint is re-exported: with load_dymoe_for_eval it is the hook pair patch E1 reads from this module
 from .checkpoint import CheckpointError, is_dymoe_checkpoint, load_non_lora, load_task_state  # noqa: F401
+from ..core import DyMoEContext
+from .context_hooks import install_context_hooks
 from .inject import inject, load_bank_state, num_tasks
+from .selector import install_task_selector, selector_for
 
 log = logging.getLogger("llava_dymoe.eval")
 
@@ -67,6 +76,11 @@ def override_assign_rule(state, assign_rule):
     if cfg.router == "none":
         raise CheckpointError(f"{ASSIGN_RULE_ENV}={assign_rule}: method {state['dymoe'].get('method')!r} has no "
                               f"router (router='none'), so there is no token-to-bank rule to change; unset it")
+    if cfg.task_selector != "none" or assign_rule == "given":
+        raise CheckpointError(f"{ASSIGN_RULE_ENV}={assign_rule}: the 'given' rule weighs one bank per task by a task "
+                              f"selector fixed at training (method {state['dymoe'].get('method')!r}, task_selector="
+                              f"{cfg.task_selector!r}); it cannot be swapped with another rule at load time. Unset "
+                              f"{ASSIGN_RULE_ENV}, or train with --dymoe_method oracle_bank / hide_selector")
     extra = {"use_tag": True} if assign_rule == "cascade" else {}
     return {**state, "config": DyMoEConfig.from_dict({**cfg.to_dict(), "assign_rule": assign_rule, **extra})}
 
@@ -160,6 +174,7 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
         state = override_assign_rule(state, rule)
         log.warning("ASSIGN RULE (%s): %s is evaluated with assign_rule=%r instead of its own %r; this is NOT "
                     "the checkpoint's normal model", ASSIGN_RULE_ENV, model_path, rule, own)
+    selector = selector_for(state["config"], model_path)  # task_selector: oracle_bank / hide_selector
     kw = {"device_map": device_map, **kwargs}
     if device != "cuda":
         kw["device_map"] = {"": device}
@@ -191,5 +206,9 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
     if device_map != "auto":
         vision_tower.to(device=device_map, dtype=torch.float16)
     context_len = getattr(model.config, "max_sequence_length", 2048)
+    if selector is not None:
+        install_task_selector(model, selector)
     model.eval()
+    # valid tokens (a padded batch of prompts), KV-cache length, bank weights: the routing rules read them here
+    install_context_hooks(model, DyMoEContext())
     return tokenizer, model, vision_tower.image_processor, context_len

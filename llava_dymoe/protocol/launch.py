@@ -30,6 +30,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from llava_dymoe.eval.suite import TaskSpec
 from llava_dymoe.integration import process_hygiene as hygiene
 from llava_dymoe.integration.eval_loader import MAX_TASKS_ENV
+from llava_dymoe.integration.selector import TASK_ID_ENV
 from llava_dymoe.patches.lines import generator_takes_max_new_tokens
 from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, dymoe_flags, free_port, llava_train_argv,
                                                 single_rank_env)
@@ -82,12 +83,23 @@ def train_command(opts: RunOptions, task: TaskSpec, t: int, output_dir: str, pre
     return [sys.executable, "-m", DYMOE_TRAIN_MODULE, *argv], env
 
 
+def told_the_task(opts: RunOptions) -> bool:
+    """Whether the run's method is told the true task at evaluation (``task_selector="oracle"``: ``oracle_bank``,
+    an upper bound)."""
+    from llava_dymoe.methods import get_method
+
+    return str(opts.dymoe_args.get("task_selector") or get_method(opts.method).config.get("task_selector")) \
+        == "oracle"
+
+
 def eval_job(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: str,
-             max_tasks: Optional[int] = None) -> Dict[str, object]:
+             max_tasks: Optional[int] = None, task_number: Optional[int] = None) -> Dict[str, object]:
     """One upstream eval of ``task`` with ``checkpoint``: ``{"task", "module", "argv", "env"}`` for eval_batch.
 
     ``max_tasks=k`` (``--oracle-routing``) sets ``DYMOE_EVAL_MAX_TASKS=k`` for that job: the checkpoint is
-    loaded with its first ``k`` task banks only (``llava_dymoe.integration.eval_loader``).
+    loaded with its first ``k`` task banks only (``llava_dymoe.integration.eval_loader``).  ``task_number``: the
+    task's 1-based place in the suite, passed as ``DYMOE_EVAL_TASK_ID`` to a method told the true task
+    (``told_the_task``: ``oracle_bank``).
     """
     argv = ["--model-path", checkpoint, "--model-base", opts.base, "--question-file", task.question_file,
             "--image-folder", task.image_root, "--answers-file", answers_file,
@@ -96,6 +108,8 @@ def eval_job(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: st
         argv += ["--max_new_tokens", str(opts.eval_max_new_tokens or task.max_new_tokens)]
     argv += list(EXTRA_EVAL_FLAGS.get(task.generator, ()))
     env = {} if max_tasks is None else {MAX_TASKS_ENV: str(int(max_tasks))}
+    if task_number is not None and told_the_task(opts):
+        env[TASK_ID_ENV] = str(int(task_number))
     return {"task": task.name, "module": task.generator, "argv": argv, "env": env}
 
 

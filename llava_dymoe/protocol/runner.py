@@ -178,12 +178,13 @@ class _Stages:
             pending.append(spec)
         if not pending:
             return scores, dirs, None
-        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(dirs[spec.name], ANSWERS))
-                for spec in pending]
+        number = {spec.name: i for i, spec in enumerate(self.suite.tasks, start=1)}
+        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(dirs[spec.name], ANSWERS),
+                                task_number=number[spec.name]) for spec in pending]
         jobs_file = write_json_atomic(os.path.join(self.layout.eval_root(t, task.name), "jobs.json"), jobs)
         for job in jobs:
             launch.log_command(self.layout.commands_log, self.label(t, f"eval {job['task']} (in the batch below)"),
-                               launch.shim_command(job), self.threads)
+                               launch.shim_command(job), {**self.threads, **job["env"]})
         status(f"{self.label(t, 'evaluating')} {', '.join(s.name for s in pending)}")
         seconds = launch.run_logged(launch.batch_command(jobs_file), env=self.threads,
                                     log_path=self.layout.eval_log(t, task.name),
@@ -230,7 +231,7 @@ class _Stages:
             pending.append((i, spec, d))
         if not pending:
             return done, False
-        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(d, ANSWERS), max_tasks=i)
+        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(d, ANSWERS), max_tasks=i, task_number=i)
                 for i, spec, d in pending]
         jobs_file = write_json_atomic(os.path.join(self.layout.restricted_root(t, task.name), "jobs.json"), jobs)
         for job in jobs:
@@ -272,12 +273,13 @@ def write_outputs(layout: RunLayout, suite: Suite, records: List[Dict[str, Any]]
     """Rebuild matrix.csv/json, metrics.json, report.md (+ matrix.png) from the stage records; with
     ``oracle`` (``--oracle-routing``) also the restricted matrix and its report section."""
     from llava_dymoe.eval.report import write_metrics_json, write_run_report
+    from llava_dymoe.methods import report_name
 
     matrix = build_matrix(suite, records)
     matrix.to_csv(layout.path("matrix.csv"))
     matrix.to_json(layout.path("matrix.json"))
     summary = write_metrics_json(matrix, layout.path("metrics.json"))
-    write_run_report(matrix, layout.root, title=f"{layout.method} on {suite.name}", plot=plot)
+    write_run_report(matrix, layout.root, title=f"{report_name(layout.method)} on {suite.name}", plot=plot)
     # a suite whose tasks name a clean_scorer (CoIN: matrix.csv in CoIN's profile) also gets matrix_clean.csv
     from llava_dymoe.eval.profiles import write_clean_outputs
 

@@ -21,15 +21,17 @@ _NOT_FLAGS = ("num_tasks", "format_version")
 def method_help(training_flag: bool = True) -> str:
     """The ``--dymoe_method`` help (``training_flag``; ``cli run --method`` otherwise): every recipe, and what
     ``dymoe_plus`` (beyond the paper) sets."""
-    from ..methods import METHODS, PLUS, VARIANTS, get_method
+    from ..methods import METHODS, PLUS, TASK_BASELINES, VARIANTS, get_method
 
     plus = get_method("dymoe_plus")
     recipe = ", ".join(f"{k}={v}" for k, v in plus.config.items())
-    others = [n for n in METHODS.names() if n not in VARIANTS and n not in ("dymoe", PLUS)]
+    others = [n for n in METHODS.names() if n not in VARIANTS and n not in ("dymoe", PLUS, *TASK_BASELINES)]
     text = (f"Method recipe (llava_dymoe.methods): dymoe (the paper{', default' if training_flag else ''}); "
             f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (dymoe + "
             f"{recipe}; our recommended improvement, measured at two widths and three task orders on the "
-            f"synthetic suite: docs/beyond-the-paper.md), and the earlier variants {', '.join(VARIANTS)}")
+            f"synthetic suite: docs/beyond-the-paper.md), and the earlier variants {', '.join(VARIANTS)}; "
+            "task-identity baselines for dymoe_plus (one bank per task): oracle_bank (an UPPER BOUND: told the "
+            "true task at evaluation) and hide_selector (HiDe-LLaVA's selector: image and text anchors per task)")
     return text + ("; 'none' trains as upstream LLaVA" if training_flag else "")
 
 

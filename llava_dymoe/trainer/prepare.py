@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ..config import DyMoEConfig
-from ..core import AuxCollector, DyMoEContext, DyMoELinear, attach_context, dymoe_layers
+from ..core import AuxCollector, DyMoEContext, DyMoELinear, dymoe_layers
 from ..errors import ConfigError
 from ..integration import checkpoint as ckpt
+from ..integration.context_hooks import install_context_hooks
 from ..integration.inject import add_task, inject, load_bank_state, num_tasks
 from ..methods import Method, get_method
 from .arguments import config_overrides
@@ -59,23 +60,6 @@ def _check_sequence(args: Any, prev: Optional[Dict[str, Any]]) -> None:
         saved = {"task_id": prev["dymoe"].get("task_id", prev["config"].num_tasks),
                  "method": prev["dymoe"].get("method")}
     check_sequence(args.dymoe_task_id, args.dymoe_prev_ckpt, args.dymoe_method, saved)
-
-
-def _token_validity_hook(ctx: DyMoEContext):
-    """Forward pre-hook on the LLM body: the post-splice attention mask marks the valid tokens."""
-
-    def hook(module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        if mask is None and len(args) > 1:
-            mask = args[1]
-        ctx.valid_mask = mask.bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        embeds = kwargs.get("inputs_embeds")
-        if ctx.token_kind is not None and embeds is not None and tuple(ctx.token_kind.shape) != tuple(embeds.shape[:2]):
-            log.warning("routing statistics: token kinds %s do not match the spliced batch %s; this batch is "
-                        "recorded without kinds", tuple(ctx.token_kind.shape), tuple(embeds.shape[:2]))
-            ctx.token_kind = None
-
-    return hook
 
 
 def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = False) -> DyMoERun:
@@ -118,8 +102,7 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
 
     ctx = DyMoEContext(grad_accum=max(1, int(args.gradient_accumulation_steps)), num_modules=len(report),
                        collector=AuxCollector())
-    attach_context(model, ctx)
-    model.get_model().register_forward_pre_hook(_token_validity_hook(ctx), with_kwargs=True)
+    install_context_hooks(model, ctx)  # valid tokens, labels after the splice, KV-cache length
     args.gradient_checkpointing_kwargs = {"use_reentrant": bool(args.dymoe_use_reentrant)}
     _zero3_leaf_modules(model)
 

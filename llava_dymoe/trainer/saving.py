@@ -59,6 +59,17 @@ def routing_stats_file(trainer) -> Dict[str, str]:
     return {ROUTING_STATS: json.dumps(record, indent=1, sort_keys=True)}
 
 
+def anchors_file(trainer) -> Dict[str, bytes]:
+    """``{"dymoe_anchors.safetensors": ...}`` with every task's selector anchors (``task_selector="hide"``), else
+    ``{}``."""
+    anchors = getattr(trainer, "dymoe_anchors", None)
+    if anchors is None:
+        return {}
+    from ..integration.selector import ANCHORS, anchors_bytes
+
+    return {ANCHORS: anchors_bytes(anchors)}
+
+
 def llava_gather() -> Callable:
     """LLaVA's ZeRO-3-aware parameter gather (a collective under ZeRO-3: call on every rank)."""
     from llava.train.train import maybe_zero_3
@@ -98,7 +109,8 @@ def save_dymoe_task(trainer, output_dir: str, gather: Callable, finished: bool =
         write_task_checkpoint(output_dir, model_config=model.config, dymoe_cfg=run.cfg, method=run.method.name,
                               task_id=run.task_id, experts=experts, non_lora=non_lora,
                               run_args=run_args_record(trainer.args, run), prev_ckpt=run.prev_ckpt,
-                              extra_files=routing_stats_file(trainer) if finished else None, finished=finished,
+                              extra_files={**routing_stats_file(trainer), **anchors_file(trainer)} if finished
+                              else None, finished=finished,
                               base_model=run.base_model)
     if trainer.args.world_size > 1:
         import torch.distributed as dist

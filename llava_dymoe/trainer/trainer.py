@@ -59,7 +59,7 @@ class DyMoETrainerMixin:
             self.dymoe = prepare_model(model, args, pretrain_adapter_given=self._dymoe_pretrain_adapter_given())
         self._dymoe_step_stats = self._dymoe_task_stats = None
         self._dymoe_phase_stats = []
-        self.dymoe_router_init = self.dymoe_router_refresh = None
+        self.dymoe_router_init = self.dymoe_router_refresh = self.dymoe_anchors = None
         self._dymoe_data = {k: kwargs.get(k) for k in ("train_dataset", "data_collator")}
         if self.dymoe is not None and self.dymoe.cfg.router_init == "centroids" and self.dymoe.cfg.expand:
             self.dymoe_router_init = _centroid_init(model, args, self.dymoe, kwargs)
@@ -160,6 +160,8 @@ class DyMoETrainerMixin:
             if cfg.bank_keys != "router":
                 self.dymoe_router_refresh["keys"] = _centroid_init(self.model, self.args, self.dymoe,
                                                                    self._dymoe_data, refresh="dymoe_key")
+        if cfg.task_selector == "hide":  # the task's anchors, after its training (the banks are not read)
+            self.dymoe_anchors = _fit_anchors(self.model, self.args, self.dymoe, self._dymoe_data)
         return out
 
     def _dymoe_checked_resume(self, target: Any) -> Any:
@@ -306,6 +308,21 @@ def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = 
     return fit(model, run.task_key, kwargs.get("train_dataset"), kwargs.get("data_collator"),
                batch_size=max(1, int(args.per_device_train_batch_size)), n_batches=run.cfg.router_init_batches,
                seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)
+
+
+def _fit_anchors(model, args, run: DyMoERun, data):
+    """``task_selector="hide"``: this task's image and text anchors appended to the previous checkpoint's
+    (``integration/selector.py``); the samples are a draw seeded by (seed, task), the same on every rank."""
+    from ..integration.selector import carry_anchors, fit_task_anchor, sample_batches
+
+    batches = sample_batches(data.get("train_dataset"), data.get("data_collator"),
+                             max(1, int(args.per_device_train_batch_size)), run.cfg.selector_samples,
+                             int(getattr(args, "seed", 0)) * 1009 + run.task_id + 104729)
+    anchor, n = fit_task_anchor(model, batches)
+    anchors = carry_anchors(run.prev_ckpt, anchor, n, int(run.task_key[1:]))
+    log.info("task_selector=hide: anchors of task %d from %d training samples (%s)", run.task_id, n,
+             ", ".join(f"{m} {tuple(v.shape)}" for m, v in sorted(anchors.anchors.items())))
+    return anchors
 
 
 def make_dymoe_trainer(base: type, pretrain_adapter_given: Callable[[], bool] = lambda: False,

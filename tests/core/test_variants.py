@@ -263,9 +263,12 @@ def test_sequence_scope_layer_matches_naive_values_and_gradients(tasks, training
 
 
 def test_sequence_scope_keeps_the_prompts_bank_while_decoding():
-    """At inference a one-token forward of the same batch size (a KV-cache decoding step) stays in the banks its
-    prompt chose; a new prompt decides again; ``train()`` drops the kept decision."""
+    """At inference a forward that continues the prompt's KV cache (``ctx.past_len`` where the prompt ended, the same
+    batch: a decoding step) stays in the banks its prompt chose; a new prompt decides again; ``train()`` drops the
+    kept decision."""
     layer = make_layer(3, 9, assign_rule="cascade", bank_scope="sequence").eval()  # sequence_tau 0: the best mean
+    ctx = DyMoEContext(past_len=0)
+    attach_context(layer, ctx)
     g = torch.Generator().manual_seed(9)
     rows = torch.cat(list(layer.dymoe_router.values()))
     cfg = layer.dymoe_config
@@ -282,11 +285,14 @@ def test_sequence_scope_keeps_the_prompts_bank_while_decoding():
     steps = torch.randn(40, 2, 1, 5, dtype=torch.float64, generator=g)
     own = [ref.sequence_banks(s, rows, 3, cfg.sequence_tau) for s in steps]
     assert any(o != prompt_banks for o in own)  # some step would have chosen another bank on its own
-    for s in steps:
+    for i, s in enumerate(steps):
+        ctx.past_len = 7 + i
         ref.assert_close(layer(s), naive_with(s, prompt_banks), what="decoding step")
+    ctx.past_len = 0
     other = torch.randn(2, 7, 5, dtype=torch.float64, generator=g)  # a new prompt decides again
     ref.assert_close(layer(other), naive_with(other, ref.sequence_banks(other, rows, 3, cfg.sequence_tau)), what="new prompt")
     layer.train().eval()  # the kept decision is dropped: a lone token decides for itself
+    ctx.past_len = 7
     ref.assert_close(layer(steps[0]), naive_with(steps[0], own[0]), what="after train()")
     ref.assert_close(layer(steps[0][:1]), naive_with(steps[0][:1], own[0][:1]), what="other batch size")
 

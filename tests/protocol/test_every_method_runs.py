@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from smoke_suite import write_smoke_suite
 from llava_dymoe.cli import main as cli
 from llava_dymoe.integration import checkpoint as ckpt
-from llava_dymoe.methods import METHODS, VARIANTS, get_method
+from llava_dymoe.methods import METHODS, TASK_BASELINES, VARIANTS, get_method
 
 
 
@@ -42,9 +42,44 @@ def test_every_registered_method_is_covered():
     """dymoe: test_runner.py; the beyond-the-paper variants: two tasks through train() for two of them
     (tests/integration/test_variants_train.py), every recipe's layer in process (tests/core/test_variants.py);
     dymoe_plus (the third round's recipe, dymoe_seqbank; its layer in process with the variants) runs all five
-    stages through the runner in the demo test."""
+    stages through the runner in the demo test; the task-identity baselines oracle_bank and hide_selector: two
+    tasks through train() and back through the eval loader (tests/integration/test_task_selectors.py), the
+    runner's task id for oracle_bank in test_oracle_jobs_are_told_their_task."""
     runner = {get_method(m).name for m in RUNNER_METHODS}
-    assert runner | set(LADDER) | set(VARIANTS) | {"dymoe", get_method("dymoe_plus").name} == set(METHODS.names())
+    assert runner | set(LADDER) | set(VARIANTS) | set(TASK_BASELINES) | {"dymoe", get_method("dymoe_plus").name} \
+        == set(METHODS.names())
+
+
+def test_oracle_jobs_are_told_their_task(tmp_path):
+    """``cli run`` sets ``DYMOE_EVAL_TASK_ID`` (the task's place in the suite) on every eval job of a method told the
+    true task (oracle_bank), and on no other method's."""
+    from llava_dymoe.eval.suite import TaskSpec
+    from llava_dymoe.integration.selector import TASK_ID_ENV
+    from llava_dymoe.protocol import launch
+    from llava_dymoe.protocol.options import RunOptions
+
+    spec = TaskSpec(name="b", train_json="t.json", question_file="q.jsonl", annotation_file="a.json",
+                    image_root="img", generator="llava.eval.model_vqa_loader", scorer="exact")
+    for method, want in (("oracle_bank", {TASK_ID_ENV: "2"}), ("hide_selector", {}), ("dymoe", {})):
+        opts = RunOptions(suite="s.yaml", data_root=str(tmp_path), method=method, output_dir=str(tmp_path / method),
+                          base="base", vision_tower="clip")
+        assert launch.eval_job(opts, spec, "ckpt", "a.jsonl", task_number=2)["env"] == want
+        job = launch.eval_job(opts, spec, "ckpt", "a.jsonl", max_tasks=2, task_number=2)
+        assert job["env"] == {"DYMOE_EVAL_MAX_TASKS": "2", **want}
+
+
+def test_reports_name_the_oracle_an_upper_bound(tmp_path):
+    from llava_dymoe.eval.report import comparison_markdown, load_run
+
+    runs = []
+    for method in ("oracle_bank", "hide_selector"):
+        d = tmp_path / method
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"method": method}))
+        (d / "matrix.csv").write_text("stage,A\n1_A,50.0\n")
+        runs.append(load_run(str(d)))
+    assert [r["name"] for r in runs] == ["oracle_bank (UPPER BOUND: told the task)", "hide_selector"]
+    assert "| oracle_bank (UPPER BOUND: told the task) |" in comparison_markdown(runs)
 
 
 def check_banks(method, s1, s2):
