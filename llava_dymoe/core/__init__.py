@@ -6,6 +6,8 @@ Public API (method.md §1–§3, §8):
 - losses:    ``exclusivity_loss``, ``specialization_loss``, ``rsr_losses``, ``new_expert_balance_loss``,
              ``orthogonality_loss`` (O-LoRA baseline), ``masked_mean``
 - layer:     ``DyMoELinear``, ``dymoe_layers``, ``attach_context``, ``attach_stats``
+- rules:     ``core.rules``: the token-to-bank rules (paper, cascade, sequence, given) behind
+             ``Rule.assign(RuleInput) -> Assignment``; ``make_rule(cfg)`` picks one from the config
 - transport: ``DyMoEContext``, ``AuxCollector``, ``AuxLossInjector``, ``inject_aux``
 - schedule:  ``rsr_schedule``
 - stats:     ``RoutingStats`` (routing statistics on demand, off by default; ``attach_stats`` turns them on)
@@ -19,8 +21,8 @@ or not, and under ZeRO-3, because the aux gradient rides on each layer's output)
     attach_context(model, ctx)
     # every micro-batch, in compute_loss:
     ctx.rho = rsr_schedule(state.global_step / state.max_steps, cfg.rsr_start)
-    ctx.valid_mask = None   # or bool [B, S]; in LLaVA set it from the post-splice attention mask in a
-                            # forward pre-hook on model.get_model() (llava-integration.md §6.3 item 5)
+    ctx.valid_mask = None   # or bool [B, S]; in LLaVA integration/context_hooks.py sets it (and the spliced
+                            # labels, the KV-cache length) from the forward (llava-integration.md §6.3 item 5)
     ctx.collector.reset()
     with ctx.collector.window():                  # closed before backward: recomputes are not counted
         out = model(**inputs)
