@@ -103,8 +103,8 @@ def markdown(table: Sequence[Dict[str, Any]]) -> str:
         return ""
     out = [f"`cli bank-choice` on the last stage's checkpoint, {MAX_QUESTIONS} test questions per task: the share "
            "of routing mass in the task's own bank (mean over modules) with the questions as asked, with one "
-           "shared text instead of the question (`image_only`: CoIN's short-answer instruction, which `read`, "
-           "`classify` and `vqa` end with), and with the next task's question texts (`swapped`), and in the "
+           "shared text instead of the question (`image_only`: CoIN's short-answer instruction, which several tasks "
+           "end with), and with the next task's question texts (`swapped`), and in the "
            "text's bank when swapped; mean ± std over seeds, in %.\n",
            "| run | task | own, as asked | own, image only | own, swapped | text's bank, swapped | seeds |",
            "|---|---|---|---|---|---|---|"]

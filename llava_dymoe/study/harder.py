@@ -49,7 +49,9 @@ def goal(by_key: Dict[str, Dict[str, Any]], keys: Dict[str, str]) -> List[Tuple[
         return [("all", None, f"`{CANDIDATE}` has no finished run")]
     rivals = {m: mean(m, "mfn") for m in keys if m != CANDIDATE and m not in TOLD_THE_TASK}
     done = {m: v for m, v in rivals.items() if not math.isnan(v)}
-    if done and len(done) == len(rivals):
+    if not rivals:
+        out.append(("best MFN without a task id", None, "no other method ran"))
+    elif len(done) == len(rivals):
         top = max(done, key=done.get)
         ok = mine["mfn"] > done[top]
         out.append(("best MFN without a task id", ok,
