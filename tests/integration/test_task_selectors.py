@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import REPO, train_task  # module level: a lazy import finds another folder's conftest
 from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.integration.selector import ANCHORS, TASK_ID_ENV, read_anchors
 from llava_dymoe.integration.task_features import IGNORE_INDEX, IMAGE_TOKEN_INDEX, prompt_text_mask
@@ -47,8 +48,6 @@ def two_tasks(selector_suite):
 @pytest.fixture(scope="module")
 def selector_runs(tiny, two_tasks, tmp_path_factory):
     """``{method: (task-1 dir, task-2 dir)}``, both methods on the same two tasks with the same seed."""
-    from conftest import train_task
-
     out = {}
     for method in METHODS:
         root = tmp_path_factory.mktemp(f"seq_{method}")
@@ -263,7 +262,6 @@ def test_anchors_under_zero2_and_zero3(selector_runs, tiny, two_tasks, tmp_path)
     equal the plain run's (which trained more steps): bit for bit under ZeRO-2, the text anchor bit for bit and
     the image anchor within 1e-2 relative under ZeRO-3 (its vision tower runs in another dtype there; measured
     0.0009 absolute)."""
-    from conftest import REPO, train_task
 
     plain = read_anchors(selector_runs["hide_selector"][0])
     for stage in ("zero2", "zero3"):
