@@ -1,6 +1,6 @@
 """Seconds per training step on each synthetic suite: the CoIN-shaped sequences against today's.
 
-    python benchmarks/bench_suite_step.py [--steps 30 --rounds 2 --batch-size 8 --threads 1]
+    python benchmarks/bench_suite_step.py [--steps 60 --rounds 2 --batch-size 8 --threads 1]
 
 For each suite (``synthetic``: 16 image tokens; ``coin_shaped``: 256) a random tiny LLaVA of the
 study's width (d = 128, :func:`llava_dymoe.synthetic.base.default_sizes` with the suite's CLIP
@@ -63,7 +63,7 @@ def seconds_per_step(root: str, suite: str, prepared, steps: int, batch_size: in
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=60)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)

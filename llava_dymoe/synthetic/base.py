@@ -199,6 +199,18 @@ def base_eval_tasks(data_root: str, mixture_of: str = "synthetic"):
     return out
 
 
+def base_request(config: BaseConfig, sizes, evaluate: bool) -> dict:
+    """What ``base.json`` records as the request (the cache key).  The default mixture's request has no
+    ``mixture`` field, so base models built before the CoIN-shaped mixture existed are reused."""
+    from .suites import get_suite
+
+    request_config = asdict(config)
+    if config.mixture == "synthetic":
+        del request_config["mixture"]
+    return {"format": FORMAT, "config": request_config, "sizes": asdict(sizes),
+            "mix_weights": dict(get_suite(config.mixture).mix_weights), "evaluated": evaluate}
+
+
 def base_paths(out_dir: str) -> Dict[str, str]:
     """The files of a base model folder (the path fields of :class:`BaseModel`)."""
     root = os.path.abspath(out_dir)
@@ -244,11 +256,7 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
                          f"patch_size={config.image_size // spec.patches})")
     root = os.path.abspath(out_dir)
     paths = base_paths(root)
-    request_config = asdict(config)
-    if config.mixture == "synthetic":  # the default base's request (its cache key) stays as it was
-        del request_config["mixture"]
-    request = {"format": FORMAT, "config": request_config, "sizes": asdict(sizes),
-               "mix_weights": dict(spec.mix_weights), "evaluated": evaluate}
+    request = base_request(config, sizes, evaluate)
     meta_path = os.path.join(root, META)
     existing = None if overwrite else load_base_model(root)
     if existing is not None and existing.meta.get("request") == request:

@@ -61,7 +61,8 @@ def _select(tasks: Optional[Sequence[str]], suite_tasks: Sequence[TaskDef]) -> L
 def ordered_suite_yaml(suite: SyntheticSuite, order: Sequence[str], tag: str) -> str:
     """Write ``suite_<tag>.yaml`` next to ``suite.yaml``: the same tasks and data in another training order.
 
-    The suite is named ``synthetic-<tag>`` so a run folder of one order never resumes as another.
+    The suite is named ``<suite name>-<tag>`` (e.g. ``synthetic-reversed``) so a run folder of one order never
+    resumes as another.
     Returns its path.
     """
     from .suites import DEFAULT_SUITE, get_suite

@@ -249,13 +249,13 @@ def test_the_domains_are_visible_in_the_pixels(suite):
 
 
 def test_same_question_same_image_same_answer(suite):
-    answers, tasks = defaultdict(set), defaultdict(set)
+    answers, by_scene = defaultdict(set), defaultdict(set)
     for task in TASKS:
         for row in _meta(suite, task):
-            key = (row["question"], hashlib.sha1(_pixels(suite, row).tobytes()).hexdigest())
-            answers[key].add(row["answer"])
-            tasks[key].add(task)
-    assert all(len(a) == 1 for a in answers.values())
+            answers[(row["question"], hashlib.sha1(_pixels(suite, row).tobytes()).hexdigest())].add(row["answer"])
+            by_scene[(row["question"], json.dumps(row["scene"], sort_keys=True))].add(row["answer"])
+    assert all(len(a) == 1 for a in answers.values())  # same question, same pixels
+    assert all(len(a) == 1 for a in by_scene.values())  # same question, same scene metadata
     # the shared forms do meet across tasks with different images: the text alone leaves the answer open
     by_text = defaultdict(set)
     for (question, _), a in answers.items():
@@ -287,3 +287,18 @@ def test_tiny_geometry_option(monkeypatch, tmp_path):
     assert tiny.main([str(tmp_path)]) == 0  # the default is unchanged
     assert (seen[0].image_size, seen[0].patch_size) == (96, 6)
     assert (seen[1].image_size, seen[1].patch_size) == (32, 8)
+
+
+def test_the_default_base_request_is_unchanged():
+    """The cache key of the default base (demo, study) has no ``mixture``: existing base folders are reused."""
+    from dataclasses import asdict
+
+    from llava_dymoe.synthetic.base import MIX_WEIGHTS, BaseConfig, base_request, default_sizes
+
+    sizes = default_sizes(64)
+    default = base_request(BaseConfig(), sizes, True)
+    assert "mixture" not in default["config"] and default["mix_weights"] == MIX_WEIGHTS
+    assert set(default["config"]) == set(asdict(BaseConfig())) - {"mixture"}
+    coin = base_request(BaseConfig(mixture="coin_shaped", image_size=96), default_sizes(96, 16), True)
+    assert coin["config"]["mixture"] == "coin_shaped" and coin["sizes"]["patch_size"] == 6
+    assert set(coin["mix_weights"]) >= set(MIX_WEIGHTS) | {"coverread", "photodescribe", "blurdescribe", "rowhas"}
