@@ -31,21 +31,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Dict, Optional
 
+from .tasks import MIX_WEIGHTS  # noqa: F401 (re-exported: the default base mixture's weights)
 from .world import GRID
 from .writer import IMAGE_ROOT, TaskFiles, write_task
 
 FORMAT = 2  # 2: the mixture gained letterbox
 META = "base.json"
-#: Samples per base task, relative.  LLaVA averages the loss over answer tokens, so a ~45-token
-#: description outweighs a one-word count 45 to 1; the short positional and counting questions
-#: get more samples to compensate (and single letters, learned fastest, fewer).  ``letterbox``
-#: (the box of a glyph, for ``ground``) has weight 1.  Held out at d=128 (50 questions each):
-#:   without letterbox, 2000 steps:  describe 8, cell 26, count 68, letter 100, point 16 %;
-#:   letterbox weight 2, 2000 steps: describe 2, cell 20, count 54, letter 84, point 22, letterbox 54 %
-#:     (and the continual tasks suffered: IncMoELoRA's R[1,1] on choice 27.5-47.5 %, read 50 %);
-#:   letterbox weight 1, 4000 steps (the default): describe 20, cell 72, count 74, letter 100, point 36,
-#:     letterbox 66 %.
-MIX_WEIGHTS = {"describe": 1, "cell": 4, "count": 4, "letter": 1, "point": 2, "letterbox": 1}
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 
 # The in-process parts of a base build (tiny model, exports, held-out evaluation) touch process-wide

@@ -14,14 +14,11 @@ import shutil
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from .tasks import TaskDef
+from .tasks import DESCRIPTION, TaskDef  # noqa: F401 (DESCRIPTION re-exported)
 from .writer import IMAGE_ROOT, TaskFiles, suite_yaml, write_task
 
 FORMAT = 2  # 2: ground scenes of one object
 SUITE_NAME = "synthetic"
-DESCRIPTION = ("Five CoIN-like tasks (multiple choice, text reading, classification, short-answer VQA, "
-               "grounding) over one shared world of coloured shapes and glyphs on a 4x4 grid "
-               "(llava_dymoe.synthetic); tiny PNG images, LLaVA formats, CoIN scorers.")
 MANIFEST = "synthetic.json"
 SUITE_FILE = "suite.yaml"
 

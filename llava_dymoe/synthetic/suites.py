@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from .tasks import BASE_TASKS, SUITE_TASKS, TaskDef
+from .tasks import BASE_TASKS, DESCRIPTION, MIX_WEIGHTS, SUITE_TASKS, TaskDef
 from .world import GRID
 
 DEFAULT_SUITE = "synthetic"
@@ -48,9 +48,7 @@ class SuiteSpec:
 
 
 def _specs() -> Dict[str, SuiteSpec]:
-    from .base import MIX_WEIGHTS
     from .coin_tasks import COIN_BASE_TASKS, COIN_MIX_WEIGHTS, COIN_SHAPED_TASKS
-    from .generate import DESCRIPTION
 
     return {
         "synthetic": SuiteSpec("synthetic", SUITE_TASKS, BASE_TASKS, MIX_WEIGHTS, DESCRIPTION, 64, GRID),

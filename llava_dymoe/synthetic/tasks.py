@@ -283,3 +283,20 @@ def get_task(name: str) -> TaskDef:
     if name not in TASKS:
         raise KeyError(f"unknown synthetic task {name!r}; known: {', '.join(TASKS)}")
     return TASKS[name]
+
+
+#: The default suite's description (its suite YAML).
+DESCRIPTION = ("Five CoIN-like tasks (multiple choice, text reading, classification, short-answer VQA, "
+               "grounding) over one shared world of coloured shapes and glyphs on a 4x4 grid "
+               "(llava_dymoe.synthetic); tiny PNG images, LLaVA formats, CoIN scorers.")
+
+#: Samples per base task, relative.  LLaVA averages the loss over answer tokens, so a ~45-token
+#: description outweighs a one-word count 45 to 1; the short positional and counting questions
+#: get more samples to compensate (and single letters, learned fastest, fewer).  ``letterbox``
+#: (the box of a glyph, for ``ground``) has weight 1.  Held out at d=128 (50 questions each):
+#:   without letterbox, 2000 steps:  describe 8, cell 26, count 68, letter 100, point 16 %;
+#:   letterbox weight 2, 2000 steps: describe 2, cell 20, count 54, letter 84, point 22, letterbox 54 %
+#:     (and the continual tasks suffered: IncMoELoRA's R[1,1] on choice 27.5-47.5 %, read 50 %);
+#:   letterbox weight 1, 4000 steps (the default): describe 20, cell 72, count 74, letter 100, point 36,
+#:     letterbox 66 %.
+MIX_WEIGHTS = {"describe": 1, "cell": 4, "count": 4, "letter": 1, "point": 2, "letterbox": 1}
