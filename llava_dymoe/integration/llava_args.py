@@ -73,11 +73,12 @@ def single_rank_env(port: Optional[int] = None) -> Dict[str, str]:
 
 def run_python(code_or_module: str, argv: Iterable[str], *, module: bool = False,
                env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-               log_path: Optional[str] = None, timeout: Optional[float] = None
+               log_path: Optional[str] = None, timeout: Optional[float] = None, log_mode: str = "w"
                ) -> subprocess.CompletedProcess:
     """Run ``python -c CODE argv`` (or ``python -m MODULE argv``) with the current interpreter.
 
-    Output goes to ``log_path`` when given (and is returned otherwise).  Raises
+    Output goes to ``log_path`` when given (``log_mode`` "a" appends to it; the whole log is returned) and is
+    returned otherwise.  Raises
     ``RuntimeError`` with the tail of the log when the process fails.
     """
     cmd = [sys.executable, "-m" if module else "-c", code_or_module, *argv]
@@ -86,7 +87,7 @@ def run_python(code_or_module: str, argv: Iterable[str], *, module: bool = False
     full_env.update(env or {})
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-        with open(log_path, "w") as log:
+        with open(log_path, log_mode) as log:
             proc = subprocess.run(cmd, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                   timeout=timeout, text=True)
         with open(log_path) as log:

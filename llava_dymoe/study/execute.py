@@ -54,6 +54,11 @@ def finished_bases(root: str, plan: Sequence[Experiment]):
     return {w: b for w, b in found.items() if b is not None}
 
 
+#: A study's base model saves a checkpoint this often, so an interrupted study resumes its base mid-training
+#: (the CoIN-shaped base takes hours on the 2-core machine).
+BASE_CHECKPOINT_EVERY = 200
+
+
 def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callable[[str], None] = print,
             n_parallel: int = 1, base_threads: Optional[int] = None):
     """Build (or reuse) one base model per width of the plan and the suite; returns ``(bases, suite)``.
@@ -86,7 +91,8 @@ def prepare(root: str, profile: Profile, plan: Sequence[Experiment], log: Callab
         sizes = default_sizes(spec.image_size, spec.patches, hidden_size=width, intermediate_size=2 * width)
         return build_base_model(folder, config, sizes=sizes,
                                 evaluate=profile.name != "quick", log=log, progress=not parallel,
-                                threads=base_threads)
+                                threads=base_threads,
+                                checkpoint_every=BASE_CHECKPOINT_EVERY if profile.base_steps > BASE_CHECKPOINT_EVERY else 0)
 
     with ThreadPoolExecutor(max_workers=min(n_parallel, len(widths)) if parallel else 1) as pool:
         futures = {w: pool.submit(build, w) for w in widths}

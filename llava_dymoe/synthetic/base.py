@@ -37,6 +37,9 @@ from .writer import IMAGE_ROOT, TaskFiles, write_task
 
 FORMAT = 2  # 2: the mixture gained letterbox
 META = "base.json"
+#: Written when a build starts training and removed when ``base.json`` is written: the request of the
+#: build that may have left ``checkpoint-*`` folders behind (only the same request resumes from them).
+PARTIAL = "base.partial.json"
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 
 # The in-process parts of a base build (tiny model, exports, held-out evaluation) touch process-wide
@@ -219,9 +222,30 @@ def load_base_model(out_dir: str) -> Optional[BaseModel]:
         return BaseModel(meta=json.load(f), **base_paths(out_dir))
 
 
+def resumable_checkpoint(out_dir: str, request: dict) -> Optional[str]:
+    """The last ``checkpoint-N`` folder an interrupted build of the same ``request`` left under ``out_dir``, or None."""
+    paths = base_paths(out_dir)
+    partial = os.path.join(paths["root"], PARTIAL)
+    if not os.path.isfile(partial):
+        return None
+    try:
+        with open(partial) as f:
+            if json.load(f) != request:
+                return None
+    except (OSError, ValueError):
+        return None
+    steps = []
+    for name in os.listdir(paths["llava"]) if os.path.isdir(paths["llava"]) else ():
+        folder = os.path.join(paths["llava"], name)
+        if name.startswith("checkpoint-") and name[11:].isdigit() and \
+                os.path.isfile(os.path.join(folder, "trainer_state.json")):
+            steps.append(int(name[11:]))
+    return os.path.join(paths["llava"], f"checkpoint-{max(steps)}") if steps else None
+
+
 def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=None, evaluate: bool = True,
                      overwrite: bool = False, threads: int = 1, log: Callable[[str], None] = print,
-                     progress: bool = True, data_workers: int = 0) -> BaseModel:
+                     progress: bool = True, data_workers: int = 0, checkpoint_every: int = 0) -> BaseModel:
     """Build (or reuse, when ``base.json`` records the same request) the base model under ``out_dir``.
 
     ``threads`` is the training process's ``OMP_NUM_THREADS``.  One thread is the default: the
@@ -230,6 +254,10 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     ``data_workers`` is upstream's ``--dataloader_num_workers`` (the images are prepared in that many
     worker processes while the model trains; the data order is the sampler's, unchanged).
     ``progress`` shows a bar that follows the training log.
+    ``checkpoint_every`` > 0 saves a training checkpoint every that many steps (the last one kept), so an
+    interrupted build of the same request resumes from it (upstream ``train()`` resumes when its output
+    folder has a ``checkpoint-*``; the data and the tiny model are rewritten identically from the seed).
+    The checkpoints are removed once the build finishes; ``overwrite`` discards them.
     """
     from llava_dymoe.integration.llava_args import llava_train_argv, run_python
     from llava_dymoe.integration.log_progress import follow_log
@@ -256,6 +284,7 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     if os.path.exists(meta_path):
         os.remove(meta_path)
     os.makedirs(root, exist_ok=True)
+    resume_from = None if overwrite else resumable_checkpoint(root, request)
     times = {}
 
     with _IN_PROCESS_TURN:
@@ -271,17 +300,31 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
     log(f"base model: full training with upstream train(), {config.steps} steps of batch {config.batch_size} "
         f"on {config.n_train * sum(spec.mix_weights.values())} samples (log: {paths['llava']}.log)")
     t0 = time.time()
-    shutil.rmtree(paths["llava"], ignore_errors=True)
+    if resume_from:
+        log(f"base model: resuming the interrupted build from {os.path.basename(resume_from)}")
+    else:
+        shutil.rmtree(paths["llava"], ignore_errors=True)
+    with open(os.path.join(root, PARTIAL), "w") as f:
+        json.dump(request, f, indent=2)
+    saving = {"save_strategy": "steps", "save_steps": checkpoint_every, "save_total_limit": 1} \
+        if checkpoint_every > 0 else {"save_strategy": "no"}
     argv = llava_train_argv(tiny.llm, paths["clip"], mixture, os.path.join(paths["data"], IMAGE_ROOT), paths["llava"],
                             lora=False, max_steps=config.steps, overrides={
                                 "learning_rate": config.learning_rate, "seed": config.seed,
                                 "per_device_train_batch_size": config.batch_size, "gradient_checkpointing": False,
-                                "logging_steps": max(1, config.steps // 50), "save_strategy": "no",
+                                "logging_steps": max(1, config.steps // 50), **saving,
                                 "dataloader_num_workers": data_workers, **spec.training})
     with follow_log(paths["llava"] + ".log", config.steps, f"base model d={sizes.hidden_size}", enabled=progress):
-        run_python(_train_code(config.seed), argv, log_path=paths["llava"] + ".log",
-                   env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        # transformers 4.37 reads the checkpoint's RNG state (numpy arrays) with torch.load's default, which
+        # torch >= 2.6 made weights_only=True: it fails.  The checkpoint is this build's own, so the resumed
+        # process lifts that default (loads that pass weights_only keep it).
+        trust = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if resume_from else {}
+        run_python(_train_code(config.seed), argv, log_path=paths["llava"] + ".log", log_mode="a" if resume_from else "w",
+                   env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **trust})
     times["train"] = time.time() - t0
+    for name in os.listdir(paths["llava"]):
+        if name.startswith("checkpoint-"):
+            shutil.rmtree(os.path.join(paths["llava"], name))
     for name in TOKENIZER_FILES:  # upstream saves no tokenizer for a full fine-tune; load_pretrained_model needs one
         shutil.copy(os.path.join(tiny.llm, name), os.path.join(paths["llava"], name))
     shutil.rmtree(paths["llm"], ignore_errors=True)
@@ -302,9 +345,12 @@ def build_base_model(out_dir: str, config: Optional[BaseConfig] = None, sizes=No
             times["eval"] = time.time() - t0
     results["wall_s"] = {k: round(v, 1) for k, v in times.items()}
     results["train_threads"] = threads
+    if resume_from:
+        results["resumed_from"] = os.path.basename(resume_from)
     meta = {"request": request, "results": results}
     with open(meta_path, "w") as f:  # written last: an interrupted build is never reused
         json.dump(meta, f, indent=2)
+    os.remove(os.path.join(root, PARTIAL))
     return BaseModel(meta=meta, **paths)
 
 
@@ -333,6 +379,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the training process (default 1)")
     p.add_argument("--data-workers", type=int, default=0,
                    help="upstream --dataloader_num_workers of the training (default 0: in the training process)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save a training checkpoint every N steps so that an interrupted build resumes (default 0: none)")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out accuracy of the base mixture")
     p.add_argument("--overwrite", action="store_true", help="rebuild even if OUT_DIR matches")
     a = p.parse_args(argv)
@@ -350,7 +398,7 @@ def main(argv=None) -> int:
                 f"base_learning_rate(d) = {base_learning_rate(sizes.hidden_size):g} at d={sizes.hidden_size}")
     config = BaseConfig(**{k: getattr(a, k) for k in asdict(defaults)})
     base = build_base_model(a.out_dir, config, sizes, evaluate=not a.no_eval, overwrite=a.overwrite,
-                            threads=a.threads, data_workers=a.data_workers)
+                            threads=a.threads, data_workers=a.data_workers, checkpoint_every=a.checkpoint_every)
     print(json.dumps({"llm": base.llm, "projector": base.projector, "clip": base.clip,
                       "accuracy": base.accuracy, **base.meta["results"].get("wall_s", {})}, indent=2))
     return 0

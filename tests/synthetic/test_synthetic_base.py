@@ -59,6 +59,41 @@ def test_same_request_is_reused(base):
     assert said and "reusing" in said[0] and again.meta == base.meta
 
 
+def test_an_interrupted_build_resumes_from_its_checkpoint(base, tmp_path, monkeypatch):
+    """A build killed right after its step-1 checkpoint resumes from it (same request only) and ends with the
+    weights of the uninterrupted build; the checkpoints are gone afterwards."""
+    import llava_dymoe.synthetic.base as base_mod
+
+    sizes = default_sizes(64, hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    train_code = base_mod._train_code
+    kill = ("import os, transformers\n_save = transformers.Trainer._save_checkpoint\n"
+            "def _save_then_die(self, *a, **k):\n    _save(self, *a, **k)\n    os._exit(3)\n"
+            "transformers.Trainer._save_checkpoint = _save_then_die\n")
+    monkeypatch.setattr(base_mod, "_train_code", lambda seed: kill + train_code(seed))
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        build_base_model(str(tmp_path), CONFIG, sizes, evaluate=False, log=lambda m: None, checkpoint_every=1)
+    monkeypatch.setattr(base_mod, "_train_code", train_code)
+    request = base_mod.base_request(CONFIG, sizes, False)
+    assert not (tmp_path / "base.json").exists()
+    assert base_mod.resumable_checkpoint(str(tmp_path), request) == str(tmp_path / "llava-base" / "checkpoint-1")
+    other = base_mod.base_request(BaseConfig(seed=1, steps=2, batch_size=2, n_train=4, n_test=1), sizes, False)
+    assert base_mod.resumable_checkpoint(str(tmp_path), other) is None
+
+    said = []
+    resumed = build_base_model(str(tmp_path), CONFIG, sizes, evaluate=False, log=said.append, checkpoint_every=1)
+    assert any("resuming the interrupted build from checkpoint-1" in m for m in said)
+    assert resumed.meta["results"]["resumed_from"] == "checkpoint-1" and resumed.meta["results"]["steps"] == 2
+    assert not [n for n in os.listdir(resumed.llava) if n.startswith("checkpoint-")]
+    assert not (tmp_path / base_mod.PARTIAL).exists()
+    state = json.load(open(os.path.join(resumed.llava, "trainer_state.json")))
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2]
+    log = open(resumed.llava + ".log").read()  # the first attempt's log is kept, the resumed one appended
+    assert log.count("applied patch set 'vision-check'") == 2
+    uninterrupted = load_file(os.path.join(base.llava, "model.safetensors"))
+    for key, value in load_file(os.path.join(resumed.llava, "model.safetensors")).items():
+        torch.testing.assert_close(value, uninterrupted[key], rtol=0, atol=1e-6, msg=key)
+
+
 def test_wrong_patch_size_is_refused(tmp_path):
     with pytest.raises(ValueError, match="one grid cell per patch"):
         build_base_model(str(tmp_path), CONFIG, default_sizes(64, patch_size=8))
@@ -219,7 +254,7 @@ def test_threaded_base_builds_take_turns_in_process_and_train_side_by_side(monke
             open(os.path.join(llm, name), "w").close()
         return types.SimpleNamespace(llm=llm, clip=os.path.join(root, "clip"))
 
-    def fake_train(code, argv, log_path, env):
+    def fake_train(code, argv, log_path, env, log_mode="w"):
         training.wait()  # both builds are training at once
         out = os.path.dirname(log_path) + "/llava-base"
         os.makedirs(out)
