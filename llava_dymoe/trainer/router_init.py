@@ -52,15 +52,18 @@ class _Enough(Exception):
 
 @torch.no_grad()
 def collect_inputs(model: nn.Module, batches: List[Dict[str, Any]], ctx, generator: torch.Generator,
-                   max_tokens: int = MAX_TOKENS, only: Optional[str] = None) -> Dict[str, Tensor]:
+                   max_tokens: int = MAX_TOKENS, only: Optional[str] = None,
+                   prompt_only: bool = False) -> Dict[str, Tensor]:
     """``{layer name: [n <= max_tokens, in_features]}`` valid inputs of every DyMoE layer over ``batches``;
-    ``only``: of that layer alone, each forward stopped once its input is seen."""
+    ``only``: of that layer alone, each forward stopped once its input is seen; ``prompt_only``: the valid
+    tokens that carry no label (``ctx.token_prompt``), i.e. what a per-sequence decision pools."""
     kept: Dict[str, List[Tensor]] = {}
 
     def hook_for(name):
         def hook(module, args):
             x = args[0].reshape(-1, module.in_features)
-            valid = ctx.token_valid(x.shape[0], x.device) if ctx is not None else None
+            pick = ctx.token_prompt if prompt_only else ctx.token_valid
+            valid = pick(x.shape[0], x.device) if ctx is not None else None
             kept.setdefault(name, []).append((x[valid] if valid is not None else x).detach().float().cpu())
             if only is not None:
                 raise _Enough
@@ -117,20 +120,24 @@ def refresh_router_from_data(model: nn.Module, key: str, dataset, collator, batc
 
 
 def refresh_keys_from_data(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int,
-                           seed: int, ctx=None) -> Dict[str, float]:
+                           seed: int, ctx=None, prompt_only: bool = False) -> Dict[str, float]:
     """``bank_keys="refreshed"`` (beyond the paper): as ``refresh_router_from_data``, for bank ``key``'s cascade
     keys (``dymoe_key``) instead of its router rows, so the gate inside the bank, which the experts were trained
     behind, is untouched; only which bank a token goes to follows the finished model's inputs.
 
     Projection by projection in forward order: a projection's keys are fitted on inputs computed with every
     earlier projection's keys already re-centred (the bank decisions upstream change what it sees), so the
-    result is consistent with the model that will answer, one forward pass (cut at the projection) each."""
+    result is consistent with the model that will answer, one forward pass (cut at the projection) each.
+
+    ``prompt_only`` (``bank_scope="sequence"``): the keys are fitted on the prompt tokens alone, the tokens whose
+    scores the per-sequence decision pools in training and at inference; answer tokens (a quarter of a grounding
+    sequence) would fit keys on tokens the decision never sees."""
     return _fit_rows(model, key, dataset, collator, batch_size, n_batches, seed, ctx, refresh=True,
-                     target="dymoe_key")
+                     target="dymoe_key", prompt_only=prompt_only)
 
 
 def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_batches: int, seed: int, ctx,
-              refresh: bool, target: str = "dymoe_router") -> Dict[str, float]:
+              refresh: bool, target: str = "dymoe_router", prompt_only: bool = False) -> Dict[str, float]:
     what = ("bank keys" if target == "dymoe_key" else "router_refresh") if refresh \
         else "router_init='centroids'"
     if dataset is None or len(dataset) == 0:
@@ -148,13 +155,13 @@ def _fit_rows(model: nn.Module, key: str, dataset, collator, batch_size: int, n_
     try:
         if not sequential:
             try:
-                inputs = collect_inputs(model, batches, ctx, gen)
+                inputs = collect_inputs(model, batches, ctx, gen, prompt_only=prompt_only)
             finally:
                 for bank in banks:
                     bank.restore()
         for name, layer in layers.items():
             if sequential:
-                inputs = collect_inputs(model, batches, ctx, gen, only=name)
+                inputs = collect_inputs(model, batches, ctx, gen, only=name, prompt_only=prompt_only)
             x = inputs.get(name)
             if x is None or x.shape[0] == 0:
                 raise RuntimeError(f"{what}: layer {name} saw no valid token in {len(batches)} batches")

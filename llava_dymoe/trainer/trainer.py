@@ -305,9 +305,11 @@ def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = 
         model.to(device)
     fit = {None: init_router_from_data, "dymoe_router": refresh_router_from_data,
            "dymoe_key": refresh_keys_from_data}[refresh]
+    # keys that a per-sequence decision compares with its prompt's pooled scores are fitted on prompt tokens
+    extra = {"prompt_only": run.cfg.bank_scope == "sequence"} if refresh == "dymoe_key" else {}
     return fit(model, run.task_key, kwargs.get("train_dataset"), kwargs.get("data_collator"),
                batch_size=max(1, int(args.per_device_train_batch_size)), n_batches=run.cfg.router_init_batches,
-               seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx)
+               seed=int(getattr(args, "seed", 0)) * 1009 + run.task_id + 7919, ctx=run.ctx, **extra)
 
 
 def _fit_anchors(model, args, run: DyMoERun, data):

@@ -188,6 +188,61 @@ def test_router_refresh_recentres_the_rows_on_the_trained_models_inputs(tiny, sm
         assert torch.allclose(torch.nn.functional.normalize(layer.dymoe_key["t1"], dim=1), want, atol=1e-5), name
 
 
+def test_sequence_scope_keys_are_fitted_on_prompt_tokens_only(tiny, smoke_data, sequence, tmp_path, monkeypatch):
+    """``bank_scope="sequence"`` pools the prompt's tokens to decide a bank, so its keys are fitted on those tokens
+    (valid, no label): k-means of exactly the prompt inputs, not of every valid token (answers included)."""
+    from llava_dymoe.trainer import router_init, trainer as trainer_mod
+    from llava_dymoe.trainer.prepare import prepare_model
+
+    model, data = _model_and_data(tiny, smoke_data)
+    args = _args(tmp_path / "t2", dymoe_task_id=2, dymoe_prev_ckpt=sequence[0], dymoe_router_init="centroids",
+                 dymoe_assign_rule="cascade", dymoe_bank_scope="sequence", dymoe_bank_keys="refreshed")
+    run = prepare_model(model, args)
+    kw = dict(batch_size=4, n_batches=2, seed=11, ctx=run.ctx)
+    router_init.init_router_from_data(model, run.task_key, data["train_dataset"], data["data_collator"], **kw)
+    gen = torch.Generator().manual_seed(11)
+    order = torch.randperm(len(data["train_dataset"]), generator=gen).tolist()
+    batches = [data["data_collator"]([data["train_dataset"][i] for i in order[s:s + 4]]) for s in (0, 4)]
+    # every projection's inputs and the prompt mask, recorded by a hook of the test's own
+    seen, layers = {}, dict(dymoe_layers(model))
+
+    def record(name):
+        def hook(module, inputs):
+            x = inputs[0].reshape(-1, module.in_features).detach()
+            seen.setdefault(name, []).append((x, run.ctx.token_valid(x.shape[0], x.device).clone(),
+                                              run.ctx.token_prompt(x.shape[0], x.device).clone()))
+        return hook
+    handles = [layer.register_forward_pre_hook(record(n)) for n, layer in layers.items()]
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            model(**batch)
+    for h in handles:
+        h.remove()
+    keys_before = {n: layer.dymoe_key["t1"].detach().clone() for n, layer in layers.items()}
+    router_init.refresh_keys_from_data(model, run.task_key, data["train_dataset"], data["data_collator"],
+                                       prompt_only=True, **kw)
+    differs = 0
+    for name, layer in layers.items():
+        x = torch.cat([p[0] for p in seen[name]])
+        valid, prompt = torch.cat([p[1] for p in seen[name]]), torch.cat([p[2] for p in seen[name]])
+        assert prompt.sum() < valid.sum() and not (prompt & ~valid).any()  # the answers are left out
+        want = spherical_kmeans(x[prompt], layer.experts_per_task, init=keys_before[name])
+        got = torch.nn.functional.normalize(layer.dymoe_key["t1"], dim=1)
+        assert torch.allclose(got, want, atol=1e-5), name
+        every = spherical_kmeans(x[valid], layer.experts_per_task, init=keys_before[name])
+        differs += int(not torch.allclose(got, every, atol=1e-4))
+    assert differs >= len(layers) // 2
+    # the trainer asks for prompt tokens exactly when the scope is the sequence
+    asked = []
+    monkeypatch.setattr(router_init, "refresh_keys_from_data", lambda *a, **k: asked.append(k.get("prompt_only")))
+    fake_data = {"train_dataset": data["train_dataset"], "data_collator": data["data_collator"]}
+    trainer_mod._centroid_init(model, args, run, fake_data, refresh="dymoe_key")
+    run.cfg = type(run.cfg)(**{**run.cfg.__dict__, "bank_scope": "token"})
+    trainer_mod._centroid_init(model, args, run, fake_data, refresh="dymoe_key")
+    assert asked == [True, False]
+
+
 def test_centroid_init_under_zero3_is_refused_with_the_alternative(monkeypatch):
     import llava_dymoe.trainer.prepare as prep
     from llava_dymoe.trainer.trainer import _centroid_init
