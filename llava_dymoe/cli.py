@@ -35,6 +35,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
                "new/old/ambiguous token fractions of a new task's data against a checkpoint's experts"),
     "bank-choice": ("llava_dymoe.commands.bank_choice",
                     "which cue (image or question text) routes each task's inputs to its own bank"),
+    "bank-swap": ("llava_dymoe.commands.bank_swap",
+                  "what a wrong bank costs: every task's test answered by every bank of a finished oracle_bank run"),
     "convert-coin": ("llava_dymoe.commands.convert_coin",
                      "convert CoIN's test JSON into upstream question files and reference JSONL"),
     "check-data": ("llava_dymoe.commands.check_data", "check training/question data (or a suite's) before training"),

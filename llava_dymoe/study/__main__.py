@@ -19,6 +19,7 @@ import sys
 
 from .aggregate import write_results_doc
 from .bank_choice import run_bank_choice
+from .bank_swap import run_bank_swap
 from .diagnose import run_drift
 from .execute import finished_bases, run_plan
 from .plan import DEFAULT_GROUPS, DEFAULT_SUITE, GROUPS, PROFILES, TAU_SWEEP, WIDTHS, build_plan, plan_suite
@@ -41,10 +42,14 @@ def main(argv=None) -> int:
     p.add_argument("--train-projector", action="store_true",
                    help="train the projector in every stage (LLaVA/CoIN style) instead of keeping the base's")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default 2)")
+    p.add_argument("--base-threads", type=int, default=None,
+                   help="threads of a base model's training (default 2 when it trains alone; on a machine shared "
+                        "with other work 1 is faster: two threads competing made steps about 3x slower, measured)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip the routing diagnostics (cli drift on seed 0 of incmoelora, dymoe and dymoe_plus; "
                         "dymoe and incmoelora answered again with TAG kept at inference; cli bank-choice on the "
-                        "last checkpoints of dymoe, the first round's recipe and dymoe_plus)")
+                        "last checkpoints of dymoe, the first round's recipe and dymoe_plus; on the harder suite also "
+                        "cli bank-swap on oracle_bank's seed 0)")
     p.add_argument("--aggregate-only", action="store_true", help="only rewrite the doc from finished runs")
     args = p.parse_args(argv)
     for w in args.widths:
@@ -68,7 +73,7 @@ def main(argv=None) -> int:
     bases, total = finished_bases(args.output_dir, plan), None
     if not args.aggregate_only:
         try:
-            done = run_plan(args.output_dir, profile, plan, n_parallel=args.jobs)
+            done = run_plan(args.output_dir, profile, plan, n_parallel=args.jobs, base_threads=args.base_threads)
         except RuntimeError as e:
             print(str(e), file=sys.stderr)
             return 1
@@ -77,6 +82,7 @@ def main(argv=None) -> int:
             run_drift(args.output_dir, plan, bases, done["suite"])
             run_reeval(args.output_dir, plan, profile.seeds)
             run_bank_choice(args.output_dir, plan, bases, done["suite"], profile.seeds)
+            run_bank_swap(args.output_dir, plan)
     result = write_results_doc(args.output_dir, args.doc, plan, profile, command=command.strip(), bases=bases,
                                total_s=total, widths=args.widths if "width" in args.groups else ())
     print(open(result["doc"]).read())

@@ -341,6 +341,12 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     if cues:
         out.append("## Which cue picks the bank\n")
         out.append(cues)
+    from . import bank_swap
+
+    swaps = bank_swap.markdown(root, plan)
+    if swaps:
+        out.append("## What a wrong bank costs\n")
+        out.append(swaps)
     with open(doc_path, "w", encoding="utf-8") as f:
         f.write("\n".join(out).rstrip() + "\n")
     # one JSON per doc, so that a second doc written next to docs/results.md (e.g. docs/results-beyond.md, the

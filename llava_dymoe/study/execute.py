@@ -215,9 +215,10 @@ def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True,
 
 
 def run_plan(root: str, profile: Profile, plan: Sequence[Experiment], n_parallel: int = 2,
-             log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, object]:
+             log: Callable[[str], None] = print, progress: bool = True,
+             base_threads: Optional[int] = None) -> Dict[str, object]:
     t0 = time.time()
-    bases, suite = prepare(root, profile, plan, log=log, n_parallel=n_parallel)
+    bases, suite = prepare(root, profile, plan, log=log, n_parallel=n_parallel, base_threads=base_threads)
     t_prep = time.time() - t0
     jobs = make_jobs(root, profile, plan, bases, suite)
     log(f"results: {len(jobs)} runs ({len(plan)} configurations x {len(profile.seeds)} seeds), {n_parallel} at a time")

@@ -186,6 +186,34 @@ def test_bank_choice_targets_rows_and_markdown(tmp_path, monkeypatch):
     assert bc.markdown([]) == ""
 
 
+def test_bank_swap_targets_and_markdown(tmp_path, monkeypatch):
+    """The harder study's bank-swap section: oracle_bank's runs in both orders, seed 0's matrix as written."""
+    from llava_dymoe.protocol.bank_swap import wrong_bank_cost
+    from llava_dymoe.study import bank_swap as bs
+
+    plan = build_plan(["harder"])
+    assert sorted(e.order for e in bs.targets(plan)) == sorted({e.order for e in plan})
+    assert {e.method for e in bs.targets(plan)} == {"oracle_bank"}
+    root = str(tmp_path)
+    assert bs.markdown(root, plan) == ""
+    first = bs.targets(plan)[0]
+    folder = os.path.join(run_dir(root, first, 0), bs.FOLDER)
+    os.makedirs(folder)
+    score = {"gqa": {"gqa": 57.5, "vqav2": 52.5}, "vqav2": {"gqa": 57.5, "vqav2": 47.5}}
+    json.dump({"checkpoint": "ck", "tasks": ["gqa", "vqav2"], "score": score,
+               "cost": wrong_bank_cost(score, ["gqa", "vqav2"])}, open(os.path.join(folder, "swap.json"), "w"))
+    text = bs.markdown(root, plan)
+    assert f"**{first.order} order, seed 0.**" in text
+    assert "| gqa | **57.5** | 52.5 | vqav2 (+5.0) |" in text and "| vqav2 | 57.5 | **47.5** | gqa (-10.0) |" in text
+    # no run finished: nothing is launched
+    launched = []
+    monkeypatch.setattr(bs, "run_logged", lambda cmd, log: launched.append(cmd) or True)
+    assert bs.run_bank_swap(root, plan, log=lambda m: None) == {} and not launched
+    open(os.path.join(run_dir(root, first, 0), "matrix.csv"), "w").close()
+    assert list(bs.run_bank_swap(root, plan, log=lambda m: None)) == [run_dir(root, first, 0)]
+    assert launched[0][-2:] == ["bank-swap", run_dir(root, first, 0)]
+
+
 def _routing_stats(layers):
     """A routing_stats.json as the trainer writes it: per layer the means of its scored tokens."""
     return {"task_id": 2, "tau": 0.2, "layer_mean": {}, "layers": layers}
