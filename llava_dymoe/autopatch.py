@@ -105,13 +105,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("action", choices=["install", "uninstall", "status", "check"])
     p.add_argument("--llava-dir", default=None, help="check: a llava package directory or a fork checkout "
                    "holding llava/ (default: the llava this Python would import)")
+    p.add_argument("--entry", default=None, help="check: the fork's training entry (a .py path under the checkout, "
+                   "or a module); default: the file its shell scripts launch, else llava/train/train.py")
+    p.add_argument("--fit-dir", default=None, help="check: write the diff parts fitted to this fork here (one "
+                   "file each; nothing is overwritten)")
     p.add_argument("--site-dir", default=None, help="target directory (default: this interpreter's "
                    "site-packages, %(default)s)")
     args = p.parse_args(argv)
     if args.action == "check":
         from llava_dymoe.patches.check import check
 
-        return check(args.llava_dir)
+        return check(args.llava_dir, args.entry, args.fit_dir)
     path = os.path.join(args.site_dir or default_site_dir(), PTH_NAME)
     if args.action == "install":
         os.makedirs(os.path.dirname(path), exist_ok=True)
