@@ -99,6 +99,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from llava_dymoe.patches.train import train_patch_set
 
     selection = select_line("train", train_module=module)  # the upstream line, by the symbols the llava in use has
+    selection.check_environment()  # the line the fork's code needs, and why, before anything is patched
     check_train_flags(selection.line, rest)
     output_dir = argv_value(rest, "output_dir") or None
     help_asked = "-h" in argv or "--help" in argv

@@ -424,6 +424,15 @@ class Selection:
     report: ScanReport
     requires: Dict[str, str]
     is_fork: bool
+    reason: str = ""  # why this line (ScanReport.line_and_reason)
+
+    def check_environment(self) -> None:
+        """Refuse (``PatchVersionError``, one line) an environment without the line's versions, saying which line
+        the code needs, why, and which environment has it (``LLAVA_DYMOE_SKIP_VERSION_CHECK=1`` tries anyway)."""
+        from ._base import check_versions
+
+        check_versions(self.requires, context=f"this llava needs {self.line.describe()} because {self.reason} "
+                                              f"(environment: {self.line.venv}, `{self.line.make_setup}`)")
 
 
 def mismatch_message(r: PointResult, line: UpstreamLine) -> str:
@@ -470,7 +479,7 @@ def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None,
         requires = {"llava-torch": f"=={line.llava_torch}", **requires}
     logger.info("upstream: %s (%s) by the symbols of %s%s", line.describe(), reason, report.llava_dir,
                 " (not the installed llava-torch: a fork, judged by its symbols)" if is_fork else "")
-    return Selection(line, report, requires, is_fork)
+    return Selection(line, report, requires, is_fork, reason)
 
 
 # -- the call sites that differ by line ----------------------------------------------------------------

@@ -137,3 +137,19 @@ def test_the_line_is_chosen_by_capabilities_before_signatures(tmp_path, capsys):
     mod = fork / "llava" / "model" / "cache_user.py"
     mod.write_text("x = 1  # transformers.cache_utils is only named in a comment\n")
     assert lines.scan(str(fork)).nearest_line is base_line
+
+
+def test_an_environment_without_the_needed_line_is_refused_naming_line_and_reason(tmp_path, monkeypatch):
+    from llava_dymoe.patches import _base
+
+    fork = make_fork(tmp_path, builder_extra=False)
+    (fork / "llava" / "model" / "cache_user.py").write_text("import transformers.cache_utils\n")
+    sel = lines.select_line("train", llava_dir=str(fork))
+    assert sel.line is lines.LINE_12 and sel.requires == {"transformers": "==4.37.2"}
+    monkeypatch.delenv(_base.SKIP_ENV, raising=False)
+    monkeypatch.setattr(_base, "_installed_version", lambda dist: "4.31.0")
+    with pytest.raises(_base.PatchVersionError) as info:
+        sel.check_environment()
+    msg = str(info.value)
+    assert msg.startswith("this llava needs the 1.2 line (llava-torch 1.2.2.post1, transformers 4.37.2) because ")
+    assert "(environment: .venv, `make setup`)" in msg and "transformers 4.31.0 (supported: transformers==4.37.2)" in msg
