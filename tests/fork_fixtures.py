@@ -14,7 +14,7 @@ deepspeed --include localhost:0 --master_port 29600 llava/train/train_mem_MOE.py
 ENTRY = "from llava.train.train_MOE import train\n\nif __name__ == \"__main__\":\n    train()\n"
 #: what a fork's trainer adds (CoIN's LLaVATrainer.save_trained_model calls the saver of its module)
 SAVE_METHOD = """
-    def save_trained_model(self, training_args):
+    def {name}(self, training_args):
         from llava.train.train_MOE import safe_save_model_for_hf_trainer
         safe_save_model_for_hf_trainer(trainer=self, output_dir=training_args.output_dir)
 """
@@ -54,7 +54,7 @@ def make_fork(tmp_path, *, setup_call=True, save_call="safe", builder_extra=True
         _edit(moe, "        safe_save_model_for_hf_trainer(trainer=trainer,\n"
                    "                                       output_dir=training_args.output_dir)", f"        {call}")
         _edit(llava / "train" / "llava_trainer.py", "class LLaVATrainer(Trainer):\n",
-              "class LLaVATrainer(Trainer):\n" + SAVE_METHOD)
+              "class LLaVATrainer(Trainer):\n" + SAVE_METHOD.format(name=call.split(".")[1].split("(")[0]))
     if builder_extra:
         builder = llava / "model" / "builder.py"
         text = builder.read_text()

@@ -214,9 +214,12 @@ def render(report: ScanReport, entry: Entry, profile: TrainProfile, fit: RunFit,
     return "\n".join(out)
 
 
-def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir: Optional[str] = None) -> int:
+def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir: Optional[str] = None,
+          smoke_dir: Optional[str] = None, run_smoke: bool = False) -> int:
     """Print the report; exit status 0 when the run-time plugin fits this llava, 1 when it does not (the
-    fork diff's per-file results are reported, not counted: a user applies the parts that fit)."""
+    fork diff's per-file results are reported, not counted: a user applies the parts that fit).  With
+    ``run_smoke`` the status is the smoke run's instead (``smoke.py``): 0 only when the plugin trains two
+    tasks and evaluates."""
     root = scan_root(llava_dir)
     found = find_entry(os.path.dirname(root), entry)
     report = scan(root, train_file=None if found.module == DEFAULT_TRAIN_MODULE else found.module_file)
@@ -224,5 +227,11 @@ def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir:
     fit = run_fit(report, found, profile)
     files = diff_by_file(report, report.nearest_line, found)
     written = [write_fitted(v.fitted, fit_dir) for v in files if fit_dir and v.status == "fitted"]
-    print(render(report, found, profile, fit, files, written))
+    print(render(report, found, profile, fit, files, written), flush=True)
+    if run_smoke:
+        from .smoke import smoke
+
+        verdict = smoke(os.path.dirname(root), found.module, smoke_dir)
+        print(verdict.line)
+        return 0 if verdict.passed else 1
     return 0 if fit.fits else 1

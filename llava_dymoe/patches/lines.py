@@ -435,9 +435,11 @@ class Selection:
                                               f"(environment: {self.line.venv}, `{self.line.make_setup}`)")
 
 
-def mismatch_message(r: PointResult, line: UpstreamLine) -> str:
+def mismatch_message(r: PointResult, line: UpstreamLine, train_module: str = "llava.train.train") -> str:
     state = "is missing" if r.status == "missing" else "is not what llava_dymoe expects"
-    return (f"patch point {r.point.id}: {r.point.symbol} {state} ({r.detail}); llava_dymoe expects {r.point.expects}. "
+    symbol = r.point.symbol.replace("llava.train.train:", train_module + ":") if r.point.side == "train" \
+        else r.point.symbol
+    return (f"patch point {r.point.id}: {symbol} {state} ({r.detail}); llava_dymoe expects {r.point.expects}. "
             f"Look at {r.path}" + (f" line {r.line}" if r.line else "") + f" and compare it with llava-torch "
             f"{line.llava_torch}; `python -m llava_dymoe.autopatch check` lists every patch point")
 
@@ -471,7 +473,7 @@ def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None,
     needed = [pid for sd, ids in REQUIRED.items() if side in (None, sd) for pid in ids]
     for r in report.results:
         if r.point.id in needed and r.status != "found":
-            raise UpstreamMismatch(mismatch_message(r, line))
+            raise UpstreamMismatch(mismatch_message(r, line, train_module))
     installed = installed_llava_dir()
     is_fork = installed is None or installed != report.llava_dir
     requires = {"transformers": f"=={line.transformers}"}
