@@ -3,8 +3,9 @@
     python -m llava_dymoe.autopatch install     # writes llava_dymoe_autopatch.pth into site-packages
     LLAVA_DYMOE=1 python -m llava.eval.model_vqa_loader --model-path CKPT --model-base BASE ...
     python -m llava_dymoe.autopatch uninstall   # removes it;  `status` tells what is in place
-    python -m llava_dymoe.autopatch check [--llava-dir PATH]   # every patch point of this llava (or a
-                                                # fork checkout) and whether our fork diff applies
+    python -m llava_dymoe.autopatch check [--llava-dir PATH] [--entry PATH] [--fit-dir DIR] [--smoke]
+        # the entry a fork runs, every patch point, whether the run-time plugin fits, the fork diff per
+        # file; --smoke: two tiny DyMoE tasks and an eval through the fork (exit 0 only when they pass)
 
 The ``.pth`` line (run by ``site`` at interpreter start) imports this module only when
 ``LLAVA_DYMOE=1``.  Why it stays safe: without the variable nothing is imported at all; with it,
@@ -105,13 +106,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("action", choices=["install", "uninstall", "status", "check"])
     p.add_argument("--llava-dir", default=None, help="check: a llava package directory or a fork checkout "
                    "holding llava/ (default: the llava this Python would import)")
+    p.add_argument("--entry", default=None, help="check: the fork's training entry (a .py path under the checkout, "
+                   "or a module); default: the file its shell scripts launch, else llava/train/train.py")
+    p.add_argument("--fit-dir", default=None, help="check: write the diff parts fitted to this fork here (one "
+                   "file each; nothing is overwritten)")
+    p.add_argument("--smoke", action="store_true", help="check: also run two tiny DyMoE tasks and one eval through "
+                   "the fork's entry (subprocesses, a few minutes on CPU); exit 0 only when they pass")
+    p.add_argument("--smoke-dir", default=None, help="check --smoke: work folder (default: a new temporary one)")
     p.add_argument("--site-dir", default=None, help="target directory (default: this interpreter's "
                    "site-packages, %(default)s)")
     args = p.parse_args(argv)
     if args.action == "check":
         from llava_dymoe.patches.check import check
 
-        return check(args.llava_dir)
+        return check(args.llava_dir, args.entry, args.fit_dir, args.smoke_dir, args.smoke)
     path = os.path.join(args.site_dir or default_site_dir(), PTH_NAME)
     if args.action == "install":
         os.makedirs(os.path.dirname(path), exist_ok=True)

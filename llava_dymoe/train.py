@@ -23,21 +23,27 @@ from typing import List, Optional, Tuple
 from llava_dymoe.errors import ConfigError, DyMoEError
 
 
-def split_attn_implementation(argv: List[str]) -> Tuple[Optional[str], List[str]]:
-    """Remove ``--attn_implementation X`` / ``--attn_implementation=X`` from argv (LLaVA's parser lacks it)."""
-    out, attn, i = [], None, 0
+def split_flag(argv: List[str], flag: str, choices: str) -> Tuple[Optional[str], List[str]]:
+    """Remove ``FLAG X`` / ``FLAG=X`` from argv (LLaVA's parser lacks it); the value, or None."""
+    out, value, i = [], None, 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--attn_implementation":
+        if arg == flag:
             if i + 1 >= len(argv):
-                raise SystemExit("error: --attn_implementation needs a value (eager, sdpa or flash_attention_2)")
-            attn, i = argv[i + 1], i + 2
+                raise SystemExit(f"error: {flag} needs a value ({choices})")
+            value, i = argv[i + 1], i + 2
             continue
-        if arg.startswith("--attn_implementation="):
-            attn = arg.split("=", 1)[1]
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
         else:
             out.append(arg)
         i += 1
+    return value, out
+
+
+def split_attn_implementation(argv: List[str]) -> Tuple[Optional[str], List[str]]:
+    """Remove ``--attn_implementation X`` / ``--attn_implementation=X`` from argv (LLaVA's parser lacks it)."""
+    attn, out = split_flag(argv, "--attn_implementation", "eager, sdpa or flash_attention_2")
     if attn is not None and attn not in ("eager", "sdpa", "flash_attention_2"):
         raise SystemExit(f"error: --attn_implementation {attn!r}: choose eager, sdpa or flash_attention_2")
     return attn, out
@@ -59,6 +65,9 @@ def seed_from_argv(argv: List[str]) -> int:
 OWN_FLAGS = (
     ("--attn_implementation {eager,sdpa,flash_attention_2}",
      "attention kernel passed to LLaVA's train() (train_mem.py hard-codes flash_attention_2); default: upstream's"),
+    ("--train_module MODULE",
+     "the module whose train() runs: a fork's own entry module (e.g. llava.train.train_MOE; `python -m "
+     "llava_dymoe.autopatch check` names the one its launch scripts run); default llava.train.train"),
     ("--skip_data_check [True|False]",
      "do not run the data pre-flight (JSON, images, sequence flags) before the model loads; default False"),
     ("--decode_images [True|False]",
@@ -80,6 +89,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     die_with_parent_if_asked()  # started by `cli run` (or a launcher under it): end with it
     argv = list(sys.argv[1:] if argv is None else argv)
     attn, rest = split_attn_implementation(argv)
+    module, rest = split_flag(rest, "--train_module", "a module such as llava.train.train_MOE")
+    module = module or "llava.train.train"
     from llava_dymoe.trainer.preflight import argv_value, claim_training_output, release_output_dir, training_preflight
 
     rest = training_preflight(rest, claim=False)
@@ -87,7 +98,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from llava_dymoe.patches.lines import check_train_flags, select_line, train_call_kwargs
     from llava_dymoe.patches.train import train_patch_set
 
-    selection = select_line("train")  # the upstream line, by the symbols the llava in use has
+    selection = select_line("train", train_module=module)  # the upstream line, by the symbols the llava in use has
+    selection.check_environment()  # the line the fork's code needs, and why, before anything is patched
     check_train_flags(selection.line, rest)
     output_dir = argv_value(rest, "output_dir") or None
     help_asked = "-h" in argv or "--help" in argv
@@ -97,13 +109,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     set_seed(seed_from_argv(rest))
     from llava_dymoe.patches.vision_check import vision_check_cache
 
-    patches = train_patch_set(requires=selection.requires).apply()
+    patches = train_patch_set(requires=selection.requires, module=module).apply()
     try:
         if not help_asked:
-            check_known_flags(rest)  # before the folder is claimed: a bad flag leaves nothing behind
+            check_known_flags(rest, module)  # before the folder is claimed: a bad flag leaves nothing behind
             if output_dir:
                 claim_training_output(output_dir, argv)
-        from llava.train.train import train
+        import importlib
+
+        train = importlib.import_module(module).train
 
         with vision_check_cache():  # D1: a speed-up of the dataset's image processing only
             train(**train_call_kwargs(selection.line, attn))
@@ -131,13 +145,16 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
-def check_known_flags(argv: List[str]) -> None:
+def check_known_flags(argv: List[str], module: str = "llava.train.train") -> None:
     """Parse the command line with LLaVA's (patched) argument classes before anything loads: a value argparse
     refuses exits 2 here, and a flag no class knows is refused with the nearest known flag."""
     import difflib
 
+    import importlib
+
     import transformers
-    from llava.train import train as upstream
+
+    upstream = importlib.import_module(module)
 
     parser = transformers.HfArgumentParser((upstream.ModelArguments, upstream.DataArguments,
                                             upstream.TrainingArguments))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from llava_dymoe import SUPPORTED_LLAVA_TORCH, SUPPORTED_TRANSFORMERS
+from llava_dymoe.errors import DyMoEError
 
 logger = logging.getLogger("llava_dymoe.patches")
 
@@ -61,6 +62,13 @@ class PatchVersionError(PatchError):
 
 class PatchTargetMissing(PatchError):
     """A patch target (module or attribute) does not exist in the installed upstream."""
+
+
+class ForkImportError(PatchTargetMissing, DyMoEError):
+    """A patch target's module fails to import inside the fork's own code (one line: module, file, package)."""
+
+    def __init__(self, message: str, details: Optional[str] = None):
+        DyMoEError.__init__(self, message, details)
 
 
 def _installed_version(dist: str) -> Optional[str]:
@@ -221,6 +229,11 @@ class PatchSet:
         try:
             owner: Any = importlib.import_module(patch.module_name)
         except ImportError as exc:
+            from .import_failure import explain_import_failure
+
+            why = explain_import_failure(exc, patch.module_name)
+            if why is not None:  # the fork's own import chain fails: not a moved patch target
+                raise ForkImportError(f"{why} (patch set {self.name!r}, target {patch.target!r})") from exc
             raise self._missing(patch, f"module {patch.module_name!r} cannot be imported ({exc})") from exc
         *path, attr = patch.attr_path
         for part in path:

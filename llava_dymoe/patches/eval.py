@@ -81,6 +81,10 @@ def _cuda_options_to_cpu(options: dict) -> None:
         options["device_map"] = "cpu"
 
 
+#: upstream's own ``load_pretrained_model`` options (both lines); a fork's other named parameters are its own
+UPSTREAM_LOADER_OPTIONS = frozenset(("load_8bit", "load_4bit", "device_map", "device", "use_flash_attn"))
+
+
 def make_loader_wrapper(original: Callable) -> Callable:
     """E1: the replacement for ``load_pretrained_model`` (delegates to ``original`` for non-DyMoE)."""
     signature = inspect.signature(original)
@@ -103,7 +107,11 @@ def make_loader_wrapper(original: Callable) -> Callable:
         if dymoe:
             logger.info("E1: %s is a DyMoE checkpoint; rebuilding it on base %s%s", model_path, model_base,
                         " (CPU)" if force_cpu else "")
-            return load_dymoe(model_path, model_base, model_name, **options)
+            extra = [k for k in signature.parameters if k in options and k not in UPSTREAM_LOADER_OPTIONS]
+            if extra:  # a fork's own builder parameters (num_task, text_tower ...) mean nothing to a DyMoE load
+                logger.info("E1: not passing the fork's builder parameters %s to the DyMoE loader", ", ".join(extra))
+            return load_dymoe(model_path, model_base, model_name,
+                              **{k: v for k, v in options.items() if k not in extra})
         logger.info("E1: upstream load_pretrained_model(%s) with device=%r, device_map=%r (no CUDA)",
                     model_path, options.get("device"), options.get("device_map"))
         return original(model_path, model_base, model_name, **options)

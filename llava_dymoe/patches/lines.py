@@ -58,6 +58,13 @@ class UpstreamLine:
     def diff(self) -> str:
         return os.path.join(REPO_PATCHES, f"llava-torch-{self.llava_torch}-dymoe.diff")
 
+    @property
+    def parts(self) -> List[str]:
+        """The same diff shipped per file (``patches/llava-torch-<version>-dymoe/<file>.diff``): apply what fits."""
+        folder = self.diff[:-len(".diff")]
+        return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".diff")) \
+            if os.path.isdir(folder) else []
+
     def describe(self) -> str:
         return f"the {self.name} line (llava-torch {self.llava_torch}, transformers {self.transformers})"
 
@@ -65,6 +72,15 @@ class UpstreamLine:
 LINE_12 = UpstreamLine("1.2", "1.2.2.post1", "4.37.2", ".venv", "make setup", True, True)
 LINE_11 = UpstreamLine("1.1", "1.1.1", "4.31.0", ".venv-llava11", "make setup-llava11", False, False)
 LINES: Tuple[UpstreamLine, ...] = (LINE_12, LINE_11)
+LINE_11_TRANSFORMERS = tuple(int(p) for p in LINE_11.transformers.split("."))
+#: transformers capabilities a fork's code may use, and the first transformers version that has them
+#: (issue 28 item 5: SEFE pins 4.31.0 but imports transformers.cache_utils, a 4.36 module).
+CAPABILITIES: Tuple[Tuple[str, str, Tuple[int, ...]], ...] = (
+    ("module", "transformers.cache_utils", (4, 36)),
+    ("module", "transformers.modeling_attn_mask_utils", (4, 36)),
+    ("keyword", "attn_implementation", (4, 36)),
+    ("keyword", "gradient_checkpointing_kwargs", (4, 35)),
+)
 
 
 class UpstreamMismatch(PatchTargetMissing, DyMoEError):
@@ -134,18 +150,33 @@ class ScanReport:
     builder_flash: Optional[bool] = None
     vision_load_takes_device_map: Optional[bool] = None
     modality_sampler_single_ok: Optional[bool] = None  # False: llava-torch 1.1.1's sampler bug (T4)
+    train_file: str = ""  # the module whose train() the fork runs (llava/train/train.py unless an entry says)
+    capabilities: List[Tuple[str, Tuple[int, ...], str]] = field(default_factory=list)  # (what, transformers, where)
 
     def result(self, pid: str) -> PointResult:
         return next(r for r in self.results if r.point.id == pid)
 
     @property
     def nearest_line(self) -> UpstreamLine:
-        """The line whose signatures this source has (T0 first, the builder second; 1.2 by default)."""
+        return self.line_and_reason[0]
+
+    @property
+    def line_and_reason(self) -> Tuple[UpstreamLine, str]:
+        """The line this source needs, and why: the transformers capabilities its code uses first (a module or
+        flag newer than the 1.1 line's transformers 4.31 means the 1.2 line), then T0's signature, then the
+        builder's; the 1.2 line by default."""
+        newer = [c for c in self.capabilities if c[1] > LINE_11_TRANSFORMERS]
+        if newer:
+            what, version, where = max(newer, key=lambda c: c[1])
+            return LINE_12, (f"its code uses {what} (transformers >= {'.'.join(map(str, version))}, at {where}); "
+                             f"the 1.1 line's transformers {LINE_11.transformers} lacks it")
         if self.train_takes_attn is not None:
-            return LINE_12 if self.train_takes_attn else LINE_11
+            return (LINE_12, "train(attn_implementation=...)") if self.train_takes_attn else (
+                LINE_11, "train() takes no attn_implementation")
         if self.builder_flash is not None:
-            return LINE_12 if self.builder_flash else LINE_11
-        return LINE_12
+            return (LINE_12, "load_pretrained_model(..., use_flash_attn)") if self.builder_flash else (
+                LINE_11, "load_pretrained_model has no use_flash_attn")
+        return LINE_12, "no train() or builder signature to judge by (the default line)"
 
 
 def _parse(path: str) -> Optional[ast.Module]:
@@ -192,8 +223,44 @@ def _res(report: ScanReport, pid: str, status: str, path: str, node=None, detail
     report.results.append(PointResult(POINT_BY_ID[pid], status, path, getattr(node, "lineno", None), detail))
 
 
+def _scan_capabilities(report: ScanReport, files: Sequence[str]) -> None:
+    """Record every use of a :data:`CAPABILITIES` entry (imports of the module, the keyword in a call or def)."""
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if not any(name.rpartition(".")[2] in text for _, name, _ in CAPABILITIES):
+            continue
+        tree = _parse(path)
+        for node in ast.walk(tree) if tree else ():
+            hits = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                hits = [n for k, n, _ in CAPABILITIES if k == "module" and node.module == n]
+            elif isinstance(node, ast.Import):
+                hits = [n for k, n, _ in CAPABILITIES for a in node.names if k == "module" and a.name == n]
+            elif isinstance(node, ast.Call):
+                hits = [n for k, n, _ in CAPABILITIES for kw in node.keywords if k == "keyword" and kw.arg == n]
+            elif isinstance(node, ast.FunctionDef) and node.name == "train":
+                hits = [n for k, n, _ in CAPABILITIES for a in node.args.args if k == "keyword" and a.arg == n]
+            for name in hits:
+                version = next(v for _, n, v in CAPABILITIES if n == name)
+                where = f"{os.path.relpath(path, os.path.dirname(report.llava_dir))}:{node.lineno}"
+                if not any(c[0] == name for c in report.capabilities):
+                    report.capabilities.append((name, version, where))
+
+
+def _py_files(root: str) -> List[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        out += [os.path.join(dirpath, n) for n in sorted(filenames) if n.endswith(".py")]
+    return out
+
+
 def _scan_train(report: ScanReport, root: str) -> None:
-    path = os.path.join(root, "train", "train.py")
+    path = report.train_file or os.path.join(root, "train", "train.py")
     tree = _parse(path)
     train = _top(tree, "train")
     if not isinstance(train, ast.FunctionDef):
@@ -231,7 +298,9 @@ def _scan_train(report: ScanReport, root: str) -> None:
         _res(report, "T3", "missing", path, saver, "no top-level def safe_save_model_for_hf_trainer")
     else:
         params, _ = _params(saver)
-        called = bool(isinstance(train, ast.FunctionDef) and _calls(train, "safe_save_model_for_hf_trainer"))
+        called = bool(isinstance(train, ast.FunctionDef) and (_calls(train, "safe_save_model_for_hf_trainer") or any(
+            isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "save_trained_model"  # CoIN: the trainer saves
+            for n in ast.walk(train))))
         has_mz3 = isinstance(_top(tree, "maybe_zero_3"), ast.FunctionDef)
         ok = params[:2] == ["trainer", "output_dir"] and called and has_mz3
         why = [] if ok else [w for w, bad in (("parameters are not (trainer, output_dir)",
@@ -324,10 +393,12 @@ def scan_root(llava_dir: Optional[str] = None) -> str:
     return root
 
 
-def scan(llava_dir: Optional[str] = None) -> ScanReport:
-    """Every patch point of the ``llava`` package in ``llava_dir`` (default: the one in use)."""
+def scan(llava_dir: Optional[str] = None, train_file: Optional[str] = None) -> ScanReport:
+    """Every patch point of the ``llava`` package in ``llava_dir`` (default: the one in use); the T points in
+    ``train_file`` (the module whose ``train()`` the fork runs) when given, else in ``llava/train/train.py``."""
     root = scan_root(llava_dir)
-    report = ScanReport(root)
+    report = ScanReport(root, train_file=os.path.realpath(train_file) if train_file else "")
+    _scan_capabilities(report, _py_files(root) + ([train_file] if train_file else []))
     _scan_train(report, root)
     _scan_sampler(report, root)
     _scan_eval(report, root)
@@ -353,34 +424,64 @@ class Selection:
     report: ScanReport
     requires: Dict[str, str]
     is_fork: bool
+    reason: str = ""  # why this line (ScanReport.line_and_reason)
+
+    def check_environment(self) -> None:
+        """Refuse (``PatchVersionError``, one line) an environment without the line's versions, saying which line
+        the code needs, why, and which environment has it (``LLAVA_DYMOE_SKIP_VERSION_CHECK=1`` tries anyway)."""
+        from ._base import check_versions
+
+        check_versions(self.requires, context=f"this llava needs {self.line.describe()} because {self.reason} "
+                                              f"(environment: {self.line.venv}, `{self.line.make_setup}`)")
 
 
-def mismatch_message(r: PointResult, line: UpstreamLine) -> str:
+def mismatch_message(r: PointResult, line: UpstreamLine, train_module: str = "llava.train.train") -> str:
     state = "is missing" if r.status == "missing" else "is not what llava_dymoe expects"
-    return (f"patch point {r.point.id}: {r.point.symbol} {state} ({r.detail}); llava_dymoe expects {r.point.expects}. "
+    symbol = r.point.symbol.replace("llava.train.train:", train_module + ":") if r.point.side == "train" \
+        else r.point.symbol
+    return (f"patch point {r.point.id}: {symbol} {state} ({r.detail}); llava_dymoe expects {r.point.expects}. "
             f"Look at {r.path}" + (f" line {r.line}" if r.line else "") + f" and compare it with llava-torch "
             f"{line.llava_torch}; `python -m llava_dymoe.autopatch check` lists every patch point")
 
 
-def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None) -> Selection:
-    """The line of the ``llava`` in use and the requirements for its patch sets.
+def module_file(module: str) -> str:
+    """The source file of ``module`` (``llava.train.train_MOE``), found without importing it or its package."""
+    top, _, rest = module.partition(".")
+    root = os.path.dirname(llava_dir_in_use()) if top == "llava" else None
+    if root is None:
+        spec = importlib.util.find_spec(top)
+        if spec is None or not spec.submodule_search_locations:
+            raise UpstreamMismatch(f"--train_module {module}: package {top!r} is not importable (put the fork's "
+                                   "checkout first on PYTHONPATH)")
+        root = os.path.dirname(os.path.realpath(list(spec.submodule_search_locations)[0]))
+    path = os.path.join(root, *module.split(".")) + ".py"
+    if not os.path.isfile(path):
+        raise UpstreamMismatch(f"--train_module {module}: no file {path} (`python -m llava_dymoe.autopatch check` "
+                               "names the module the fork's scripts run)")
+    return path
+
+
+def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None,
+                train_module: str = "llava.train.train") -> Selection:
+    """The line of the ``llava`` in use and the requirements for its patch sets; the T points are looked for in
+    ``train_module`` (the module whose ``train()`` runs).
 
     Raises :class:`UpstreamMismatch` for the first ``REQUIRED`` patch point of ``side`` ("train",
     "eval" or both) that is missing or changed."""
-    report = scan(llava_dir)
-    line = report.nearest_line
+    report = scan(llava_dir, train_file=None if train_module == "llava.train.train" else module_file(train_module))
+    line, reason = report.line_and_reason
     needed = [pid for sd, ids in REQUIRED.items() if side in (None, sd) for pid in ids]
     for r in report.results:
         if r.point.id in needed and r.status != "found":
-            raise UpstreamMismatch(mismatch_message(r, line))
+            raise UpstreamMismatch(mismatch_message(r, line, train_module))
     installed = installed_llava_dir()
     is_fork = installed is None or installed != report.llava_dir
     requires = {"transformers": f"=={line.transformers}"}
     if not is_fork:
         requires = {"llava-torch": f"=={line.llava_torch}", **requires}
-    logger.info("upstream: %s by the symbols of %s%s", line.describe(), report.llava_dir,
+    logger.info("upstream: %s (%s) by the symbols of %s%s", line.describe(), reason, report.llava_dir,
                 " (not the installed llava-torch: a fork, judged by its symbols)" if is_fork else "")
-    return Selection(line, report, requires, is_fork)
+    return Selection(line, report, requires, is_fork, reason)
 
 
 # -- the call sites that differ by line ----------------------------------------------------------------

@@ -92,9 +92,9 @@ def make_saver(original):
 
         if not isinstance(trainer, DyMoETrainerMixin) or trainer.dymoe is None:
             return original(trainer=trainer, output_dir=output_dir)
-        from llava.train.train import maybe_zero_3
+        from ..trainer.saving import fork_gather
 
-        return save_dymoe_task(trainer, output_dir, gather=lambda p: maybe_zero_3(p, ignore_status=True))
+        return save_dymoe_task(trainer, output_dir, gather=fork_gather(trainer))
 
     return safe_save_model_for_hf_trainer
 
@@ -113,24 +113,25 @@ def make_modality_sampler(original):
     return get_modality_length_grouped_indices
 
 
-def train_patch_set(requires: Optional[dict] = None) -> PatchSet:
+def train_patch_set(requires: Optional[dict] = None, module: str = "llava.train.train") -> PatchSet:
     """The T1-T3 patch set (not applied; call ``.apply()`` or use it as a context manager).
 
     ``requires`` defaults to what ``lines.select_line("train")`` finds for the ``llava`` in use (the
     line's transformers, plus its llava-torch unless the ``llava`` in use is a fork's own files); a
-    missing or changed patch point raises ``lines.UpstreamMismatch`` here, before anything is patched."""
+    missing or changed patch point raises ``lines.UpstreamMismatch`` here, before anything is patched.
+    ``module`` is the module whose ``train()`` runs (a fork's own entry module, e.g. ``llava.train.train_MOE``)."""
     from .lines import select_line
 
-    selection = select_line("train")
+    selection = select_line("train", train_module=module)
     if requires is None:
         requires = selection.requires
     patches = [
-        Patch("llava.train.train:TrainingArguments", make_training_arguments_class,
+        Patch(f"{module}:TrainingArguments", make_training_arguments_class,
               description="T1: --dymoe_* flags"),
-        Patch("llava.train.train:ModelArguments", make_model_arguments_class,
+        Patch(f"{module}:ModelArguments", make_model_arguments_class,
               description="T1b: remember --pretrain_mm_mlp_adapter"),
-        Patch("llava.train.train:LLaVATrainer", make_trainer_class, description="T2: DyMoETrainer"),
-        Patch("llava.train.train:safe_save_model_for_hf_trainer", make_saver,
+        Patch(f"{module}:LLaVATrainer", make_trainer_class, description="T2: DyMoETrainer"),
+        Patch(f"{module}:safe_save_model_for_hf_trainer", make_saver,
               description="T3: ZeRO-safe DyMoE task checkpoint"),
     ]
     if selection.report.modality_sampler_single_ok is False:

@@ -77,6 +77,18 @@ def llava_gather() -> Callable:
     return lambda p: maybe_zero_3(p, ignore_status=True)
 
 
+def fork_gather(trainer) -> Callable:
+    """The ``maybe_zero_3`` of the module that defines the trainer's base class (a fork's own LLaVA copy, e.g.
+    CoIN's ``ETrain``, which has no ``llava`` package), else LLaVA's."""
+    import sys
+
+    for cls in type(trainer).__mro__:
+        fn = getattr(sys.modules.get(cls.__module__), "maybe_zero_3", None)
+        if callable(fn):
+            return lambda p: fn(p, ignore_status=True)
+    return llava_gather()
+
+
 def check_supervised(trainer) -> None:
     """A task none of whose training steps had a supervised token learned nothing: it is not marked finished
     (no ``dymoe_task.json``), and the run is refused.  Counted over every rank; steps before a resume are

@@ -199,6 +199,16 @@ class DyMoETrainerMixin:
         if self.args.should_save:
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    def save_trained_model(self, training_args=None, *args, **kwargs):
+        """CoIN's save call site (its ``train()`` ends with ``trainer.save_trained_model(training_args)``, and its
+        trainer's method writes the LoRA files or the whole model): the finished DyMoE task instead, in
+        ``training_args.output_dir``.  Without DyMoE the fork's own method runs."""
+        if self.dymoe is None:
+            return super().save_trained_model(training_args, *args, **kwargs)
+        from .saving import fork_gather, save_dymoe_task
+
+        save_dymoe_task(self, getattr(training_args, "output_dir", None) or self.args.output_dir, fork_gather(self))
+
     def _save_optimizer_and_scheduler(self, output_dir):
         engine = self.model_wrapped if self.dymoe is not None and self.is_deepspeed_enabled else None
         if engine is None:

@@ -17,7 +17,10 @@ def test_check_of_the_llava_in_use(capsys):
     assert f"nearest supported line: {line.describe()}" in out
     for point in lines.POINTS:
         assert f"\n{point.id.ljust(5)}  found " in out, point.id
-    assert f"fork diff llava-torch-{line.llava_torch}-dymoe.diff: applies (dry run)" in out
+    assert f"fork diff, per file (patches/llava-torch-{line.llava_torch}-dymoe/):" in out
+    assert "  llava/model/builder.py: applies\n" in out and "  llava/train/train.py: applies\n" in out
+    assert out.endswith(f"verdict: run-time plugin fits; fork diff: {len(line.parts)} applies of {len(line.parts)} "
+                        "file(s)\n")
 
 
 def test_check_of_a_fork_names_changed_points_and_failing_hunks(tmp_path, capsys):
@@ -31,7 +34,9 @@ def test_check_of_a_fork_names_changed_points_and_failing_hunks(tmp_path, capsys
     assert autopatch.main(["check", "--llava-dir", str(tmp_path / "checkout")]) == 1
     out = capsys.readouterr().out
     assert "\nE1     changed  llava.model.builder:load_pretrained_model" in out
-    assert "llava/model/builder.py:" in out and "does NOT apply (dry run)" in out
-    assert "failing hunks: llava/model/builder.py hunk #1" in out
+    assert "run-time plugin: does NOT fit: E1 changed: llava.model.builder:load_pretrained_model" in out
+    # the shipped hunk's context (the def line) differs; the same lines fitted to this builder apply
+    assert "  llava/model/builder.py: fitted (the shipped hunk fails; the same lines at the top of this fork's " \
+           "load_pretrained_model())" in out
     assert "E1: llava_dymoe expects load_pretrained_model(model_path, model_base, model_name" in out
     assert builder.read_text() == before  # a dry run writes nothing
