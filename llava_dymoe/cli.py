@@ -37,6 +37,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
                     "which cue (image or question text) routes each task's inputs to its own bank"),
     "convert-coin": ("llava_dymoe.commands.convert_coin",
                      "convert CoIN's test JSON into upstream question files and reference JSONL"),
+    "convert-ucit": ("llava_dymoe.commands.convert_ucit",
+                     "convert UCIT's test files (and caption references) into question files and reference JSONL"),
     "check-data": ("llava_dymoe.commands.check_data", "check training/question data (or a suite's) before training"),
 }
 
