@@ -23,9 +23,10 @@ from .errors import ResultRangeError
 SCORE_RANGE = (0.0, 100.0)
 
 
-def check_score_range(matrix: Any, where: str) -> None:
-    """Every evaluated (non-NaN) cell of an ``AccuracyMatrix`` lies in [0, 100]."""
-    lo, hi = SCORE_RANGE
+def check_score_range(matrix: Any, where: str, high: Optional[float] = None) -> None:
+    """Every evaluated (non-NaN) cell of an ``AccuracyMatrix`` lies in [0, 100] (or [0, ``high``]: UCIT's
+    caption score, the mean of seven metrics x 100 with CIDEr-D among them, can exceed 100)."""
+    lo, hi = SCORE_RANGE[0], SCORE_RANGE[1] if high is None else high
     bad = []
     for r, stage in enumerate(matrix.stages):
         for c, task in enumerate(matrix.tasks):
@@ -34,8 +35,9 @@ def check_score_range(matrix: Any, where: str) -> None:
                 bad.append(f"(stage {stage!r}, task {task!r}) = {v:g}")
     if bad:
         shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} cells)" if len(bad) > 5 else "")
-        raise ResultRangeError(f"{where}: score(s) outside [0, 100]: {shown}. Scores are percentages; fix the "
-                               "cell(s) (a fraction times 100? a typo?) or leave a cell empty if it was not evaluated")
+        raise ResultRangeError(f"{where}: score(s) outside [0, {hi:g}]: {shown}. Scores are percentages; fix the "
+                               "cell(s) (a fraction times 100? a typo?) or leave a cell empty if it was not evaluated"
+                               " (caption scores such as UCIT's can exceed 100: pass --max-score)")
 
 
 def check_percent_scale(matrix: Any, where: str, scale: Optional[str] = None) -> Any:

@@ -77,3 +77,13 @@ def test_check_data_ucit_lists_missing_files_images_and_counts(tmp_path, capsys)
     assert "error missing image x1" in out and "CLEVR_test_000101.png" in out
     assert "error missing file x1" in out and "VizWiz/val_coco_type_3000.json" in out
     assert "error caption references x1" in out and "image 2 has no caption" in out
+
+
+def test_metrics_accepts_caption_scores_above_100_only_when_asked(tmp_path, capsys):
+    matrix = tmp_path / "matrix.csv"
+    matrix.write_text("stage,ImageNet-R,VizWiz-Caption\n1_ImageNet-R,80,\n2_VizWiz-Caption,60,110\n")
+    assert cli.main(["metrics", str(matrix)]) == 2
+    assert "outside [0, 100]" in capsys.readouterr().err
+    assert cli.main(["metrics", str(matrix), "--max-score", "1000"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["mfn"] == (60 + 110) / 2 and got["bwt"] == 60 - 80
