@@ -24,8 +24,10 @@ one line instead of substituting an approximate tokenizer.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+import sys
 from typing import Dict, List, Mapping, Sequence
 
 #: the metrics the authors print, in their order (``coco_eval.eval`` without SPICE)
@@ -94,17 +96,18 @@ def caption_metrics(predictions: Sequence[str], references: Sequence[Sequence[st
     # keys 1..n in image order; the tokenizer reads only the "caption" field of each entry
     gts = {k: [{"caption": r} for r in refs] for k, refs in enumerate(references, start=1)}
     res = {k: [{"caption": p}] for k, p in enumerate(predictions, start=1)}
-    tokenizer = PTBTokenizer()
-    gts_tok, res_tok = tokenizer.tokenize(gts), tokenizer.tokenize(res)
-    if gts_tok.keys() != res_tok.keys():
-        raise ValueError("caption scoring: the PTB tokenizer lost captions (a line break such as '\\r' inside a "
-                         "caption shifts the lines); pycocoevalcap fails here too")
     raw: Dict[str, float] = {}
-    for scorer, names in ((Bleu(4), METRICS[:4]), (Meteor(), METRICS[4:5]), (Rouge(), METRICS[5:6]),
-                          (Cider(), METRICS[6:7])):
-        score, _ = scorer.compute_score(gts_tok, res_tok)
-        for name, value in zip(names, score if len(names) > 1 else [score]):
-            raw[name] = float(value)
+    with contextlib.redirect_stdout(sys.stderr):  # the library prints BLEU's counts; keep stdout for results
+        tokenizer = PTBTokenizer()
+        gts_tok, res_tok = tokenizer.tokenize(gts), tokenizer.tokenize(res)
+        if gts_tok.keys() != res_tok.keys():
+            raise ValueError("caption scoring: the PTB tokenizer lost captions (a line break such as '\\r' inside "
+                             "a caption shifts the lines); pycocoevalcap fails here too")
+        for scorer, names in ((Bleu(4), METRICS[:4]), (Meteor(), METRICS[4:5]), (Rouge(), METRICS[5:6]),
+                              (Cider(), METRICS[6:7])):
+            score, _ = scorer.compute_score(gts_tok, res_tok)
+            for name, value in zip(names, score if len(names) > 1 else [score]):
+                raw[name] = float(value)
     out = {name: raw[name] * 100.0 for name in METRICS}
     out[AVERAGE] = sum(out[name] for name in METRICS) / len(METRICS)
     out["n"] = len(predictions)

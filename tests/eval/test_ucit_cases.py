@@ -236,3 +236,19 @@ def test_runner_profiles_write_the_clean_matrix_with_the_ucit_label(tmp_path):
     assert clean == want and AccuracyMatrix.from_csv(str(tmp_path / "out" / MATRIX_CLEAN_CSV)) == want
     report = (tmp_path / "out/report.md").read_text()
     assert f"| {SUITE_PROFILES['ucit'][0]} | `matrix.csv` |" in report and SUITE_PROFILES["ucit"][1] in report
+
+
+def test_the_difference_rows_of_docs_scoring_md():
+    import re
+
+    row = re.compile(r"^\| (U\d+) \| ([^|]+) \| `(.*?)` \| `(.*?)` \| ([01]) \| ([01]) \| (.+) \|$")
+    with open(os.path.join(REPO, "docs", "scoring.md"), encoding="utf-8") as f:
+        rows = [m.groups() for m in map(row.match, f.read().splitlines()) if m]
+    assert [r[0] for r in rows] == [f"U{i}" for i in range(1, len(rows) + 1)] and len(rows) >= 8
+    suite = load_suite(os.path.join(REPO, "eval_suites", "ucit.yaml"))
+    assert {r[1].strip() for r in rows} == {"ImageNet-R", "ArxivQA", "IconQA", "CLEVR-Math"}
+    for _, task, pred, ref, ucit, clean, _ in rows:
+        spec = suite.task(task.strip())
+        pred, ref = json.loads(pred), json.loads(ref)
+        assert get(spec.scorer)(pred, ref) == authors_rule(pred, ref) == float(ucit)
+        assert get(spec.clean_scorer)(pred, ref) == float(clean) != float(ucit)
