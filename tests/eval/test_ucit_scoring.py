@@ -278,3 +278,41 @@ def test_clean_profile_joins_by_id_and_equals_the_position_join_on_clean_ordered
     _jsonl(shuffled, [{"question_id": q, "text": p} for q, p, _ in SET[:2]])
     missing = score_file("caption_coco", str(shuffled), str(refs))
     assert missing["missing"] == ["q3"] and missing["n"] == 3
+
+
+@pytest.mark.slow
+@needs_java
+def test_caption_metrics_equal_the_authors_pipeline_through_pycocotools(tmp_path, monkeypatch):
+    """The authors' path: COCO(file), loadRes(answers numbered by position), COCOEvalCap.evaluate() with SPICE
+    dropped (their eval.py comments it out; here a stub scores 0 and is left out).  Images listed out of
+    order, a "\\r" caption, brackets and an empty caption: every metric must be equal, not close."""
+    pytest.importorskip("pycocoevalcap")
+    from pycocoevalcap import eval as coco_eval_module
+    from pycocotools.coco import COCO
+
+    class NoSpice:
+        def compute_score(self, gts, res):
+            return 0.0, [0.0] * len(gts)
+
+        def method(self):
+            return "SPICE"
+
+    monkeypatch.setattr(coco_eval_module, "Spice", NoSpice)
+    captions = {1: ["a dog runs on the green grass", "a brown dog running"], 2: ["two men play soccer (football)"],
+                3: ["a woman in a red dress smiles", "a smiling woman", "a lady in red"], 4: ["a boat on a lake"]}
+    predictions = ["A dog runs on grass.", "two men (playing) soccer", "", "a boat\ron a lake"]
+    coco = {"images": [{"id": i} for i in (3, 1, 4, 2)],
+            "annotations": [{"image_id": i, "id": 10 * i + j, "caption": c} for i in (2, 4, 1, 3)
+                            for j, c in enumerate(captions[i])]}
+    coco_path, res_path = tmp_path / "val_coco_type.json", tmp_path / "pred_coco_type.json"
+    coco_path.write_text(json.dumps(coco))
+    res_path.write_text(json.dumps([{"image_id": k, "caption": p} for k, p in enumerate(predictions, start=1)]))
+    gt = COCO(str(coco_path))
+    evaluator = coco_eval_module.COCOEvalCap(gt, gt.loadRes(str(res_path)))
+    evaluator.evaluate()
+    theirs = [evaluator.eval[m] * 100 for m in coco_caption.METRICS]
+    answers = tmp_path / "answers.jsonl"
+    _jsonl(answers, [{"question_id": f"q{k}", "text": p} for k, p in enumerate(predictions, start=1)])
+    ours = score_file("ucit_caption", str(answers), str(coco_path))
+    assert [ours["metrics"][m] for m in coco_caption.METRICS] == theirs
+    assert ours["score"] == sum(theirs) / len(theirs)
