@@ -60,13 +60,14 @@ def java_version() -> str:
 
 def require_java() -> str:
     """Refuse (one line) unless both Java and pycocoevalcap 1.2 are available; returns Java's version line."""
+    version = java_version()
     try:
         import pycocoevalcap  # noqa: F401
     except ImportError:
         raise CaptionScoringUnavailable(
             "caption scoring needs pycocoevalcap 1.2 (the library UCIT's authors use): pip install "
             "pycocoevalcap==1.2 (or this package's [test] / [captions] extra)") from None
-    return java_version()
+    return version
 
 
 def caption_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> Dict[str, float]:
