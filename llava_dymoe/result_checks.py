@@ -66,15 +66,19 @@ def check_answer_coverage(result: Dict[str, Any], answers: str, references: str)
     line when some questions have no answer (they count as wrong), else None."""
     n, missing = int(result["n"]), list(result.get("missing", ()))
     extra = list(result.get("extra", ()))
-    if n and len(missing) == n:
+    if n and int(result.get("n_answered", n - len(missing))) == 0:  # (ucit: n counts answer lines)
         hint = (f" (answers have ids like {extra[0]!r}, references like {missing[0]!r})" if extra else
                 " (the answers file has no answers)")
         raise ResultRangeError(f"none of the {n} question ids of {references} has an answer in {answers}{hint}; "
                                "a score of 0.0 would be meaningless. Score the answers of this question file "
                                "(same question_id values)")
     if missing:
-        return (f"WARNING: {len(missing)} of {n} questions of {references} have no answer in {answers} and count "
-                f"as wrong (first: {', '.join(map(repr, missing[:3]))}); was a chunk of the answers lost?")
+        lines = "duplicates" in result  # the ucit profile: n is the number of answer lines
+        counted = ("are left out of the score (the ucit profile divides by the answer lines, as UCIT's authors do)"
+                   if lines else "count as wrong")
+        of_n = "" if lines else f" of {n}"
+        return (f"WARNING: {len(missing)}{of_n} questions of {references} have no answer in {answers} and {counted} "
+                f"(first: {', '.join(map(repr, missing[:3]))}); was a chunk of the answers lost?")
     return None
 
 

@@ -87,3 +87,17 @@ def test_metrics_accepts_caption_scores_above_100_only_when_asked(tmp_path, caps
     assert cli.main(["metrics", str(matrix), "--max-score", "1000"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["mfn"] == (60 + 110) / 2 and got["bwt"] == 60 - 80
+
+
+def test_cli_score_says_unanswered_questions_are_left_out_under_ucit(tmp_path, capsys):
+    refs, answers = tmp_path / "refs.jsonl", tmp_path / "answers.jsonl"
+    refs.write_text("".join(json.dumps({"question_id": i, "answer": a}) + "\n" for i, a in enumerate(["3", "4"])))
+    answers.write_text(json.dumps({"question_id": 0, "text": "3"}) + "\n")
+    assert cli.main(["score", "--scorer", "ucit_exact", "--answers", str(answers), "--references", str(refs)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["score"] == 100.0  # one answer line, right
+    assert "1 questions of" in captured.err and "left out of the score" in captured.err
+    assert cli.main(["score", "--scorer", "exact", "--answers", str(answers), "--references", str(refs)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["score"] == 50.0 and "1 of 2 questions" in captured.err
+    assert "count as wrong" in captured.err
