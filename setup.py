@@ -35,8 +35,10 @@ setup(
         "shortuuid",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
+        # pycocoevalcap: UCIT's caption metrics (needs Java at run time); in "test" so `make test` gets it
+        "test": ["pytest>=7", "pytest-timeout", "pycocoevalcap==1.2"],
         "plots": ["matplotlib"],
+        "captions": ["pycocoevalcap==1.2"],
     },
     entry_points={"console_scripts": ["llava-dymoe = llava_dymoe.console:main"]},
     package_data={"llava_dymoe": ["py.typed"]},

@@ -39,6 +39,8 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
                   "what a wrong bank costs: every task's test answered by every bank of a finished oracle_bank run"),
     "convert-coin": ("llava_dymoe.commands.convert_coin",
                      "convert CoIN's test JSON into upstream question files and reference JSONL"),
+    "convert-ucit": ("llava_dymoe.commands.convert_ucit",
+                     "convert UCIT's test files (and caption references) into question files and reference JSONL"),
     "check-data": ("llava_dymoe.commands.check_data", "check training/question data (or a suite's) before training"),
 }
 

@@ -23,9 +23,10 @@ from .errors import ResultRangeError
 SCORE_RANGE = (0.0, 100.0)
 
 
-def check_score_range(matrix: Any, where: str) -> None:
-    """Every evaluated (non-NaN) cell of an ``AccuracyMatrix`` lies in [0, 100]."""
-    lo, hi = SCORE_RANGE
+def check_score_range(matrix: Any, where: str, high: Optional[float] = None) -> None:
+    """Every evaluated (non-NaN) cell of an ``AccuracyMatrix`` lies in [0, 100] (or [0, ``high``]: UCIT's
+    caption score, the mean of seven metrics x 100 with CIDEr-D among them, can exceed 100)."""
+    lo, hi = SCORE_RANGE[0], SCORE_RANGE[1] if high is None else high
     bad = []
     for r, stage in enumerate(matrix.stages):
         for c, task in enumerate(matrix.tasks):
@@ -34,8 +35,9 @@ def check_score_range(matrix: Any, where: str) -> None:
                 bad.append(f"(stage {stage!r}, task {task!r}) = {v:g}")
     if bad:
         shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} cells)" if len(bad) > 5 else "")
-        raise ResultRangeError(f"{where}: score(s) outside [0, 100]: {shown}. Scores are percentages; fix the "
-                               "cell(s) (a fraction times 100? a typo?) or leave a cell empty if it was not evaluated")
+        raise ResultRangeError(f"{where}: score(s) outside [0, {hi:g}]: {shown}. Scores are percentages; fix the "
+                               "cell(s) (a fraction times 100? a typo?) or leave a cell empty if it was not evaluated"
+                               " (caption scores such as UCIT's can exceed 100: pass --max-score)")
 
 
 def check_percent_scale(matrix: Any, where: str, scale: Optional[str] = None) -> Any:
@@ -64,15 +66,19 @@ def check_answer_coverage(result: Dict[str, Any], answers: str, references: str)
     line when some questions have no answer (they count as wrong), else None."""
     n, missing = int(result["n"]), list(result.get("missing", ()))
     extra = list(result.get("extra", ()))
-    if n and len(missing) == n:
+    if n and int(result.get("n_answered", n - len(missing))) == 0:  # (ucit: n counts answer lines)
         hint = (f" (answers have ids like {extra[0]!r}, references like {missing[0]!r})" if extra else
                 " (the answers file has no answers)")
         raise ResultRangeError(f"none of the {n} question ids of {references} has an answer in {answers}{hint}; "
                                "a score of 0.0 would be meaningless. Score the answers of this question file "
                                "(same question_id values)")
     if missing:
-        return (f"WARNING: {len(missing)} of {n} questions of {references} have no answer in {answers} and count "
-                f"as wrong (first: {', '.join(map(repr, missing[:3]))}); was a chunk of the answers lost?")
+        lines = "duplicates" in result  # the ucit profile: n is the number of answer lines
+        counted = ("are left out of the score (the ucit profile divides by the answer lines, as UCIT's authors do)"
+                   if lines else "count as wrong")
+        of_n = "" if lines else f" of {n}"
+        return (f"WARNING: {len(missing)}{of_n} questions of {references} have no answer in {answers} and {counted} "
+                f"(first: {', '.join(map(repr, missing[:3]))}); was a chunk of the answers lost?")
     return None
 
 

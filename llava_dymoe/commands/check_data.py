@@ -3,6 +3,8 @@
     python -m llava_dymoe.cli check-data --data_path train.json --image_folder images \\
         [--tokenizer BASE_LLM --model_max_length 2048]
     python -m llava_dymoe.cli check-data --suite eval_suites/coin.yaml --data-root $DATA
+    python -m llava_dymoe.cli check-data --suite eval_suites/ucit.yaml --data-root $UCIT   # + UCIT's test,
+        # caption files and one JSON line of sample counts per task (against the published ones)
 
 Prints every problem grouped by kind (the first few of each) and exits 1 when there is an
 error (``--strict``: also a warning), 0 when the data is fine.  Training (``llava_dymoe.train``,
@@ -49,8 +51,14 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.data_root:
             raise ValueError("--suite needs --data-root (the folder its relative paths start from)")
-        report = check_suite_data(load_suite(args.suite, data_root=args.data_root), decode_images=args.decode_images,
-                                  **lengths)
+        suite = load_suite(args.suite, data_root=args.data_root)
+        report = check_suite_data(suite, decode_images=args.decode_images, **lengths)
+        if suite.name == "ucit":  # UCIT's test and caption files, counts against the published ones
+            from llava_dymoe.eval.ucit_check import check_ucit_files, ucit_counts
+
+            report.extend(check_ucit_files(suite))
+            for row in ucit_counts(suite):
+                print(json.dumps(row))
     else:
         from llava_dymoe.integration.data_check import check_question_file, check_training_data
 

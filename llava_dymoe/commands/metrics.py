@@ -11,6 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", choices=("percent", "fraction"), default=None,
                         help="what the cells are: percent (0-100) or fraction (0-1, multiplied by 100); needed when "
                              "every cell lies in [0, 1], which is refused otherwise")
+    parser.add_argument("--max-score", type=float, default=None,
+                        help="largest score a cell may hold (default 100); UCIT's caption tasks score the mean of "
+                             "seven metrics x 100, CIDEr-D among them, which can exceed 100")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from llava_dymoe.result_checks import check_percent_scale, check_score_range
 
     if args.scale != "fraction":
-        check_score_range(matrix, path)
+        check_score_range(matrix, path, high=args.max_score)
     matrix = check_percent_scale(matrix, path, args.scale)
     try:
         result = summary(matrix)

@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr)
     summary = {k: result[k] for k in ("scorer", "score", "n", "n_answered")} | {"missing": len(result["missing"])}
+    if "metrics" in result:  # caption scorers: BLEU-1..4, METEOR, ROUGE-L, CIDEr and their Average
+        summary["metrics"] = result["metrics"]
     status = 0
     if args.coin_repo:
         from llava_dymoe.eval import coin_repo

@@ -36,11 +36,12 @@ from llava_dymoe.eval.scorers import parse_box
 _REQUIRED = ("question_id", "text", "answer")
 
 
-def load_coin_test(path: str) -> List[Dict[str, Any]]:
-    """Read and check a CoIN test/val JSON (list of question records)."""
+def load_coin_test(path: str, benchmark: str = "CoIN") -> List[Dict[str, Any]]:
+    """Read and check a CoIN test/val JSON (list of question records; UCIT's test files share the format)."""
     records = read_records(path)
     if not records:
-        raise ValueError(f"{path}: no records; expected CoIN's test JSON (a list of question_id/image/text/answer)")
+        raise ValueError(f"{path}: no records; expected {benchmark}'s test JSON (a list of "
+                         "question_id/image/text/answer)")
     seen = set()
     for pos, rec in enumerate(records, start=1):
         if not isinstance(rec, dict):
@@ -48,7 +49,7 @@ def load_coin_test(path: str) -> List[Dict[str, Any]]:
         missing = [k for k in _REQUIRED if k not in rec]
         if missing:
             raise ValueError(f"{path} record {pos}: missing field(s) {', '.join(missing)} "
-                             "(CoIN test records have question_id, image, text, answer)")
+                             f"({benchmark} test records have question_id, image, text, answer)")
         qid = str(rec["question_id"])
         if qid in seen:
             raise ValueError(f"{path} record {pos}: question_id {qid!r} appears twice")
@@ -157,15 +158,21 @@ def convert_coin_file(test_json: str, question_file: str, reference_file: str, *
             "n_official_answers": n_official}
 
 
-def convert_suite(suite, tasks: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """Convert every task (or the named ``tasks``) of a *resolved* suite to its question and reference files."""
+def tasks_to_convert(suite, tasks: Optional[List[str]] = None) -> List[Any]:
+    """The tasks (all, or the named ``tasks``) of a *resolved* suite, each with a ``reference_file``."""
     if suite.data_root is None:
         raise ValueError("resolve the suite against a data root first: load_suite(path, data_root=...)")
     chosen = [suite.task(n) for n in tasks] if tasks else list(suite.tasks)
-    results = []
     for task in chosen:
         if not task.reference_file:
             raise ValueError(f"task {task.name!r}: set 'reference_file' in the suite to say where the references go")
+    return chosen
+
+
+def convert_suite(suite, tasks: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """Convert every task (or the named ``tasks``) of a *resolved* suite to its question and reference files."""
+    results = []
+    for task in tasks_to_convert(suite, tasks):
         if not os.path.isfile(task.annotation_file):
             raise FileNotFoundError(f"task {task.name!r}: annotation_file {task.annotation_file} not found "
                                     "(download CoIN's Instructions_Original under the data root)")

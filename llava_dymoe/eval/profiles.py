@@ -31,6 +31,16 @@ WHY_THEY_DIFFER = (
     "on the same answers (every difference, with an example, is in docs/scoring.md)."
 )
 
+#: suites whose ``scorer`` profile is not CoIN's: (label of matrix.csv's profile, why the matrices differ)
+SUITE_PROFILES = {
+    "ucit": ("ucit (UCIT authors' scripts)",
+             "The ucit profile applies the UCIT authors' evaluators, quirks included (an upper()-ed exact match "
+             "without stripping over the answer lines, caption metrics with answers joined to images by position), "
+             "so it matches published UCIT tables, while the clean profile strips whitespace and one trailing "
+             "period, normalises numbers and articles on IconQA and CLEVR-Math and joins captions by question id, "
+             "so the two differ on the same answers (every difference, with an example, is in docs/scoring.md)."),
+}
+
 AnswersPath = Callable[[Dict[str, Any], str], str]
 
 
@@ -77,18 +87,20 @@ def build_clean_matrix(suite: Any, records: Sequence[Dict[str, Any]], answers_pa
 
 
 def profiles_markdown(coin: AccuracyMatrix, clean: AccuracyMatrix, digits: int = 2,
-                      errors: Sequence[str] = ()) -> str:
-    """The "Scoring profiles" report section: MFN / MAA / BWT of both matrices and why they differ."""
+                      errors: Sequence[str] = (), suite_name: Optional[str] = None) -> str:
+    """The "Scoring profiles" report section: MFN / MAA / BWT of both matrices and why they differ
+    (``suite_name`` picks the label and sentence of :data:`SUITE_PROFILES`; CoIN's otherwise)."""
     from llava_dymoe.eval.report import fmt, safe_summary
 
+    first, why = SUITE_PROFILES.get(suite_name or "", ("coin (CoIN's scripts)", WHY_THEY_DIFFER))
     rows = []
-    for label, source, m in (("coin (CoIN's scripts)", "matrix.csv", coin), ("clean", MATRIX_CLEAN_CSV, clean)):
+    for label, source, m in ((first, "matrix.csv", coin), ("clean", MATRIX_CLEAN_CSV, clean)):
         s = safe_summary(m)
         rows.append(f"| {label} | `{source}` | " + " | ".join(fmt(s.get(k), digits) for k in ("mfn", "maa", "bwt"))
                     + " |")
     notes = ["", "Cells the clean profile could not score (left empty):", *(f"- {e}" for e in errors)] if errors else []
     return "\n".join(["## Scoring profiles", "", "| profile | matrix | MFN | MAA | BWT |", "|---|---|---|---|---|",
-                      *rows, "", WHY_THEY_DIFFER, *notes, ""])
+                      *rows, "", why, *notes, ""])
 
 
 def _layout_answers_path(layout: Any) -> AnswersPath:
@@ -119,5 +131,5 @@ def write_clean_outputs(layout: Any, suite: Any, records: List[Dict[str, Any]],
         for task, score in rec["scores"].items():
             coin.set(row, task, float(score))
     with open(layout.path("report.md"), "a", encoding="utf-8") as f:
-        f.write("\n" + profiles_markdown(coin, clean, errors=errors))
+        f.write("\n" + profiles_markdown(coin, clean, errors=errors, suite_name=getattr(suite, "name", None)))
     return clean

@@ -68,6 +68,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence
 
 from llava_dymoe.eval import coin_scorers  # noqa: F401  (the coin profile registers its scorers in SCORERS)
+from llava_dymoe.eval import ucit_scorers  # noqa: F401  (so does the ucit profile, with caption_coco)
 from llava_dymoe.eval.io import read_records
 # the registry lives below both profiles; SCORERS, get, names and GROUNDING_SCORERS stay importable from here
 from llava_dymoe.eval.scorer_registry import GROUNDING_SCORERS, SCORERS, Scorer, get, names, parse_letter  # noqa: F401
@@ -221,8 +222,15 @@ def score_file(
     compared as strings.  Returns ``{scorer, score (percent over all questions), n, n_answered,
     missing: [ids without an answer, scored 0], extra: [answer ids with no question, ignored],
     per_question: {id: score}}``.
+
+    A scorer with a ``score_file`` attribute brings its own file-level rule (the ``ucit`` profile
+    divides by the answer lines; caption scorers score the whole set and add ``metrics``); it is
+    called with the same arguments and returns the same fields.
     """
     scorer = get(scorer_name)
+    file_rule = getattr(scorer, "score_file", None)
+    if file_rule is not None:  # the ucit profile's own bookkeeping, whole-set caption scorers
+        return file_rule(scorer_name, answers_jsonl, questions_file, reference_key=reference_key, id_key=id_key)
     questions = _index(read_records(questions_file), questions_file, id_key)
     if not questions:
         raise ValueError(f"{questions_file}: no questions; nothing to score")

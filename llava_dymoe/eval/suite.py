@@ -25,7 +25,8 @@ GENERATORS: Dict[str, str] = {
     "llava.eval.model_vqa": "jsonl",
     "llava.eval.model_vqa_science": "science_json",
 }
-PATH_FIELDS = ("train_json", "question_file", "annotation_file", "reference_file", "image_root", "official_answers")
+PATH_FIELDS = ("train_json", "question_file", "annotation_file", "reference_file", "image_root", "official_answers",
+               "coco_captions")
 _REQUIRED = ("name", "train_json", "question_file", "annotation_file", "image_root", "generator", "scorer")
 _TOP_LEVEL = ("name", "description", "defaults", "training", "tasks")
 #: training keys a suite may not set: the runner derives them from the task, the run and its stage
@@ -48,6 +49,8 @@ class TaskSpec:
     clean_scorer: Optional[str] = None
     reference_file: Optional[str] = None
     official_answers: Optional[str] = None
+    #: caption tasks (UCIT): the COCO-format reference captions, joined to the test file by position
+    coco_captions: Optional[str] = None
     reference_key: str = "answer"
     conv_mode: str = "vicuna_v1"
     max_new_tokens: int = 128

@@ -13,7 +13,7 @@ from ..errors import DataError
 #: kind -> (severity, what to do).  Severity "error" fails the check; "warning" is reported only.
 KINDS: Dict[str, Tuple[str, str]] = {
     "missing file": ("error", "no such file; check the path (suite paths are relative to --data-root; "
-                              "CoIN question files are written by `cli convert-coin`)"),
+                              "CoIN question files are written by `cli convert-coin`, UCIT's by `cli convert-ucit`)"),
     "invalid JSON": ("error", "the file is truncated or not JSON; re-download or re-export it"),
     "not a list": ("error", "LLaVA expects a JSON list of samples"),
     "empty": ("error", "the file holds no samples"),
@@ -32,6 +32,11 @@ KINDS: Dict[str, Tuple[str, str]] = {
     "no answer left": ("error", "the part before its first answer alone exceeds the limit: upstream truncates it "
                                 "and the sample has no supervised token (loss 0); shorten it or raise "
                                 "--model_max_length"),
+    "caption references": ("error", "the COCO caption file must pair with the test file as UCIT's evaluator joins "
+                                    "them (image ids 1..n in the test file's order, a caption for each): is it this "
+                                    "task's val_coco_type_3000.json?"),
+    "sample count": ("warning", "the file's sample count differs from the published one: a partial download or "
+                                "another version of the benchmark; results will not compare with published tables"),
     "missing id": ("warning", "give every sample an 'id' so problems and answers can be traced"),
     "duplicate id": ("warning", "ids should be unique"),
 }

@@ -22,6 +22,8 @@ from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.protocol.layout import ANSWERS, SCORE_JSON, RunLayout, sha256_file, write_json_atomic
 
 SCORE_FIELDS = ("scorer", "score", "n", "n_answered", "missing", "extra", "per_question")
+#: kept when a scorer returns them: caption metrics (BLEU ... CIDEr, Average), ids answered twice (ucit)
+OPTIONAL_SCORE_FIELDS = ("metrics", "duplicates")
 
 
 class RunStateError(ValueError):
@@ -47,7 +49,8 @@ def write_score(eval_dir: str, task: str, result: Mapping[str, Any],
                 extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Record a scored evaluation (``result`` from :func:`llava_dymoe.eval.scorers.score_file`);
     ``extra`` fields are stored with it (``--oracle-routing`` records which banks and checkpoint)."""
-    rec = {"task": task, **{k: result[k] for k in SCORE_FIELDS}, **dict(extra or {}),
+    optional = {k: result[k] for k in OPTIONAL_SCORE_FIELDS if k in result}
+    rec = {"task": task, **{k: result[k] for k in SCORE_FIELDS}, **optional, **dict(extra or {}),
            "answers_sha256": sha256_file(os.path.join(eval_dir, ANSWERS))}
     write_json_atomic(os.path.join(eval_dir, SCORE_JSON), rec)
     return rec

@@ -14,7 +14,8 @@ def test_registry_has_the_fixed_names():
     clean = ["contains", "exact", "grounding_iou", "sqa_letter", "vqa_soft"]
     coin = ["coin_gqa", "coin_grounding", "coin_imagenet", "coin_ocrvqa", "coin_sqa", "coin_textvqa", "coin_vizwiz",
             "coin_vqav2"]
-    assert scorers.names() == sorted(clean + coin)
+    ucit = ["caption_coco", "ucit_caption", "ucit_exact"]
+    assert scorers.names() == sorted(clean + coin + ucit)
     with pytest.raises(KeyError, match="Known scorers"):
         get("vqa")
 

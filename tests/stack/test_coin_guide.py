@@ -44,12 +44,14 @@ CPU_RUN = ["--stages", "1", "--train-arg", "max_steps=1", "--train-arg", "bf16=F
 GPU_ONLY = {"--deepspeed": 1, "--num-gpus": 1}
 
 
-def guide_blocks():
-    """``[(kind, text)]`` of the guide's bash blocks, in order; every bash block carries a kind."""
-    text = open(GUIDE, encoding="utf-8").read()
+def guide_blocks(guide=GUIDE, kinds=KINDS):
+    """``[(kind, text)]`` of the guide's bash blocks, in order; every bash block carries a kind
+    (docs/ucit.md's test reads its guide with this too)."""
+    text = open(guide, encoding="utf-8").read()
     blocks = []
     for m in re.finditer(r"(?:<!-- guide-test: ([\w-]+)[^>]*-->\n)?```bash\n(.*?)```", text, re.S):
-        assert m.group(1) in KINDS, f"a bash block of docs/coin.md has no (known) guide-test kind:\n{m.group(2)}"
+        assert m.group(1) in kinds, (f"a bash block of docs/{os.path.basename(guide)} has no (known) guide-test "
+                                     f"kind:\n{m.group(2)}")
         blocks.append((m.group(1), m.group(2)))
     return blocks
 
@@ -65,11 +67,13 @@ def test_guide_blocks_are_tagged_and_external_ones_only_download_or_install():
     blocks = guide_blocks()
     kinds = [k for k, _ in blocks]
     assert kinds.count("settings") == 1 and kinds.count("run-gpu") >= 1 and kinds.count("parse") >= 1
-    for kind, block in blocks:
-        if kind == "external":
-            for cmd in commands(block):
-                for part in re.split(r"&&", cmd):
-                    assert shlex.split(part)[0] in EXTERNAL, part
+    assert external_programs(blocks) <= EXTERNAL
+
+
+def external_programs(blocks):
+    """The programs the ``external`` blocks call (each command, split at ``&&``)."""
+    return {shlex.split(part)[0] for kind, block in blocks if kind == "external"
+            for cmd in commands(block) for part in re.split(r"&&", cmd)}
 
 
 def test_guide_settings_layout_and_batch_table_match_the_suite():
