@@ -105,7 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 description="Install/uninstall the env-gated autopatch .pth (E4).")
     p.add_argument("action", choices=["install", "uninstall", "status", "check"])
     p.add_argument("--llava-dir", default=None, help="check: a llava package directory or a fork checkout "
-                   "holding llava/ (default: the llava this Python would import)")
+                   "holding llava/, or a checkout whose LLaVA is another package, e.g. CoIN's ETrain (default: the llava this "
+                   "Python would import)")
     p.add_argument("--entry", default=None, help="check: the fork's training entry (a .py path under the checkout, "
                    "or a module); default: the file its shell scripts launch, else llava/train/train.py")
     p.add_argument("--fit-dir", default=None, help="check: write the diff parts fitted to this fork here (one "
@@ -117,9 +118,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "site-packages, %(default)s)")
     args = p.parse_args(argv)
     if args.action == "check":
+        from llava_dymoe.errors import DyMoEError, debug_enabled, print_refusal
         from llava_dymoe.patches.check import check
 
-        return check(args.llava_dir, args.entry, args.fit_dir, args.smoke_dir, args.smoke)
+        try:
+            return check(args.llava_dir, args.entry, args.fit_dir, args.smoke_dir, args.smoke)
+        except DyMoEError as exc:  # one line (LLAVA_DYMOE_DEBUG=1: the traceback)
+            if debug_enabled():
+                raise
+            return print_refusal(exc)
     path = os.path.join(args.site_dir or default_site_dir(), PTH_NAME)
     if args.action == "install":
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -45,12 +45,26 @@ class ShimUsageError(ValueError):
     """Bad shim command line (wrong or missing target module)."""
 
 
+def _fork_eval_module(name: str) -> bool:
+    """Whether ``name`` is an eval script of a fork whose LLaVA is not ``llava`` (CoIN's
+    ``ETrain.Eval.LLaVA.CoIN.model_vqa``): a module found on the path that imports ``load_pretrained_model``."""
+    import ast
+
+    from ..patches.layout import binding, checkout_of
+
+    checkout = checkout_of(name.split(".")[0])
+    return checkout is not None and isinstance(binding(checkout, name, "load_pretrained_model", depth=0)[1],
+                                               ast.ImportFrom)
+
+
 def check_target(name: str) -> str:
-    """Accept only upstream LLaVA modules (``llava.*``) that exist; never imports the target."""
+    """Accept upstream LLaVA modules (``llava.*``) and a fork's own eval scripts outside ``llava`` (a module that
+    imports ``load_pretrained_model``, e.g. CoIN's) that exist; never imports the target."""
     if not name or name.startswith("-"):
         raise ShimUsageError(f"missing the upstream module to run.\n\n{USAGE}")
-    if not name.startswith("llava."):
-        raise ShimUsageError(f"{name!r} is not an upstream LLaVA module; the shim only runs llava.* modules. "
+    if not name.startswith("llava.") and not _fork_eval_module(name):
+        raise ShimUsageError(f"{name!r} is not an upstream LLaVA module, nor a fork's eval script that imports "
+                             f"load_pretrained_model (put the fork's checkout first on PYTHONPATH). "
                              f"Supported: {', '.join(SUPPORTED)}, and any other llava.eval.* module.")
     try:  # imports the parent packages (llava, llava.eval), not the target itself
         found = importlib.util.find_spec(name) is not None
@@ -72,7 +86,7 @@ def run_upstream(name: str, argv: Sequence[str], *, remap_cpu: bool = True) -> N
 
     check_target(name)  # fail before touching anything
     saved_argv = list(sys.argv)
-    with eval_patches(remap_cpu=remap_cpu):
+    with eval_patches(remap_cpu=remap_cpu, eval_module=None if name.startswith("llava.") else name):
         sys.argv = [name, *argv]
         try:
             runpy.run_module(name, run_name="__main__", alter_sys=True)

@@ -71,7 +71,10 @@ def body_pre_hook(ctx: DyMoEContext):
 
 
 def _splice_recorder(ctx: DyMoEContext, splice):
-    from llava.constants import IGNORE_INDEX
+    # the IGNORE_INDEX the splice itself uses (a fork without a `llava` package, CoIN, has its own constants)
+    IGNORE_INDEX = getattr(getattr(splice, "__func__", splice), "__globals__", {}).get("IGNORE_INDEX")
+    if IGNORE_INDEX is None:
+        from llava.constants import IGNORE_INDEX
 
     @functools.wraps(splice)
     def wrapped(*args, **kwargs):

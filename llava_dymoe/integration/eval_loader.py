@@ -135,15 +135,27 @@ def restrict_to_tasks(state, model_path, k, source=MAX_TASKS_ENV):
 
 def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, load_4bit=False,
                         device_map="auto", device="cuda", use_flash_attn=False, max_tasks=None, assign_rule=None,
-                        allow_base_mismatch=None, **kwargs):
+                        allow_base_mismatch=None, builder_globals=None, **kwargs):
     """Upstream's loader contract; ``max_tasks`` (or ``$DYMOE_EVAL_MAX_TASKS``) keeps the first k banks,
     ``assign_rule`` (or ``$DYMOE_EVAL_ASSIGN_RULE``) replaces the checkpoint's token-to-bank rule.
     ``model_base`` must be the base the checkpoint records (``base_model.py``); ``allow_base_mismatch``
-    (or ``$DYMOE_EVAL_ALLOW_BASE_MISMATCH=1``) accepts another one with a warning."""
+    (or ``$DYMOE_EVAL_ALLOW_BASE_MISMATCH=1``) accepts another one with a warning.  ``builder_globals``: the
+    globals of a fork's own builder (CoIN's ``ETrain.Models.LLaVA.builder``), whose model class and image-token
+    names are used instead of ``llava``'s (which a fork without a ``llava`` package may not even have)."""
     from transformers import AutoConfig, AutoTokenizer
-    from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
-    from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
     from ..patches.lines import load_vision_tower
+
+    if builder_globals is not None:
+        names = ("LlavaLlamaForCausalLM", "DEFAULT_IMAGE_PATCH_TOKEN", "DEFAULT_IM_START_TOKEN", "DEFAULT_IM_END_TOKEN")
+        missing = [n for n in names if n not in builder_globals]
+        if missing:
+            raise CheckpointError(f"the fork's builder ({builder_globals.get('__name__')}) has no module-level "
+                                  f"{', '.join(missing)}, which the DyMoE loader builds the model with")
+        LlavaLlamaForCausalLM, DEFAULT_IMAGE_PATCH_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN = (
+            builder_globals[n] for n in names)
+    else:
+        from llava.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+        from llava.model.language_model.llava_llama import LlavaLlamaForCausalLM
 
     if model_base is None:
         raise CheckpointError(f"{model_path} is a DyMoE checkpoint: it stores the experts and the projector, "

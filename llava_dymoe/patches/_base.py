@@ -136,6 +136,8 @@ class Patch:
     make: Callable[[Any], Any]
     rebind_by_value: bool = False
     description: str = ""
+    #: packages swept for by-value copies besides ``llava`` (a fork's own, e.g. CoIN's ``ETrain``)
+    sweep_packages: Tuple[str, ...] = ()
 
     def __post_init__(self):
         module, sep, attr = self.target.partition(":")
@@ -163,7 +165,7 @@ class _Record:
     original: Any
     replacement: Any
     had_own: bool  # False: the attribute was inherited/lazy; revert deletes instead of setting
-    sweep: bool = False  # on revert, also point late by-value copies back to the original
+    sweep: Tuple[str, ...] = ()  # on revert, also point late by-value copies in these packages back
 
 
 def _current(owner: Any, attr: str) -> Any:
@@ -185,8 +187,8 @@ def _mod_dict(mod: Any) -> dict:
     return getattr(mod, "__dict__", None) or {}  # sys.modules may hold None or odd objects
 
 
-def _in_swept_package(name: str) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in BY_VALUE_PACKAGES)
+def _in_swept_package(name: str, packages: Tuple[str, ...] = BY_VALUE_PACKAGES) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
 
 
 @dataclass(eq=False)
@@ -247,7 +249,7 @@ class PatchSet:
 
     # -- apply / revert ---------------------------------------------------------------------------
     def _rebind(self, label: str, owner: Any, attr: str, original: Any, replacement: Any,
-                sweep: bool = False) -> None:
+                sweep: Tuple[str, ...] = ()) -> None:
         self._records.append(_Record(label, owner, attr, original, replacement, _owns(owner, attr), sweep))
         setattr(owner, attr, replacement)
 
@@ -283,11 +285,12 @@ class PatchSet:
         except (AttributeError, TypeError) as exc:
             raise PatchError(f"{patch.target}: the replacement must accept attributes "
                              f"(wrap it in a Python function): {exc}") from exc
-        self._rebind(patch.target, owner, attr, original, replacement, sweep=patch.rebind_by_value)
+        packages = BY_VALUE_PACKAGES + tuple(patch.sweep_packages) if patch.rebind_by_value else ()
+        self._rebind(patch.target, owner, attr, original, replacement, sweep=packages)
         logger.info("patched %s%s", patch.target, f" ({patch.description})" if patch.description else "")
         if patch.rebind_by_value:
             for mod_name, mod in list(sys.modules.items()):
-                if (mod is owner or not _in_swept_package(mod_name)
+                if (mod is owner or not _in_swept_package(mod_name, packages)
                         or _mod_dict(mod).get(attr, _MISSING) is not original):
                     continue
                 self._rebind(f"{mod_name}:{attr}", mod, attr, original, replacement)
@@ -319,7 +322,7 @@ class PatchSet:
             restored.append(rec.label)
             if rec.sweep:  # modules imported while we were active copied the replacement by value
                 for mod_name, mod in list(sys.modules.items()):
-                    if (_in_swept_package(mod_name)
+                    if (_in_swept_package(mod_name, rec.sweep)
                             and _mod_dict(mod).get(rec.attr, _MISSING) is rec.replacement):
                         setattr(mod, rec.attr, rec.original)
                         restored.append(f"{mod_name}:{rec.attr}")

@@ -28,7 +28,8 @@ from typing import List, Optional
 
 from .diff_fit import FitResult, fit_part, read_part, write_fitted
 from .entry import Entry, TrainProfile, find_entry, train_profile
-from .lines import REQUIRED, ScanReport, UpstreamLine, scan, scan_root
+from .layout import discover, upstream
+from .lines import REQUIRED, ScanReport, UpstreamLine, UpstreamMismatch, llava_dir_in_use, scan, symbol_in
 
 
 @dataclass
@@ -119,12 +120,18 @@ def diff_by_file(report: ScanReport, line: UpstreamLine, entry: Entry) -> List[F
     """Each shipped per-file diff of ``line`` tried on its own (and fitted to this fork where it fails)."""
     out = []
     checkout = os.path.dirname(report.llava_dir)
+    roles = report.roles
     for part_path in line.parts:
         part = read_part(part_path)
         relpath, target = part.relpath, os.path.join(checkout, part.relpath)
-        moved = part.relpath == "llava/train/train.py" and entry.module != DEFAULT_TRAIN_MODULE
-        if moved:  # the fork runs another module's train(): the hook belongs there
-            target = entry.module_file
+        # the fork runs another module's train() (or keeps LLaVA outside `llava`, CoIN): the hook belongs there
+        moved_to = {"llava/train/train.py": entry.module_file if entry.module != DEFAULT_TRAIN_MODULE else None,
+                    "llava/model/builder.py": None if roles.is_upstream else roles.file(roles.builder),
+                    "llava/train/llava_trainer.py": None if roles.is_upstream else roles.file(roles.trainer),
+                    }.get(part.relpath)
+        moved = moved_to is not None
+        if moved:
+            target = moved_to
             relpath = os.path.relpath(target, checkout).replace(os.sep, "/")
         else:
             res = dry_run(part_path, report.llava_dir)
@@ -139,7 +146,8 @@ def diff_by_file(report: ScanReport, line: UpstreamLine, entry: Entry) -> List[F
                 out.append(FileVerdict(relpath, part_path, "not needed", ", ".join(res.fuzzy)))
                 continue
         fit = fit_part(part, target, relpath)
-        why = f"the fork runs {entry.module}" if moved else "the shipped hunk fails"
+        why = (f"the fork runs {entry.module}" if part.relpath == "llava/train/train.py" else
+               f"the fork's {relpath}") if moved else "the shipped hunk fails"
         if fit.diff is None:
             out.append(FileVerdict(relpath, part_path, "fails", f"{why}; cannot fit it: {fit.why}"))
             continue
@@ -162,10 +170,8 @@ def run_fit(report: ScanReport, entry: Entry, profile: TrainProfile) -> RunFit:
     return RunFit(not problems, problems, command)
 
 
-def _point_symbol(r, entry: Entry) -> str:
-    if r.point.side == "train" and entry.module != DEFAULT_TRAIN_MODULE:
-        return r.point.symbol.replace(DEFAULT_TRAIN_MODULE + ":", entry.module + ":")
-    return r.point.symbol
+def _point_symbol(r, entry: Entry, report: ScanReport) -> str:
+    return symbol_in(r.point, report.layout or upstream(entry.checkout, entry.module), report.eval_script)
 
 
 def render(report: ScanReport, entry: Entry, profile: TrainProfile, fit: RunFit,
@@ -174,9 +180,10 @@ def render(report: ScanReport, entry: Entry, profile: TrainProfile, fit: RunFit,
     rows = [("point", "status", "symbol", "found at", "what was seen")]
     for r in report.results:
         where = os.path.relpath(r.path, os.path.dirname(report.llava_dir)) + (f":{r.line}" if r.line else "")
-        rows.append((r.point.id, r.status, _point_symbol(r, entry), where, r.detail))
+        rows.append((r.point.id, r.status, _point_symbol(r, entry, report), where, r.detail))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    out = [f"llava package: {report.llava_dir}",
+    out = [f"llava package: {report.llava_dir}" + (f" (LLaVA outside a `llava` package: {report.layout.describe()})"
+                                                   if report.layout else ""),
            f"nearest supported line: {line.describe()} (setup: {line.make_setup}, venv {line.venv}), because {reason}"]
     rel = os.path.relpath(entry.file, entry.checkout) if entry.file else "(none)"
     out.append(f"training entry: {rel} -> train() of {entry.module} ({entry.how})")
@@ -214,15 +221,38 @@ def render(report: ScanReport, entry: Entry, profile: TrainProfile, fit: RunFit,
     return "\n".join(out)
 
 
+def checkout_and_package(llava_dir: Optional[str]):
+    """``(checkout, llava package dir or None)``: ``llava_dir`` is a ``llava`` package, a checkout holding one, or a
+    checkout whose LLaVA lives in another package (CoIN: ``ETrain``; then the package dir is None)."""
+    if llava_dir is None:
+        root = llava_dir_in_use()
+        return os.path.dirname(root), root
+    real = os.path.realpath(llava_dir)
+    if not os.path.isdir(real):
+        raise UpstreamMismatch(f"--llava-dir {llava_dir}: no such folder (give a fork checkout or its llava/ package)")
+    if os.path.isfile(os.path.join(real, "__init__.py")):
+        return os.path.dirname(real), real
+    if os.path.isdir(os.path.join(real, "llava")):
+        return real, os.path.join(real, "llava")
+    return real, None
+
+
 def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir: Optional[str] = None,
           smoke_dir: Optional[str] = None, run_smoke: bool = False) -> int:
     """Print the report; exit status 0 when the run-time plugin fits this llava, 1 when it does not (the
     fork diff's per-file results are reported, not counted: a user applies the parts that fit).  With
     ``run_smoke`` the status is the smoke run's instead (``smoke.py``): 0 only when the plugin trains two
     tasks and evaluates."""
-    root = scan_root(llava_dir)
-    found = find_entry(os.path.dirname(root), entry)
-    report = scan(root, train_file=None if found.module == DEFAULT_TRAIN_MODULE else found.module_file)
+    checkout, root = checkout_and_package(llava_dir)
+    found = find_entry(checkout, entry)
+    if found.module.split(".")[0] != "llava":  # a fork whose LLaVA is another package (CoIN's ETrain)
+        report = scan(layout=discover(checkout, train=found.module))
+    elif root is None:
+        raise UpstreamMismatch(f"{checkout} holds no llava/ package and none of its shell scripts launches a training "
+                               "module of another package; name the entry with --entry PATH (e.g. "
+                               "ETrain/Train/LLaVA/train_mem.py)")
+    else:
+        report = scan(root, train_file=None if found.module == DEFAULT_TRAIN_MODULE else found.module_file)
     profile = train_profile(report.train_file or os.path.join(root, "train", "train.py"))
     fit = run_fit(report, found, profile)
     files = diff_by_file(report, report.nearest_line, found)
@@ -231,7 +261,10 @@ def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir:
     if run_smoke:
         from .smoke import smoke
 
-        verdict = smoke(os.path.dirname(root), found.module, smoke_dir)
+        layout, e3 = report.layout, report.result("E3")
+        eval_module = report.eval_script if layout is not None and report.eval_script else "llava.eval.model_vqa_loader"
+        verdict = smoke(checkout, found.module, smoke_dir, eval_module=eval_module,
+                        eval_file=e3.path if layout is not None else None)
         print(verdict.line)
         return 0 if verdict.passed else 1
     return 0 if fit.fits else 1

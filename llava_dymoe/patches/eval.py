@@ -85,8 +85,10 @@ def _cuda_options_to_cpu(options: dict) -> None:
 UPSTREAM_LOADER_OPTIONS = frozenset(("load_8bit", "load_4bit", "device_map", "device", "use_flash_attn"))
 
 
-def make_loader_wrapper(original: Callable) -> Callable:
-    """E1: the replacement for ``load_pretrained_model`` (delegates to ``original`` for non-DyMoE)."""
+def make_loader_wrapper(original: Callable, fork_builder: bool = False) -> Callable:
+    """E1: the replacement for ``load_pretrained_model`` (delegates to ``original`` for non-DyMoE).
+    ``fork_builder``: ``original`` is a fork's own builder outside ``llava`` (CoIN's); a DyMoE checkpoint is then
+    rebuilt with that builder's model class and token names (``load_dymoe_for_eval(builder_globals=...)``)."""
     signature = inspect.signature(original)
 
     @functools.wraps(original)
@@ -110,8 +112,10 @@ def make_loader_wrapper(original: Callable) -> Callable:
             extra = [k for k in signature.parameters if k in options and k not in UPSTREAM_LOADER_OPTIONS]
             if extra:  # a fork's own builder parameters (num_task, text_tower ...) mean nothing to a DyMoE load
                 logger.info("E1: not passing the fork's builder parameters %s to the DyMoE loader", ", ".join(extra))
-            return load_dymoe(model_path, model_base, model_name,
-                              **{k: v for k, v in options.items() if k not in extra})
+            own = {k: v for k, v in options.items() if k not in extra}
+            if fork_builder:
+                own["builder_globals"] = original.__globals__  # a fork's own model classes (CoIN's ETrain)
+            return load_dymoe(model_path, model_base, model_name, **own)
         logger.info("E1: upstream load_pretrained_model(%s) with device=%r, device_map=%r (no CUDA)",
                     model_path, options.get("device"), options.get("device_map"))
         return original(model_path, model_base, model_name, **options)
@@ -119,22 +123,31 @@ def make_loader_wrapper(original: Callable) -> Callable:
     return load_pretrained_model
 
 
-def eval_patch_set(loader_replacement: Optional[Callable[[Any], Any]] = None) -> PatchSet:
+def eval_patch_set(loader_replacement: Optional[Callable[[Any], Any]] = None,
+                   eval_module: Optional[str] = None) -> PatchSet:
     """E1 + E2 as a :class:`PatchSet` (not applied).
 
     ``loader_replacement`` is a factory ``original -> replacement`` (same contract as
     ``Patch.make``) for forks or tests; the default is :func:`make_loader_wrapper`.  The version
     requirements are those of the line the ``llava`` in use belongs to (``lines.select_line``).
+    ``eval_module``: the eval script that will run; one outside ``llava`` (CoIN's
+    ``ETrain.Eval.LLaVA.CoIN.model_vqa``) gets E1 on the builder it imports (``layout.discover``) and its
+    package swept for by-value copies.
     """
     from .lines import select_line
 
+    selection = select_line("eval", eval_module=eval_module)
+    layout = selection.report.layout
+    target = f"{layout.builder}:load_pretrained_model" if layout is not None else LOADER_TARGET
+    default = functools.partial(make_loader_wrapper, fork_builder=True) if layout is not None else make_loader_wrapper
     return PatchSet("eval", [Patch(
-        LOADER_TARGET, loader_replacement or make_loader_wrapper, rebind_by_value=True,
-        description="E1/E2: DyMoE checkpoints rebuilt by llava_dymoe, others deferred to upstream")],
-        requires=select_line("eval").requires)
+        target, loader_replacement or default, rebind_by_value=True,
+        description="E1/E2: DyMoE checkpoints rebuilt by llava_dymoe, others deferred to upstream",
+        sweep_packages=(layout.package,) if layout is not None else ())],
+        requires=selection.requires)
 
 
-def apply_eval_patches(*, remap_cpu: bool = True) -> List[PatchSet]:
+def apply_eval_patches(*, remap_cpu: bool = True, eval_module: Optional[str] = None) -> List[PatchSet]:
     """Apply E1/E2 (+ the CPU remap when there is no CUDA) for the rest of the process (E4).
 
     Returns the applied sets, oldest first; revert them in reverse order to undo.
@@ -143,7 +156,7 @@ def apply_eval_patches(*, remap_cpu: bool = True) -> List[PatchSet]:
     if remap_cpu and not cpu_remap.cuda_available():
         sets.append(cpu_remap.cpu_remap_patch_set().apply())
     try:
-        sets.append(eval_patch_set().apply())
+        sets.append(eval_patch_set(eval_module=eval_module).apply())
     except BaseException:
         for ps in reversed(sets):
             ps.revert()
@@ -152,7 +165,7 @@ def apply_eval_patches(*, remap_cpu: bool = True) -> List[PatchSet]:
 
 
 @contextlib.contextmanager
-def eval_patches(*, remap_cpu: bool = True) -> Iterator[PatchSet]:
+def eval_patches(*, remap_cpu: bool = True, eval_module: Optional[str] = None) -> Iterator[PatchSet]:
     """Scoped E1/E2, inside ``cuda_to_cpu()`` when ``remap_cpu`` (which is a no-op with CUDA), and D1
     (``vision_check.py``)."""
     from .vision_check import vision_check_cache
@@ -161,4 +174,4 @@ def eval_patches(*, remap_cpu: bool = True) -> Iterator[PatchSet]:
         if remap_cpu:
             stack.enter_context(cpu_remap.cuda_to_cpu())
         stack.enter_context(vision_check_cache())  # D1 (patches/vision_check.py): a speed-up only
-        yield stack.enter_context(eval_patch_set())
+        yield stack.enter_context(eval_patch_set(eval_module=eval_module))

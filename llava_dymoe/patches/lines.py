@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DyMoEError
 from ._base import PatchTargetMissing
+from .layout import Layout, _parse, _top, binding, checkout_of, discover, upstream  # noqa: F401 (_parse: entry.py)
 
 logger = logging.getLogger("llava_dymoe.patches")
 
@@ -152,6 +153,12 @@ class ScanReport:
     modality_sampler_single_ok: Optional[bool] = None  # False: llava-torch 1.1.1's sampler bug (T4)
     train_file: str = ""  # the module whose train() the fork runs (llava/train/train.py unless an entry says)
     capabilities: List[Tuple[str, Tuple[int, ...], str]] = field(default_factory=list)  # (what, transformers, where)
+    layout: Optional[Layout] = None  # which modules play upstream's roles (layout.py); upstream's names when None
+    eval_script: str = ""  # a fork layout's eval script in E3's role (CoIN: ETrain.Eval.LLaVA.CoIN.model_gqa)
+
+    @property
+    def roles(self) -> Layout:
+        return self.layout or upstream(os.path.dirname(self.llava_dir))
 
     def result(self, pid: str) -> PointResult:
         return next(r for r in self.results if r.point.id == pid)
@@ -177,28 +184,6 @@ class ScanReport:
             return (LINE_12, "load_pretrained_model(..., use_flash_attn)") if self.builder_flash else (
                 LINE_11, "load_pretrained_model has no use_flash_attn")
         return LINE_12, "no train() or builder signature to judge by (the default line)"
-
-
-def _parse(path: str) -> Optional[ast.Module]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return ast.parse(f.read(), filename=path)
-    except (OSError, SyntaxError, ValueError):
-        return None
-
-
-def _top(tree: Optional[ast.Module], name: str) -> Optional[ast.AST]:
-    """Top-level def/class/import binding ``name`` (last one wins, like Python)."""
-    found = None
-    for node in tree.body if tree else ():
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
-            found = node
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
-                found = node
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            found = node
-    return found
 
 
 def _params(fn: ast.FunctionDef) -> Tuple[List[str], bool]:
@@ -259,8 +244,19 @@ def _py_files(root: str) -> List[str]:
     return out
 
 
+def _bound(report: ScanReport, tree, path: str, name: str):
+    """``(node, file)`` binding ``name`` in the train module: its own top level, else (a fork layout) where a
+    ``from X import name`` / ``from X import *`` brings it from (CoIN's saver comes from ``Base_trainer``)."""
+    node = _top(tree, name)
+    if (node is None or isinstance(node, ast.ImportFrom)) and report.layout and not report.layout.is_upstream:
+        mod, found = binding(report.layout.checkout, report.layout.train, name)
+        if found is not None:
+            return found, report.layout.file(mod)
+    return node, path
+
+
 def _scan_train(report: ScanReport, root: str) -> None:
-    path = report.train_file or os.path.join(root, "train", "train.py")
+    path = report.train_file or report.roles.file(report.roles.train)
     tree = _parse(path)
     train = _top(tree, "train")
     if not isinstance(train, ast.FunctionDef):
@@ -293,7 +289,7 @@ def _scan_train(report: ScanReport, root: str) -> None:
     else:
         _res(report, "T2", "found" if used else "changed", path, binding,
              "imported/defined at module level" + ("" if used else "; train() does not call LLaVATrainer(...)"))
-    saver = _top(tree, "safe_save_model_for_hf_trainer")
+    saver, saver_path = _bound(report, tree, path, "safe_save_model_for_hf_trainer")
     if not isinstance(saver, ast.FunctionDef):
         _res(report, "T3", "missing", path, saver, "no top-level def safe_save_model_for_hf_trainer")
     else:
@@ -301,18 +297,19 @@ def _scan_train(report: ScanReport, root: str) -> None:
         called = bool(isinstance(train, ast.FunctionDef) and (_calls(train, "safe_save_model_for_hf_trainer") or any(
             isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "save_trained_model"  # CoIN: the trainer saves
             for n in ast.walk(train))))
-        has_mz3 = isinstance(_top(tree, "maybe_zero_3"), ast.FunctionDef)
+        has_mz3 = isinstance(_bound(report, tree, path, "maybe_zero_3")[0], ast.FunctionDef)
         ok = params[:2] == ["trainer", "output_dir"] and called and has_mz3
         why = [] if ok else [w for w, bad in (("parameters are not (trainer, output_dir)",
                                                params[:2] != ["trainer", "output_dir"]),
                                               ("train() does not call it", not called),
                                               ("no maybe_zero_3 beside it", not has_mz3)) if bad]
-        _res(report, "T3", "found" if ok else "changed", path, saver,
-             f"safe_save_model_for_hf_trainer({', '.join(params)})" + ("; " + "; ".join(why) if why else ""))
+        via = "" if saver_path == path else f"; from {os.path.relpath(saver_path, report.roles.checkout)} (imported)"
+        _res(report, "T3", "found" if ok else "changed", saver_path, saver,
+             f"safe_save_model_for_hf_trainer({', '.join(params)})" + ("; " + "; ".join(why) if why else "") + via)
 
 
 def _scan_sampler(report: ScanReport, root: str) -> None:
-    fn = _top(_parse(os.path.join(root, "train", "llava_trainer.py")), "get_modality_length_grouped_indices")
+    fn = _top(_parse(report.roles.file(report.roles.trainer)), "get_modality_length_grouped_indices")
     if isinstance(fn, ast.FunctionDef):
         body = ast.unparse(fn)
         report.modality_sampler_single_ok = "all((l > 0" in body or "all(l > 0" in body
@@ -332,11 +329,12 @@ def _has_default(fn: ast.FunctionDef, name: str) -> bool:
 
 
 def _scan_eval(report: ScanReport, root: str) -> None:
-    path = os.path.join(root, "model", "builder.py")
+    roles = report.roles
+    path = roles.file(roles.builder)
     tree = _parse(path)
     fn = _top(tree, "load_pretrained_model")
     if tree is None:
-        _res(report, "E4", "missing", path, None, "llava/model/builder.py is missing or does not parse")
+        _res(report, "E4", "missing", path, None, f"{roles.builder} is missing or does not parse")
     else:
         _res(report, "E4", "found", path, None, "module parses")
     if not isinstance(fn, ast.FunctionDef):
@@ -347,27 +345,31 @@ def _scan_eval(report: ScanReport, root: str) -> None:
         ok = params[:3] == ["model_path", "model_base", "model_name"] and {"device_map", "device"} <= set(params)
         _res(report, "E1", "found" if ok else "changed", path, fn,
              f"load_pretrained_model({', '.join(params)}{', **kwargs' if kw else ''})")
-    clip = _parse(os.path.join(root, "model", "multimodal_encoder", "clip_encoder.py"))
+    clip = _parse(roles.file(roles.encoder))
     tower = _top(clip, "CLIPVisionTower")
     if isinstance(tower, ast.ClassDef):
         load = next((n for n in tower.body if isinstance(n, ast.FunctionDef) and n.name == "load_model"), None)
         if load is not None:
             report.vision_load_takes_device_map = "device_map" in _params(load)[0]
-    eval_dir = os.path.join(root, "eval")
+    eval_dir = os.path.dirname(roles.file(roles.eval_package + ".x"))
     copies = []
     for name in sorted(os.listdir(eval_dir)) if os.path.isdir(eval_dir) else ():
         t = _parse(os.path.join(eval_dir, name)) if name.endswith(".py") else None
         node = _top(t, "load_pretrained_model")
-        if isinstance(node, ast.ImportFrom) and node.module == "llava.model.builder":
+        if isinstance(node, ast.ImportFrom) and node.module == roles.builder:
             copies.append(name[:-3])
     loader = os.path.join(eval_dir, "model_vqa_loader.py")
+    if not roles.is_upstream and copies:  # a fork layout without upstream's names (CoIN): its first model_* script
+        loader = os.path.join(eval_dir, ("model_vqa_loader" if "model_vqa_loader" in copies else next(
+            (c for c in copies if c.startswith("model_")), copies[0])) + ".py")
+        report.eval_script = f"{roles.eval_package}.{os.path.basename(loader)[:-3]}"
     _res(report, "E2", "found" if copies else "missing", loader if copies else eval_dir, None,
          f"{len(copies)} eval modules copy the loader by value ({', '.join(copies[:4])}{'...' if len(copies) > 4 else ''})"
-         if copies else "no llava/eval module imports load_pretrained_model from llava.model.builder")
+         if copies else f"no {roles.eval_package} module imports load_pretrained_model from {roles.builder}")
     t = _parse(loader)
     ev = _top(t, "eval_model")
     if not isinstance(ev, ast.FunctionDef):
-        _res(report, "E3", "missing", loader, ev, "no def eval_model in llava/eval/model_vqa_loader.py")
+        _res(report, "E3", "missing", loader, ev, f"no def eval_model in {os.path.relpath(loader, roles.checkout)}")
     else:
         ok = bool(_calls(ev, "load_pretrained_model")) and "__main__" in ast.unparse(t)
         _res(report, "E3", "found" if ok else "changed", loader, ev,
@@ -393,12 +395,32 @@ def scan_root(llava_dir: Optional[str] = None) -> str:
     return root
 
 
-def scan(llava_dir: Optional[str] = None, train_file: Optional[str] = None) -> ScanReport:
+def _layout_files(layout: Layout) -> List[str]:
+    """The files of a fork layout's LLaVA (the folders of its train, trainer, builder and eval modules, the
+    builder's recursively): what the LLaVA code path can import, not the package's other models (CoIN's Qwen)."""
+    files = []
+    for module, deep in ((layout.train, False), (layout.trainer, False), (layout.builder, True),
+                         (layout.eval_package + ".x", False)):
+        folder = os.path.dirname(layout.file(module))
+        files += _py_files(folder) if deep else [os.path.join(folder, n) for n in sorted(os.listdir(folder))
+                                                 if n.endswith(".py")] if os.path.isdir(folder) else []
+    return sorted(set(files))
+
+
+def scan(llava_dir: Optional[str] = None, train_file: Optional[str] = None,
+         layout: Optional[Layout] = None) -> ScanReport:
     """Every patch point of the ``llava`` package in ``llava_dir`` (default: the one in use); the T points in
-    ``train_file`` (the module whose ``train()`` the fork runs) when given, else in ``llava/train/train.py``."""
-    root = scan_root(llava_dir)
-    report = ScanReport(root, train_file=os.path.realpath(train_file) if train_file else "")
-    _scan_capabilities(report, _py_files(root) + ([train_file] if train_file else []))
+    ``train_file`` (the module whose ``train()`` the fork runs) when given, else in ``llava/train/train.py``.
+    ``layout`` (``layout.discover``): a fork whose LLaVA is not the package ``llava`` (CoIN's ``ETrain``); its
+    modules are scanned in the roles of upstream's, and ``llava_dir``/``train_file`` are not used."""
+    if layout is not None and not layout.is_upstream:
+        root, train_file = os.path.realpath(layout.package_dir), layout.file(layout.train)
+        report = ScanReport(root, train_file=os.path.realpath(train_file), layout=layout)
+        _scan_capabilities(report, _layout_files(layout))
+    else:
+        root = scan_root(llava_dir)
+        report = ScanReport(root, train_file=os.path.realpath(train_file) if train_file else "")
+        _scan_capabilities(report, _py_files(root) + ([train_file] if train_file else []))
     _scan_train(report, root)
     _scan_sampler(report, root)
     _scan_eval(report, root)
@@ -435,10 +457,23 @@ class Selection:
                                               f"(environment: {self.line.venv}, `{self.line.make_setup}`)")
 
 
-def mismatch_message(r: PointResult, line: UpstreamLine, train_module: str = "llava.train.train") -> str:
+def symbol_in(point: PatchPoint, layout: Optional[Layout], eval_script: str = "") -> str:
+    """The point's symbol under ``layout``'s module names (``ETrain.Models.LLaVA.builder:load_pretrained_model``)."""
+    if layout is None:
+        return point.symbol
+    module, sep, attr = point.symbol.partition(":")
+    for old, new in (("llava.train.train", layout.train), ("llava.model.builder", layout.builder),
+                     ("llava.eval.model_vqa_loader", eval_script or layout.eval_package + ".model_vqa_loader"),
+                     ("llava.eval", layout.eval_package)):
+        if module == old or module.startswith(old + "."):
+            return new + module[len(old):] + sep + attr
+    return point.symbol
+
+
+def mismatch_message(r: PointResult, line: UpstreamLine, train_module: str = "llava.train.train",
+                     layout: Optional[Layout] = None) -> str:
     state = "is missing" if r.status == "missing" else "is not what llava_dymoe expects"
-    symbol = r.point.symbol.replace("llava.train.train:", train_module + ":") if r.point.side == "train" \
-        else r.point.symbol
+    symbol = symbol_in(r.point, layout or upstream("", train_module))
     return (f"patch point {r.point.id}: {symbol} {state} ({r.detail}); llava_dymoe expects {r.point.expects}. "
             f"Look at {r.path}" + (f" line {r.line}" if r.line else "") + f" and compare it with llava-torch "
             f"{line.llava_torch}; `python -m llava_dymoe.autopatch check` lists every patch point")
@@ -461,19 +496,36 @@ def module_file(module: str) -> str:
     return path
 
 
+def layout_of(train_module: str = "llava.train.train", eval_module: Optional[str] = None) -> Optional[Layout]:
+    """The layout (``layout.discover``) of an importable fork package that is not ``llava`` (CoIN's ``ETrain``),
+    from the module that runs; None for ``llava.*`` modules."""
+    module = eval_module if eval_module and not eval_module.startswith("llava.") else train_module
+    if module.split(".")[0] == "llava":
+        return None
+    module_file(module)  # a clear refusal when the package or the module cannot be found
+    checkout = checkout_of(module.split(".")[0])
+    return discover(checkout, train=None if module == eval_module else train_module, eval_module=eval_module)
+
+
 def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None,
-                train_module: str = "llava.train.train") -> Selection:
+                train_module: str = "llava.train.train", eval_module: Optional[str] = None) -> Selection:
     """The line of the ``llava`` in use and the requirements for its patch sets; the T points are looked for in
-    ``train_module`` (the module whose ``train()`` runs).
+    ``train_module`` (the module whose ``train()`` runs).  A module of a fork package not named ``llava``
+    (``ETrain.Train.LLaVA.train``; for the eval side ``eval_module``, e.g. ``ETrain.Eval.LLaVA.CoIN.model_vqa``)
+    is scanned in that fork's layout (``layout.py``).
 
     Raises :class:`UpstreamMismatch` for the first ``REQUIRED`` patch point of ``side`` ("train",
     "eval" or both) that is missing or changed."""
-    report = scan(llava_dir, train_file=None if train_module == "llava.train.train" else module_file(train_module))
+    layout = layout_of(train_module, eval_module)
+    if layout is not None:
+        report = scan(layout=layout)
+    else:
+        report = scan(llava_dir, train_file=None if train_module == "llava.train.train" else module_file(train_module))
     line, reason = report.line_and_reason
     needed = [pid for sd, ids in REQUIRED.items() if side in (None, sd) for pid in ids]
     for r in report.results:
         if r.point.id in needed and r.status != "found":
-            raise UpstreamMismatch(mismatch_message(r, line, train_module))
+            raise UpstreamMismatch(mismatch_message(r, line, train_module, layout))
     installed = installed_llava_dir()
     is_fork = installed is None or installed != report.llava_dir
     requires = {"transformers": f"=={line.transformers}"}

@@ -108,7 +108,26 @@ def _banks_kept(t1: str, t2: str) -> Optional[str]:
     return f"{len(bad)} of task 1's {len(a)} bank tensors differ in task 2" if bad or not a else None
 
 
-def smoke(checkout: str, train_module: str, work: Optional[str] = None, timeout: float = 900) -> Verdict:
+def reads_json_list(module_file: str) -> bool:
+    """Whether an eval script reads its --question-file as one JSON list (CoIN's scripts: ``json.load(f)``)
+    rather than JSON lines (upstream's ``json.loads(q) for q in open(...)``)."""
+    try:
+        with open(module_file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return "json.load(" in text and "json.loads(q)" not in text
+
+
+def _one_question(src: str, dst: str, as_list: bool) -> None:
+    with open(src) as f:
+        first = json.loads(f.readline())
+    with open(dst, "w") as f:
+        f.write(json.dumps([first]) if as_list else json.dumps(first) + "\n")
+
+
+def smoke(checkout: str, train_module: str, work: Optional[str] = None, timeout: float = 900,
+          eval_module: str = "llava.eval.model_vqa_loader", eval_file: Optional[str] = None) -> Verdict:
     from ..integration.llava_args import dymoe_flags, llava_train_argv
     from ..smoke_data import write_smoke_dataset
     from ..tiny import build_tiny_llava
@@ -143,15 +162,14 @@ def smoke(checkout: str, train_module: str, work: Optional[str] = None, timeout:
                           "task 1's banks bit-identical in task 2"))
     if all(s.ok for s in steps):
         question, answers = os.path.join(work, "q.jsonl"), os.path.join(work, "answers", "a.jsonl")
-        with open(data.questions) as src, open(question, "w") as dst:
-            dst.write(src.readline())
-        cmd = [sys.executable, "-m", "llava_dymoe.eval", "llava.eval.model_vqa_loader", "--model-path", t2,
+        _one_question(data.questions, question, bool(eval_file) and reads_json_list(eval_file))
+        cmd = [sys.executable, "-m", "llava_dymoe.eval", eval_module, "--model-path", t2,
                "--model-base", tiny.llm, "--question-file", question, "--image-folder", data.image_folder,
                "--answers-file", answers, "--temperature", "0", "--conv-mode", "vicuna_v1"]
         step = _run("the eval", cmd, env, os.path.join(work, "eval.log"), timeout)
         n = sum(1 for _ in open(answers)) if step.ok and os.path.exists(answers) else 0
         step.ok = step.ok and n == 1
-        step.note = f"1 question answered by {os.path.basename(t2)}" if step.ok else ""
+        step.note = f"1 question answered by {os.path.basename(t2)} through {eval_module}" if step.ok else ""
         steps.append(step)
     for s in steps[:2]:
         if s.ok:

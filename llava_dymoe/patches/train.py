@@ -105,8 +105,7 @@ def make_modality_sampler(original):
     each CoIN task; later LLaVA (1.2.x, and forks such as MCITlib) fall back to plain length grouping."""
     def get_modality_length_grouped_indices(lengths, batch_size, world_size, generator=None):
         if all(n > 0 for n in lengths) or all(n < 0 for n in lengths):
-            from llava.train.llava_trainer import get_length_grouped_indices
-
+            get_length_grouped_indices = original.__globals__["get_length_grouped_indices"]  # its own module's
             return get_length_grouped_indices(lengths, batch_size, world_size, generator=generator)
         return original(lengths, batch_size, world_size, generator=generator)
 
@@ -119,7 +118,9 @@ def train_patch_set(requires: Optional[dict] = None, module: str = "llava.train.
     ``requires`` defaults to what ``lines.select_line("train")`` finds for the ``llava`` in use (the
     line's transformers, plus its llava-torch unless the ``llava`` in use is a fork's own files); a
     missing or changed patch point raises ``lines.UpstreamMismatch`` here, before anything is patched.
-    ``module`` is the module whose ``train()`` runs (a fork's own entry module, e.g. ``llava.train.train_MOE``)."""
+    ``module`` is the module whose ``train()`` runs (a fork's own entry module, e.g. ``llava.train.train_MOE``, or
+    one outside a ``llava`` package, e.g. CoIN's ``ETrain.Train.LLaVA.train``: T4 then targets the trainer module
+    that one imports, ``lines.layout_of``)."""
     from .lines import select_line
 
     selection = select_line("train", train_module=module)
@@ -135,6 +136,7 @@ def train_patch_set(requires: Optional[dict] = None, module: str = "llava.train.
               description="T3: ZeRO-safe DyMoE task checkpoint"),
     ]
     if selection.report.modality_sampler_single_ok is False:
-        patches.append(Patch("llava.train.llava_trainer:get_modality_length_grouped_indices", make_modality_sampler,
+        patches.append(Patch(f"{selection.report.roles.trainer}:get_modality_length_grouped_indices",
+                             make_modality_sampler,
                              description="T4: single-modality data with --group_by_modality_length (1.1.1 bug)"))
     return PatchSet("train", patches, requires=requires)
