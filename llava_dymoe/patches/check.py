@@ -1,7 +1,8 @@
 """``python -m llava_dymoe.autopatch check [--llava-dir PATH] [--entry PATH] [--fit-dir DIR]``: can llava_dymoe
 be merged into this llava, and how?
 
-For the ``llava`` package in use (or a fork checkout given with ``--llava-dir``):
+For the ``llava`` package in use (or a fork checkout given with ``--llava-dir``; a checkout whose LLaVA is another
+package, CoIN's ``ETrain``, is scanned under its own module names, found by ``layout.discover``):
 
 * the training entry the fork's shell scripts launch (``entry.find_entry``; ``--entry`` names it), the module
   whose ``train()`` it runs, the setup calls that ``train()`` makes beyond upstream's and its save call sites;
@@ -133,6 +134,10 @@ def diff_by_file(report: ScanReport, line: UpstreamLine, entry: Entry) -> List[F
         if moved:
             target = moved_to
             relpath = os.path.relpath(target, checkout).replace(os.sep, "/")
+            attr, why = _ALREADY_THERE.get(part.relpath, ("", ""))
+            if attr and getattr(report, attr):
+                out.append(FileVerdict(relpath, part_path, "not needed", why))
+                continue
         else:
             res = dry_run(part_path, report.llava_dir)
             if res.applies is None:
@@ -213,8 +218,8 @@ def render(report: ScanReport, entry: Entry, profile: TrainProfile, fit: RunFit,
         out.append(f"  {v.relpath}: {v.status}" + (f" ({v.detail})" if v.detail else ""))
     out += [f"  wrote {p}" for p in written]
     if any(v.status == "fitted" for v in files) and not written:
-        out.append("  --fit-dir DIR writes the fitted diffs (one per file; apply with patch -p1 in the directory "
-                   "holding llava/)")
+        out.append("  --fit-dir DIR writes the fitted diffs (one per file; apply with patch -p1 in the fork's "
+                   "checkout, the directory holding its package)")
     counts = collections.Counter(v.status for v in files)
     out.append(f"verdict: run-time plugin {'fits' if fit.fits else 'does not fit'}; fork diff: "
                + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(files)} file(s)")

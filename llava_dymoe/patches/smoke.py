@@ -4,7 +4,8 @@ In subprocesses of this interpreter, with the fork's checkout first on ``PYTHONP
 (``llava_dymoe.tiny``) and the smoke data; two DyMoE tasks of two steps each through the fork's training
 entry module (``python -m llava_dymoe.train --train_module M``); task 1's banks compared with the copies
 in task 2's checkpoint (bit-identical, or the run is not continual); one question through
-``python -m llava_dymoe.eval llava.eval.model_vqa_loader``.  When a step fails, the fork's own
+``python -m llava_dymoe.eval llava.eval.model_vqa_loader`` (for a fork whose LLaVA is another package, CoIN's
+``ETrain``, through its own eval script in E3's role, with the question as a JSON list when it reads one).  When a step fails, the fork's own
 ``train()`` runs the same task without the plugin (LoRA, as its scripts do), and :func:`classify`
 names the failure: ``ours`` (the fork trains without the plugin), ``fork`` (it fails either way),
 ``missing dependency`` (an import of a package that is not installed) or ``environment`` (the fork's

@@ -14,6 +14,8 @@ from llava_dymoe import autopatch
 from llava_dymoe.patches import layout as layout_mod
 from llava_dymoe.patches.lines import UpstreamMismatch, select_line
 
+pytestmark = pytest.mark.llava11  # the fixture is built from the llava in use: 8 passed in .venv-llava11 too (23 s)
+
 
 @pytest.fixture(scope="module")
 def coin(tmp_path_factory):
