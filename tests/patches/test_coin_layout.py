@@ -162,3 +162,29 @@ def test_two_dymoe_tasks_and_an_eval_through_a_coin_layout_fork_with_llava_unimp
     train_log, eval_log = (work / "1_a_llava_dymoe.log").read_text(), (work / "eval.log").read_text()
     assert f"patched {TRAIN_MODULE}:LLaVATrainer" in train_log
     assert f"patched {BUILDER_MODULE}:load_pretrained_model" in eval_log and "is a DyMoE checkpoint" in eval_log
+
+
+@pytest.mark.slow
+def test_zero2_two_tasks_with_step_checkpoints_through_the_coin_layout(coin, tiny, smoke_data, tmp_path):
+    """DeepSpeed ZeRO-2 (one CPU rank) through the fixture's train module, with ``checkpoint-N`` saves: every
+    finished task written by ``save_trained_model``, the step checkpoints by the trainer, old banks kept."""
+    from safetensors.torch import load_file
+
+    from llava_dymoe.integration.llava_args import dymoe_flags, llava_train_argv, run_python, single_rank_env
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**single_rank_env(), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(coin), os.environ.get("PYTHONPATH", "")])}
+    outs = []
+    for task in (1, 2):
+        out = str(tmp_path / f"{task}_llava_dymoe")
+        argv = llava_train_argv(tiny.llm, tiny.clip, smoke_data.train_json, smoke_data.image_folder, out, lora=False,
+                                max_steps=2, deepspeed=os.path.join(repo, "scripts", "zero2.json"),
+                                extra=["--save_strategy", "steps", "--save_steps", "1"]
+                                + dymoe_flags("dymoe", task, outs[-1] if outs else None, experts_per_task=2))
+        run_python("llava_dymoe.train", ["--train_module", TRAIN_MODULE, *argv], module=True, env=env,
+                   log_path=out + ".log", timeout=600)
+        assert {"dymoe_task.json", "checkpoint-1", "checkpoint-2"} <= set(os.listdir(out)), os.listdir(out)
+        outs.append(out)
+    a, b = (load_file(os.path.join(o, "dymoe_experts.safetensors")) for o in outs)
+    assert a and set(a) < set(b) and all(bool((a[k] == b[k]).all()) for k in a)
