@@ -135,13 +135,15 @@ EVAL_USAGE = f"""usage: {PROG} eval MODULE [the module's arguments ...]
 
 Runs the upstream LLaVA eval module MODULE unchanged with the DyMoE eval patches
 (= python -m llava_dymoe.eval llava.eval.MODULE ...). MODULE is a llava.eval module name,
-with or without the `llava.eval.` prefix: model_vqa_loader, model_vqa, model_vqa_science, ...
+with or without the `llava.eval.` prefix: model_vqa_loader, model_vqa, model_vqa_science, ...,
+or the full name of a fork's own eval script (CoIN: ETrain.Eval.LLaVA.CoIN.model_gqa).
 `{PROG} eval MODULE --help` lists the module's own arguments."""
 
 
 def eval_target(module: str) -> str:
-    """``model_vqa_loader`` -> ``llava.eval.model_vqa_loader``; a ``llava.`` name is kept."""
-    return module if module.startswith("llava.") else f"llava.eval.{module}"
+    """``model_vqa_loader`` -> ``llava.eval.model_vqa_loader``; a dotted name (``llava.eval.X``, a fork's
+    ``ETrain.Eval.LLaVA.CoIN.model_gqa``) is kept."""
+    return module if "." in module else f"llava.eval.{module}"
 
 
 def _eval(argv: Sequence[str]) -> int:

@@ -30,7 +30,9 @@ Runs the upstream LLaVA module MODULE unchanged (as `python -m MODULE` would), w
 llava_dymoe eval patches applied: DyMoE checkpoints load through `--model-path CKPT --model-base
 BASE`, other checkpoints load exactly as upstream does; without CUDA it runs on CPU.
 
-Supported modules: {', '.join(SUPPORTED)}, and any other llava.eval.* module.
+Supported modules: {', '.join(SUPPORTED)}, and any other llava.eval.* module; also a fork's own
+eval script outside `llava` that imports load_pretrained_model (CoIN: ETrain.Eval.LLaVA.CoIN.model_gqa,
+with the fork's checkout on PYTHONPATH; E1 then patches the builder that script imports).
 Before any model loads, the shim refuses an existing non-empty --answers-file (pass
 --overwrite-answers to replace it) and checks the --question-file of the supported modules
 (--skip-data-check turns that off); both flags are its own and are not passed on.

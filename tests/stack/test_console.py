@@ -128,6 +128,7 @@ def test_eval_module_help_runs_the_upstream_module():
         assert flag in res.stdout
     assert console.eval_target("model_vqa") == "llava.eval.model_vqa"
     assert console.eval_target("llava.eval.model_vqa_science") == "llava.eval.model_vqa_science"
+    assert console.eval_target("ETrain.Eval.LLaVA.CoIN.model_gqa") == "ETrain.Eval.LLaVA.CoIN.model_gqa"
 
 
 def test_eval_without_or_with_a_wrong_module(capsys):
