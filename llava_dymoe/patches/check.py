@@ -250,7 +250,8 @@ def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir:
     tasks and evaluates."""
     checkout, root = checkout_and_package(llava_dir)
     found = find_entry(checkout, entry)
-    if found.module.split(".")[0] != "llava":  # a fork whose LLaVA is another package (CoIN's ETrain)
+    top = found.module.split(".")[0]
+    if top != "llava" and os.path.isdir(os.path.join(checkout, top)):  # LLaVA in another package (CoIN's ETrain)
         report = scan(layout=discover(checkout, train=found.module))
     elif root is None:
         raise UpstreamMismatch(f"{checkout} holds no llava/ package and none of its shell scripts launches a training "
