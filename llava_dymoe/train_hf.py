@@ -1,0 +1,103 @@
+"""``python -m llava_dymoe.train_hf``: one DyMoE task on an HF-native host, through HF ``Trainer`` (docs/hosts.md).
+
+The same ``--dymoe_*`` flags, trainer logic (``trainer/trainer.py``: model preparation, RSR schedule, routing
+logs, ``checkpoint-N``, resume), bank checkpoint layout and sequence rules (``--dymoe_task_id``,
+``--dymoe_prev_ckpt``) as ``python -m llava_dymoe.train`` on upstream LLaVA; the model, the processor and the
+data path are the host's:
+
+* ``--model_name_or_path``: an HF folder (``LlavaForConditionalGeneration`` + its processor, e.g. the tiny one of
+  ``llava_dymoe.hosts.hf_tiny``); ``--host`` (default: read from the model's config) must agree with it;
+* ``--data_path`` / ``--image_folder``: LLaVA's JSON format, rendered with the processor's chat template, prompt
+  tokens masked from the loss (``hosts/hf_data.py``);
+* ``--attn_implementation`` (default ``sdpa``) goes to ``from_pretrained``; ``--deepspeed scripts/zero2.json``
+  as with upstream (the same JSON files).
+
+Runs in ``.venv-hf`` (transformers 5.x, ``make setup-hf``). No ``from __future__ import annotations``:
+``HfArgumentParser`` reads the field types.
+"""
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+log = logging.getLogger("llava_dymoe.train_hf")
+
+
+@dataclass
+class HostArguments:
+    model_name_or_path: str = field(default="", metadata={"help": "HF model folder (model + processor)"})
+    host: Optional[str] = field(default=None, metadata={
+        "help": "Host adapter (llava_dymoe/hosts: hf-llava); default: read from the model's config"})
+    attn_implementation: str = field(default="sdpa", metadata={
+        "help": "Passed to from_pretrained: sdpa (CPU), eager, flash_attention_2 (a GPU that has it)"})
+    data_path: str = field(default="", metadata={"help": "LLaVA-format JSON training file"})
+    image_folder: Optional[str] = field(default=None, metadata={"help": "Folder the samples' images are in"})
+    model_max_length: int = field(default=2048, metadata={"help": "Samples are truncated to this many tokens"})
+
+
+def parse(argv: Optional[List[str]] = None):
+    import transformers
+
+    from .trainer.arguments import make_training_arguments
+
+    parser = transformers.HfArgumentParser((HostArguments, make_training_arguments(transformers.TrainingArguments)))
+    host_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    return host_args, train_args
+
+
+def resolve_host(host_args: HostArguments):
+    """The host named by ``--host``, checked against the model folder's ``config.json`` model type."""
+    import json
+
+    from .errors import ConfigError
+    from .hosts import HOSTS, get_host
+
+    with open(os.path.join(host_args.model_name_or_path, "config.json")) as f:
+        model_type = json.load(f).get("model_type")
+    found = [HOSTS.get(n) for n in HOSTS.names() if getattr(HOSTS.get(n), "model_type", None) == model_type]
+    if not found:
+        raise ConfigError(f"{host_args.model_name_or_path} is a {model_type!r} model; no HF host adapter takes it "
+                          f"(hosts: {', '.join(HOSTS.names())}); upstream LLaVA trains with python -m llava_dymoe.train")
+    if host_args.host and get_host(host_args.host) is not found[0]:
+        raise ConfigError(f"--host {host_args.host} but {host_args.model_name_or_path} is a {model_type!r} model "
+                          f"(host {found[0].name!r}); pass --host {found[0].name} or another model")
+    return found[0]
+
+
+def train(host_args: HostArguments, train_args):
+    """Train one task and write its checkpoint into ``--output_dir``; returns the trainer (its model trained)."""
+    import transformers
+
+    from .hosts.hf_data import LlavaJsonDataset, PadCollator
+    from .trainer.saving import save_dymoe_task
+    from .trainer.trainer import make_dymoe_trainer
+
+    host = resolve_host(host_args)
+    train_args.remove_unused_columns = False
+    model = host.load_model(host_args.model_name_or_path, attn_implementation=host_args.attn_implementation)
+    processor = host.load_processor(host_args.model_name_or_path)
+    dataset = LlavaJsonDataset(host_args.data_path, processor, host_args.image_folder, host_args.model_max_length)
+    trainer_cls = make_dymoe_trainer(transformers.Trainer)
+    trainer = trainer_cls(model=model, args=train_args, train_dataset=dataset,
+                          data_collator=PadCollator(processor.tokenizer.pad_token_id), processing_class=processor)
+    trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
+    if trainer.dymoe is None:  # --dymoe_method none: plain HF fine-tuning
+        trainer.save_model(train_args.output_dir)
+    else:
+        save_dymoe_task(trainer, train_args.output_dir, host.gather())
+    return trainer
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    host_args, train_args = parse(argv)
+    train(host_args, train_args)
+    log.info("task checkpoint: %s", train_args.output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    from llava_dymoe.errors import run_refusing
+
+    raise SystemExit(run_refusing(main))

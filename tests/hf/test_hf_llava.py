@@ -1,0 +1,130 @@
+"""HF-native LLaVA (``LlavaForConditionalGeneration``, transformers 5.x) as a DyMoE host (docs/hosts.md).
+
+* the data path: LLaVA JSON through the processor's chat template, prompt tokens masked (checked against the
+  tokenizer's own encoding of the answer);
+* two DyMoE tasks through ``python -m llava_dymoe.train_hf`` (HF ``Trainer`` + our trainer mixin): task 1's
+  banks bit-identical in task 2's checkpoint, task 2's bank trained, the host recorded;
+* the checkpoint round trip: the trained model and ``load_hf_checkpoint`` give identical logits and answers;
+* a checkpoint of another host is refused in one line.
+"""
+import json
+import os
+
+import pytest
+
+transformers = pytest.importorskip("transformers", minversion="5.0")
+
+import torch  # noqa: E402
+from hf_helpers import run_train_hf, train_args  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sequence(hf_tiny, hf_tasks, tmp_path_factory):
+    """Task 1 through the command line (a subprocess), task 2 in this process (its trained model is kept)."""
+    from llava_dymoe.train_hf import parse, train
+
+    root = tmp_path_factory.mktemp("hf_seq")
+    first, second = hf_tasks
+    proc = run_train_hf(train_args(hf_tiny, first, root / "t1", 1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.manual_seed(0)
+    trainer = train(*parse(train_args(hf_tiny, second, root / "t2", 2, prev=root / "t1",
+                                      extra=["--dymoe_log_routing", "True"])))
+    return root / "t1", root / "t2", trainer
+
+
+def test_labels_are_the_answer_tokens_only(hf_tiny, hf_tasks):
+    from llava_dymoe.hosts.hf_data import LlavaJsonDataset, PadCollator
+
+    proc = transformers.AutoProcessor.from_pretrained(hf_tiny)
+    ds = LlavaJsonDataset(hf_tasks[0].train_json, proc, hf_tasks[0].image_folder, 256)
+    sample = ds.samples[0]
+    enc = ds[0]
+    answer = sample["conversations"][1]["value"]
+    want = proc.tokenizer(" " + answer + "</s>", add_special_tokens=False)["input_ids"]
+    supervised = enc["labels"][enc["labels"] != -100].tolist()
+    assert supervised == want  # the answer (and the turn's </s>), nothing of the prompt
+    n = len(want)
+    assert enc["labels"][-n:].tolist() == enc["input_ids"][-n:].tolist()
+    assert (enc["labels"][:-n] == -100).all()
+    image_id = proc.tokenizer.convert_tokens_to_ids("<image>")
+    assert int((enc["input_ids"] == image_id).sum()) == 16  # (32 / 8)^2 patches, CLS dropped
+    batch = PadCollator(proc.tokenizer.pad_token_id)([ds[0], ds[1], ds[2]])
+    assert batch["pixel_values"].shape[0] == 3 and batch["labels"].shape == batch["input_ids"].shape
+    for i in range(3):
+        row = ds[i]
+        L = row["input_ids"].shape[0]
+        assert torch.equal(batch["input_ids"][i, :L], row["input_ids"])
+        assert (batch["attention_mask"][i, L:] == 0).all() and (batch["labels"][i, L:] == -100).all()
+
+
+def test_two_tasks_keep_task_one_banks_bit_identical(sequence):
+    from safetensors.torch import load_file
+
+    t1, t2, _ = sequence
+    first, second = load_file(str(t1 / "dymoe_experts.safetensors")), load_file(str(t2 / "dymoe_experts.safetensors"))
+    old = {k: v for k, v in second.items() if k.endswith(".t0")}
+    assert set(old) == set(first) and len(first) == 3 * 14  # A, B, router of 7 projections x 2 layers
+    assert all(k.startswith("model.language_model.layers.") for k in first)
+    for k, v in first.items():
+        assert torch.equal(old[k], v), k
+    new_b = [v for k, v in second.items() if ".dymoe_B." in k and k.endswith(".t1")]
+    # B starts at 0, so a non-zero B was trained; in 3 steps TAG may send all of one projection's tokens to the
+    # old bank (no gradient reaches the new one there), so not every projection must have moved
+    assert len(new_b) == 14 and sum(bool(v.abs().sum() > 0) for v in new_b) >= 12
+    for path, task in ((t1, 1), (t2, 2)):
+        with open(path / "config.json") as f:
+            block = json.load(f)["dymoe"]
+        assert block["host"] == "hf-llava" and block["task_id"] == task and block["config"]["num_tasks"] == task
+    assert (t2 / "routing_stats.json").is_file()
+    non_lora = torch.load(t2 / "non_lora_trainables.bin", weights_only=True)
+    assert sorted(non_lora) == sorted(f"model.multi_modal_projector.linear_{i}.{w}" for i in (1, 2)
+                                      for w in ("weight", "bias"))
+
+
+def test_checkpoint_round_trip_gives_identical_logits_and_answers(sequence, hf_tiny, hf_tasks):
+    from llava_dymoe.hosts.hf_data import LlavaJsonDataset, PadCollator
+    from llava_dymoe.hosts.loader import load_hf_checkpoint
+
+    _, t2, trainer = sequence
+    trained = trainer.model.eval()
+    loaded, proc = load_hf_checkpoint(str(t2), hf_tiny, attn_implementation="sdpa")
+    ds = LlavaJsonDataset(hf_tasks[1].train_json, proc, hf_tasks[1].image_folder, 256)
+    batch = PadCollator(proc.tokenizer.pad_token_id)([ds[0], ds[1]])
+    batch.pop("labels")
+    with torch.no_grad():
+        a, b = trained(**batch).logits, loaded(**batch).logits
+    assert torch.equal(a, b)
+    prompt = {k: v[:1] for k, v in batch.items()}  # one prompt, no padding
+    cut = int(prompt["attention_mask"][0].sum()) - 3
+    prompt = {k: (v[:, :cut] if k != "pixel_values" else v) for k, v in prompt.items()}
+    with torch.no_grad():
+        ga = trained.generate(**prompt, max_new_tokens=6, do_sample=False)
+        gb = loaded.generate(**prompt, max_new_tokens=6, do_sample=False)
+    assert torch.equal(ga, gb) and ga.shape[1] > cut
+
+
+def test_checkpoint_of_upstream_llava_is_refused(sequence, hf_tiny, hf_tasks, tmp_path):
+    """The same files recorded as host 'llava': the HF loader and a task 2 on the HF host refuse in one line."""
+    from safetensors.torch import load_file
+
+    from llava_dymoe.config import DyMoEConfig
+    from llava_dymoe.hosts import HostError
+    from llava_dymoe.hosts.loader import load_hf_checkpoint
+    from llava_dymoe.integration.checkpoint import write_task_checkpoint
+
+    t1, _, _ = sequence
+    cfg = transformers.AutoConfig.from_pretrained(str(t1))
+    block = cfg.dymoe
+    fake = tmp_path / "upstream_t1"
+    write_task_checkpoint(str(fake), model_config=cfg, dymoe_cfg=DyMoEConfig.from_dict(block["config"]),
+                          method=block["method"], task_id=1, experts=load_file(str(t1 / "dymoe_experts.safetensors")),
+                          non_lora=torch.load(t1 / "non_lora_trainables.bin", weights_only=True), run_args={},
+                          host="llava")
+    with pytest.raises(HostError, match="trained on host 'llava'"):
+        load_hf_checkpoint(str(fake), hf_tiny)
+    proc = run_train_hf(train_args(hf_tiny, hf_tasks[1], tmp_path / "t2", 2, prev=fake))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "trained on host 'llava'" in last and "host 'hf-llava'" in last
+    assert not os.path.exists(tmp_path / "t2" / "dymoe_task.json")
