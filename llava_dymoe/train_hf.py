@@ -82,6 +82,9 @@ def train(host_args: HostArguments, train_args):
     trainer = trainer_cls(model=model, args=train_args, train_dataset=dataset,
                           data_collator=PadCollator(processor.tokenizer.pad_token_id), processing_class=processor)
     trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
+    if trainer.is_deepspeed_enabled:
+        log.info("trained under DeepSpeed ZeRO stage %d on %d rank(s)",
+                 trainer.model_wrapped.zero_optimization_stage(), train_args.world_size)
     if trainer.dymoe is None:  # --dymoe_method none: plain HF fine-tuning
         trainer.save_model(train_args.output_dir)
     else:
