@@ -13,14 +13,16 @@ from torch import nn
 from ..registry import Registry
 from .base import Host, HostError, InjectionError
 from .hf_llava import HFLlava
+from .qwen2_5_vl import Qwen2_5_VL
 from .upstream import UpstreamLlava
 
 HOSTS: Registry[Host] = Registry("host")
 HOSTS.add("hf-llava", HFLlava())
+HOSTS.add("qwen2_5_vl", Qwen2_5_VL(), aliases=("qwen2.5-vl", "qwen"))
 HOSTS.add("llava", UpstreamLlava(), aliases=("upstream",))
 #: the host of a checkpoint written before hosts were recorded
 DEFAULT_HOST = "llava"
-_ORDER = ("hf_llava", "llava")  # specific hosts first; upstream LLaVA claims every other model
+_ORDER = ("hf_llava", "qwen2_5_vl", "llava")  # specific hosts first; upstream LLaVA claims every other model
 
 
 def get_host(name: str) -> Host:

@@ -16,6 +16,19 @@ def hf_tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def qwen_tiny(tmp_path_factory):
+    from llava_dymoe.hosts.hf_tiny import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(str(tmp_path_factory.mktemp("qwen_tiny")), seed=0)
+
+
+@pytest.fixture(scope="session")
+def host_model(request, hf_tiny, qwen_tiny):
+    """``(host name, tiny model folder)`` for ``@pytest.mark.parametrize("host_model", HOSTS, indirect=True)``."""
+    return request.param, {"hf-llava": hf_tiny, "qwen2_5_vl": qwen_tiny}[request.param]
+
+
+@pytest.fixture(scope="session")
 def hf_tasks(tmp_path_factory):
     """Two LLaVA-format tasks with different answers (task 2 asks for a word, task 1 for a sentence)."""
     from llava_dymoe.smoke_data import write_smoke_dataset

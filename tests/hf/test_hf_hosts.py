@@ -1,4 +1,5 @@
-"""HF-native LLaVA (``LlavaForConditionalGeneration``, transformers 5.x) as a DyMoE host (docs/hosts.md).
+"""The HF-native hosts (transformers 5.x): ``LlavaForConditionalGeneration`` (``hf-llava``) and
+``Qwen2_5_VLForConditionalGeneration`` (``qwen2_5_vl``), each a tiny model built from configs (docs/hosts.md).
 
 * the data path: LLaVA JSON through the processor's chat template, prompt tokens masked (checked against the
   tokenizer's own encoding of the answer);
@@ -18,25 +19,44 @@ import torch  # noqa: E402
 from hf_helpers import run_train_hf, train_args  # noqa: E402
 
 
+HOSTS = ["hf-llava", "qwen2_5_vl"]
+pytestmark = pytest.mark.parametrize("host_model", HOSTS, indirect=True)
+
+
 @pytest.fixture(scope="module")
-def sequence(hf_tiny, hf_tasks, tmp_path_factory):
-    """Task 1 through the command line (a subprocess), task 2 in this process (its trained model is kept)."""
+def sequences(tmp_path_factory):
+    return {}
+
+
+@pytest.fixture
+def sequence(host_model, hf_tasks, sequences, tmp_path_factory):
+    """Task 1 through the command line (a subprocess, ``--host`` given), task 2 in this process (``--host`` read
+    from the model's config; its trained model is kept).  Once per host."""
     from llava_dymoe.train_hf import parse, train
 
-    root = tmp_path_factory.mktemp("hf_seq")
-    first, second = hf_tasks
-    proc = run_train_hf(train_args(hf_tiny, first, root / "t1", 1))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    torch.manual_seed(0)
-    trainer = train(*parse(train_args(hf_tiny, second, root / "t2", 2, prev=root / "t1",
-                                      extra=["--dymoe_log_routing", "True"])))
-    return root / "t1", root / "t2", trainer
+    host, model = host_model
+    if host not in sequences:
+        root = tmp_path_factory.mktemp(f"seq_{host}")
+        first, second = hf_tasks
+        proc = run_train_hf(train_args(model, first, root / "t1", 1, extra=["--host", host]))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        torch.manual_seed(0)
+        trainer = train(*parse(train_args(model, second, root / "t2", 2, prev=root / "t1",
+                                          extra=["--dymoe_log_routing", "True"])))
+        sequences[host] = (root / "t1", root / "t2", trainer)
+    return sequences[host]
 
 
-def test_labels_are_the_answer_tokens_only(hf_tiny, hf_tasks):
+def _processor(host_model):
+    from llava_dymoe.hosts import get_host
+
+    return get_host(host_model[0]).load_processor(host_model[1])
+
+
+def test_labels_are_the_answer_tokens_only(host_model, hf_tasks):
     from llava_dymoe.hosts.hf_data import LlavaJsonDataset, PadCollator
 
-    proc = transformers.AutoProcessor.from_pretrained(hf_tiny)
+    proc = _processor(host_model)
     ds = LlavaJsonDataset(hf_tasks[0].train_json, proc, hf_tasks[0].image_folder, 256)
     sample = ds.samples[0]
     enc = ds[0]
@@ -47,10 +67,15 @@ def test_labels_are_the_answer_tokens_only(hf_tiny, hf_tasks):
     n = len(want)
     assert enc["labels"][-n:].tolist() == enc["input_ids"][-n:].tolist()
     assert (enc["labels"][:-n] == -100).all()
-    image_id = proc.tokenizer.convert_tokens_to_ids("<image>")
-    assert int((enc["input_ids"] == image_id).sum()) == 16  # (32 / 8)^2 patches, CLS dropped
+    if host_model[0] == "hf-llava":
+        image_id, n_image = proc.tokenizer.convert_tokens_to_ids("<image>"), 16  # (32 / 8)^2 patches, CLS dropped
+    else:  # one token per 2x2 merged patch of the image's grid
+        image_id, n_image = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>"), int(enc["image_grid_thw"].prod()) // 4
+        assert n_image >= 4 and enc["pixel_values"].shape[0] == int(enc["image_grid_thw"].prod())
+    assert int((enc["input_ids"] == image_id).sum()) == n_image
     batch = PadCollator(proc.tokenizer.pad_token_id)([ds[0], ds[1], ds[2]])
-    assert batch["pixel_values"].shape[0] == 3 and batch["labels"].shape == batch["input_ids"].shape
+    images = batch["image_grid_thw"] if "image_grid_thw" in batch else batch["pixel_values"]
+    assert images.shape[0] == 3 and batch["labels"].shape == batch["input_ids"].shape
     for i in range(3):
         row = ds[i]
         L = row["input_ids"].shape[0]
@@ -58,10 +83,12 @@ def test_labels_are_the_answer_tokens_only(hf_tiny, hf_tasks):
         assert (batch["attention_mask"][i, L:] == 0).all() and (batch["labels"][i, L:] == -100).all()
 
 
-def test_two_tasks_keep_task_one_banks_bit_identical(sequence):
+def test_two_tasks_keep_task_one_banks_bit_identical(sequence, host_model):
     from safetensors.torch import load_file
 
-    t1, t2, _ = sequence
+    from llava_dymoe.hosts import get_host
+
+    t1, t2, trainer = sequence
     first, second = load_file(str(t1 / "dymoe_experts.safetensors")), load_file(str(t2 / "dymoe_experts.safetensors"))
     old = {k: v for k, v in second.items() if k.endswith(".t0")}
     assert set(old) == set(first) and len(first) == 3 * 14  # A, B, router of 7 projections x 2 layers
@@ -75,36 +102,38 @@ def test_two_tasks_keep_task_one_banks_bit_identical(sequence):
     for path, task in ((t1, 1), (t2, 2)):
         with open(path / "config.json") as f:
             block = json.load(f)["dymoe"]
-        assert block["host"] == "hf-llava" and block["task_id"] == task and block["config"]["num_tasks"] == task
+        assert block["host"] == host_model[0] and block["task_id"] == task and block["config"]["num_tasks"] == task
     assert (t2 / "routing_stats.json").is_file()
     non_lora = torch.load(t2 / "non_lora_trainables.bin", weights_only=True)
-    assert sorted(non_lora) == sorted(f"model.multi_modal_projector.linear_{i}.{w}" for i in (1, 2)
-                                      for w in ("weight", "bias"))
+    projector = get_host(host_model[0]).projector(trainer.model)
+    assert sorted(non_lora) == sorted(n for n, p in trainer.model.named_parameters()
+                                      if any(p is q for q in projector.parameters()))
 
 
-def test_checkpoint_round_trip_gives_identical_logits_and_answers(sequence, hf_tiny, hf_tasks):
+def test_checkpoint_round_trip_gives_identical_logits_and_answers(sequence, host_model, hf_tasks):
     from llava_dymoe.hosts.hf_data import LlavaJsonDataset, PadCollator
     from llava_dymoe.hosts.loader import load_hf_checkpoint
 
     _, t2, trainer = sequence
     trained = trainer.model.eval()
-    loaded, proc = load_hf_checkpoint(str(t2), hf_tiny, attn_implementation="sdpa")
+    loaded, proc = load_hf_checkpoint(str(t2), host_model[1], attn_implementation="sdpa")
     ds = LlavaJsonDataset(hf_tasks[1].train_json, proc, hf_tasks[1].image_folder, 256)
     batch = PadCollator(proc.tokenizer.pad_token_id)([ds[0], ds[1]])
     batch.pop("labels")
     with torch.no_grad():
         a, b = trained(**batch).logits, loaded(**batch).logits
     assert torch.equal(a, b)
-    prompt = {k: v[:1] for k, v in batch.items()}  # one prompt, no padding
+    prompt = PadCollator(proc.tokenizer.pad_token_id)([ds[0]])  # one prompt, no padding
+    prompt.pop("labels")
     cut = int(prompt["attention_mask"][0].sum()) - 3
-    prompt = {k: (v[:, :cut] if k != "pixel_values" else v) for k, v in prompt.items()}
+    prompt = {k: (v[:, :cut] if k in ("input_ids", "attention_mask") else v) for k, v in prompt.items()}
     with torch.no_grad():
         ga = trained.generate(**prompt, max_new_tokens=6, do_sample=False)
         gb = loaded.generate(**prompt, max_new_tokens=6, do_sample=False)
     assert torch.equal(ga, gb) and ga.shape[1] > cut
 
 
-def test_checkpoint_of_upstream_llava_is_refused(sequence, hf_tiny, hf_tasks, tmp_path):
+def test_checkpoint_of_upstream_llava_is_refused(sequence, host_model, hf_tasks, tmp_path):
     """The same files recorded as host 'llava': the HF loader and a task 2 on the HF host refuse in one line."""
     from safetensors.torch import load_file
 
@@ -122,9 +151,9 @@ def test_checkpoint_of_upstream_llava_is_refused(sequence, hf_tiny, hf_tasks, tm
                           non_lora=torch.load(t1 / "non_lora_trainables.bin", weights_only=True), run_args={},
                           host="llava")
     with pytest.raises(HostError, match="trained on host 'llava'"):
-        load_hf_checkpoint(str(fake), hf_tiny)
-    proc = run_train_hf(train_args(hf_tiny, hf_tasks[1], tmp_path / "t2", 2, prev=fake))
+        load_hf_checkpoint(str(fake), host_model[1])
+    proc = run_train_hf(train_args(host_model[1], hf_tasks[1], tmp_path / "t2", 2, prev=fake))
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "trained on host 'llava'" in last and "host 'hf-llava'" in last
+    assert last.startswith("error: ") and "trained on host 'llava'" in last and f"host '{host_model[0]}'" in last
     assert not os.path.exists(tmp_path / "t2" / "dymoe_task.json")
