@@ -36,6 +36,53 @@ class HostArguments:
     model_max_length: int = field(default=2048, metadata={"help": "Samples are truncated to this many tokens"})
 
 
+#: model types of the HF-native hosts (``llava_dymoe/hosts``), for reading the host from a model's config.json
+HF_MODEL_TYPES = ("llava", "qwen2_5_vl")
+UPSTREAM_HOSTS = ("llava", "upstream")
+
+
+def _flag(argv: List[str], name: str) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def wants_hf_host(argv: List[str]) -> bool:
+    """Whether ``llava-dymoe train ARGV`` is for an HF-native host: ``--host`` names one, or (no ``--host``)
+    ``--model_name_or_path`` is a folder whose config.json is an HF multimodal config (``text_config`` and a model
+    type of the HF hosts; upstream LLaVA trains from an LLM, or a LLaVA config with ``mm_vision_tower``)."""
+    import json
+
+    host = _flag(argv, "--host")
+    if host is not None:
+        return host.strip().lower() not in UPSTREAM_HOSTS
+    path = _flag(argv, "--model_name_or_path") or ""
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return cfg.get("model_type") in HF_MODEL_TYPES and "text_config" in cfg and "mm_vision_tower" not in cfg
+
+
+def drop_upstream_host(argv: List[str]) -> List[str]:
+    """``--host llava`` is the upstream entry's default: remove it before LLaVA's parser (which lacks it)."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--host":
+            skip = True
+            continue
+        if not arg.startswith("--host="):
+            out.append(arg)
+    return out
+
+
 def parse(argv: Optional[List[str]] = None):
     import transformers
 

@@ -78,3 +78,36 @@ def test_checkpoint_of_another_host_is_refused_in_one_line():
     assert "\n" not in msg and "/runs/t1 was trained on host 'hf-llava'" in msg and "host 'llava'" in msg
     with pytest.raises(HostError, match="trained on host 'llava'"):
         check_host({}, "hf-llava", "/old")
+
+
+def test_train_command_line_picks_the_host(tmp_path):
+    import json
+
+    from llava_dymoe.train_hf import drop_upstream_host, wants_hf_host
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "llava", "text_config": {}, "vision_config": {}}))
+    up = tmp_path / "up"  # llava-torch 1.1's LLaVA config is model_type "llava" too, but flat with mm_vision_tower
+    up.mkdir()
+    (up / "config.json").write_text(json.dumps({"model_type": "llava", "mm_vision_tower": "clip"}))
+    assert wants_hf_host(["--model_name_or_path", str(hf)]) and not wants_hf_host(["--model_name_or_path", str(up)])
+    assert not wants_hf_host(["--model_name_or_path", "lmsys/vicuna-7b-v1.5"])
+    assert wants_hf_host(["--host", "qwen2_5_vl"]) and wants_hf_host(["--host=hf-llava"])
+    assert not wants_hf_host(["--host", "llava", "--model_name_or_path", str(hf)])  # --host wins
+    assert drop_upstream_host(["--a", "1", "--host", "llava", "--b", "--host=upstream"]) == ["--a", "1", "--b"]
+
+
+def test_upstream_entry_refuses_an_hf_host_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "llava_dymoe.train", "--host", "hf-llava", "--output_dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": repo})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "python -m llava_dymoe.train_hf" in lines[-1]
+    assert not (tmp_path / "out").exists()

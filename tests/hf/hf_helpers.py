@@ -15,8 +15,8 @@ def train_args(model, data, out, task, prev=None, extra=()):
     return args + (["--dymoe_prev_ckpt", str(prev)] if prev else [])
 
 
-def run_train_hf(args, env_extra=None, launcher=None):
+def run_train_hf(args, env_extra=None, launcher=None, module="llava_dymoe.train_hf"):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env_extra or {})}
-    cmd = (launcher or [sys.executable, "-m"]) + ["llava_dymoe.train_hf", *args]
+    cmd = (launcher or [sys.executable, "-m"]) + [module, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

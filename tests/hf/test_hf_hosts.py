@@ -30,7 +30,7 @@ def sequences(tmp_path_factory):
 
 @pytest.fixture
 def sequence(host_model, hf_tasks, sequences, tmp_path_factory):
-    """Task 1 through the command line (a subprocess, ``--host`` given), task 2 in this process (``--host`` read
+    """Task 1 through ``llava-dymoe train --host HOST`` (a subprocess), task 2 in this process (``--host`` read
     from the model's config; its trained model is kept).  Once per host."""
     from llava_dymoe.train_hf import parse, train
 
@@ -38,7 +38,8 @@ def sequence(host_model, hf_tasks, sequences, tmp_path_factory):
     if host not in sequences:
         root = tmp_path_factory.mktemp(f"seq_{host}")
         first, second = hf_tasks
-        proc = run_train_hf(train_args(model, first, root / "t1", 1, extra=["--host", host]))
+        proc = run_train_hf(["train", *train_args(model, first, root / "t1", 1, extra=["--host", host])],
+                            module="llava_dymoe.console")
         assert proc.returncode == 0, proc.stderr[-3000:]
         torch.manual_seed(0)
         trainer = train(*parse(train_args(model, second, root / "t2", 2, prev=root / "t1",
