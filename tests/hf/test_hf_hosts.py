@@ -158,3 +158,32 @@ def test_checkpoint_of_upstream_llava_is_refused(sequence, host_model, hf_tasks,
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "trained on host 'llava'" in last and f"host '{host_model[0]}'" in last
     assert not os.path.exists(tmp_path / "t2" / "dymoe_task.json")
+
+
+def test_eval_answers_a_question_file_like_model_vqa_loader(sequence, host_model, hf_tasks, tmp_path):
+    """``python -m llava_dymoe.eval_hf`` (the checkpoint loaded from disk) writes, per question, what the trained
+    model in memory answers; the answers file is LLaVA's format, read by the shared scorers; never overwritten."""
+    from llava_dymoe.errors import ConfigError
+    from llava_dymoe.eval.scorers import score_file
+    from llava_dymoe.eval_hf import answer, main
+
+    _, t2, trainer = sequence
+    data = hf_tasks[1]
+    out = tmp_path / "answers.jsonl"
+    argv = ["--model-path", str(t2), "--model-base", host_model[1], "--question-file", data.questions,
+            "--image-folder", data.image_folder, "--answers-file", str(out), "--max-new-tokens", "5"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    with open(data.questions) as f:
+        questions = [json.loads(line) for line in f]
+    assert [r["question_id"] for r in rows] == [q["question_id"] for q in questions]
+    proc = _processor(host_model)
+    for row, q in zip(rows, questions):
+        assert row["text"] == answer(trainer.model.eval(), proc, q, data.image_folder, 5)
+        assert row["prompt"] == q["text"] and row["model_id"] == "t2"
+    result = score_file("contains", str(out), data.references)
+    assert result["n"] == len(questions)
+    before = out.read_bytes()
+    with pytest.raises(ConfigError, match="never overwritten"):
+        main(argv)
+    assert out.read_bytes() == before
