@@ -155,3 +155,23 @@ def build_tiny_qwen2_5_vl(out_dir: str, seed: int = 0, sizes: Optional[TinySizes
     tok.chat_template = CHAT_TEMPLATE.replace("<image>\n", QWEN_IMAGE + "\n")
     ImageTextProcessor(tok, image_processor).save_pretrained(out_dir)
     return _done(out_dir, meta)
+
+
+BUILDERS = {"hf-llava": build_tiny_hf_llava, "qwen2_5_vl": build_tiny_qwen2_5_vl}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m llava_dymoe.hosts.hf_tiny",
+                                description="Build a tiny HF-native host model from configs (no download).")
+    p.add_argument("out_dir")
+    p.add_argument("--host", choices=sorted(BUILDERS), default="hf-llava")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(BUILDERS[args.host](args.out_dir, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
