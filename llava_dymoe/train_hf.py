@@ -90,7 +90,32 @@ def parse(argv: Optional[List[str]] = None):
 
     parser = transformers.HfArgumentParser((HostArguments, make_training_arguments(transformers.TrainingArguments)))
     host_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    if train_args.deepspeed:
+        _deepspeed_world(train_args)
     return host_args, train_args
+
+
+def _deepspeed_world(train_args) -> None:
+    """Two fixes for DeepSpeed with several ranks on CPU (transformers 5.25 + accelerate 1.16, checked 2026-12-06):
+
+    * accelerate's ``PartialState`` under the DeepSpeed launcher on CPU reports one process (index 0 on every
+      rank) although torch.distributed runs the launcher's world; its counts are set from torch.distributed;
+    * ``TrainingArguments.__post_init__`` fills DeepSpeed's ``"auto"`` batch sizes before the devices are set up,
+      i.e. for a world of one, and DeepSpeed then refuses the batch ("train_batch_size is not equal to
+      micro_batch_per_gpu * gradient_acc_step * world_size"); the config is filled again for the real world.
+    """
+    import torch.distributed as dist
+    from accelerate.utils import DeepSpeedPlugin
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    state = train_args.distributed_state if train_args.device is not None else None  # sets the devices up
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == train_args.world_size:
+        return
+    state.num_processes, state.process_index = dist.get_world_size(), dist.get_rank()
+    state.local_process_index = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+    train_args.hf_deepspeed_config = HfTrainerDeepSpeedConfig(train_args.deepspeed)
+    train_args.hf_deepspeed_config.trainer_config_process(train_args)
+    train_args.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=train_args.hf_deepspeed_config)
 
 
 def resolve_host(host_args: HostArguments):
