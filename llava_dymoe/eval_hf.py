@@ -51,6 +51,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .errors import ConfigError
     from .hosts.loader import load_hf_checkpoint
 
+    from llava_dymoe.integration.process_hygiene import die_with_parent_if_asked
+
+    die_with_parent_if_asked()  # started by `cli run`: end with it
     args = parse(argv)
     if os.path.exists(args.answers_file):
         raise ConfigError(f"--answers-file {args.answers_file} exists; it is never overwritten: choose another path")

@@ -165,6 +165,9 @@ def train(host_args: HostArguments, train_args):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from llava_dymoe.integration.process_hygiene import die_with_parent_if_asked
+
+    die_with_parent_if_asked()  # started by `cli run`: end with it
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     host_args, train_args = parse(argv)
     train(host_args, train_args)

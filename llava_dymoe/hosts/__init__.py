@@ -36,6 +36,11 @@ def host_of(model: nn.Module) -> Host:
     raise InjectionError(f"no host adapter recognises {type(model).__name__}")
 
 
+def is_upstream(name: str) -> bool:
+    """Whether ``--host name`` is upstream LLaVA (``python -m llava_dymoe.train``); unknown names raise KeyError."""
+    return HOSTS.get(name).name == DEFAULT_HOST
+
+
 def checkpoint_host(block: Mapping[str, Any]) -> str:
     """The host recorded in a checkpoint's ``config.json["dymoe"]`` block (older checkpoints: upstream LLaVA)."""
     return str(block.get("host") or DEFAULT_HOST)
@@ -49,4 +54,4 @@ def check_host(block: Mapping[str, Any], host: str, where: str) -> None:
                         f"module names: continue that sequence on host {saved!r}, or start a new one")
 
 
-__all__ = ["HOSTS", "Host", "HostError", "InjectionError", "get_host", "host_of", "check_host", "checkpoint_host"]
+__all__ = ["HOSTS", "Host", "HostError", "InjectionError", "get_host", "host_of", "is_upstream", "check_host", "checkpoint_host"]
