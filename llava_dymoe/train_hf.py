@@ -141,7 +141,6 @@ def train(host_args: HostArguments, train_args):
     """Train one task and write its checkpoint into ``--output_dir``; returns the trainer (its model trained)."""
     import transformers
 
-    from .hosts.hf_data import LlavaJsonDataset, PadCollator
     from .trainer.saving import save_dymoe_task
     from .trainer.trainer import make_dymoe_trainer
 
@@ -149,10 +148,10 @@ def train(host_args: HostArguments, train_args):
     train_args.remove_unused_columns = False
     model = host.load_model(host_args.model_name_or_path, attn_implementation=host_args.attn_implementation)
     processor = host.load_processor(host_args.model_name_or_path)
-    dataset = LlavaJsonDataset(host_args.data_path, processor, host_args.image_folder, host_args.model_max_length)
+    dataset = host.dataset(host_args.data_path, processor, host_args.image_folder, host_args.model_max_length)
     trainer_cls = make_dymoe_trainer(transformers.Trainer)
     trainer = trainer_cls(model=model, args=train_args, train_dataset=dataset,
-                          data_collator=PadCollator(processor.tokenizer.pad_token_id), processing_class=processor)
+                          data_collator=host.collator(processor), processing_class=processor)
     trainer.train(resume_from_checkpoint=train_args.resume_from_checkpoint)
     if trainer.is_deepspeed_enabled:
         log.info("trained under DeepSpeed ZeRO stage %d on %d rank(s)",

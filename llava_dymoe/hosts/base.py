@@ -9,7 +9,8 @@ trainer mixin, the runner) is shared:
   model's module paths, so a checkpoint belongs to one host: ``name`` is recorded in it);
 * how a batch marks image and text tokens: ``install_context_hooks`` (valid tokens, supervised tokens,
   KV-cache length for the sequence decision) and ``token_kinds`` (image / instruction / answer);
-* which non-expert weights travel with a task (``projector``, ``non_expert_key``) and how they load back;
+* how LLaVA-format data becomes model inputs (``dataset``, ``collator``; upstream LLaVA's ``train()`` keeps its own);
+* which non-expert weights travel with a task (``projector``, ``non_expert_state``) and how they load back;
 * how parameters are gathered for saving (``gather``: ZeRO-3 aware);
 * how a model is recognised (``matches``).
 
@@ -78,6 +79,13 @@ class Host:
 
     def load_processor(self, path: str):
         raise NotImplementedError(f"host {self.name!r} is loaded by its own entry points (docs/hosts.md)")
+
+    def dataset(self, data_path: str, processor, image_folder: Optional[str], max_length: Optional[int]):
+        """LLaVA-format training data as this host's model inputs (``input_ids``, ``labels``, images)."""
+        raise NotImplementedError(f"host {self.name!r}: upstream LLaVA's train() builds its own dataset")
+
+    def collator(self, processor) -> Callable:
+        raise NotImplementedError(f"host {self.name!r}: upstream LLaVA's train() builds its own collator")
 
     def decoder_layers(self, model: nn.Module) -> Tuple[str, nn.ModuleList]:
         """``(path, layers)`` of the LLM decoder stack."""

@@ -72,6 +72,16 @@ class HFMultimodalHost(Host):
             raise InjectionError(f"{type(model).__name__}.{self.body_path} has no decoder layers")
         return find_module_path(model, layers), layers
 
+    def dataset(self, data_path: str, processor, image_folder: Optional[str], max_length: Optional[int]):
+        from .hf_data import LlavaJsonDataset
+
+        return LlavaJsonDataset(data_path, processor, image_folder, max_length)
+
+    def collator(self, processor):
+        from .hf_data import PadCollator
+
+        return PadCollator(processor.tokenizer.pad_token_id)
+
     def image_token_id(self, model: nn.Module) -> Optional[int]:
         cfg = model.config
         return getattr(cfg, "image_token_id", getattr(cfg, "image_token_index", None))
