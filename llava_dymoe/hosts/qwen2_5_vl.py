@@ -47,9 +47,17 @@ class ImageTextProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str) -> "ImageTextProcessor":
+        import json
+        import os
+
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
 
-        return cls(AutoTokenizer.from_pretrained(path), Qwen2VLImageProcessorPil.from_pretrained(path))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        processor_template = os.path.join(path, "chat_template.json")  # the released Qwen folders' processor file
+        if getattr(tokenizer, "chat_template", None) is None and os.path.isfile(processor_template):
+            with open(processor_template) as f:
+                tokenizer.chat_template = json.load(f)["chat_template"]
+        return cls(tokenizer, Qwen2VLImageProcessorPil.from_pretrained(path))
 
     def save_pretrained(self, path: str) -> None:
         self.tokenizer.save_pretrained(path)

@@ -18,9 +18,8 @@ transformers = pytest.importorskip("transformers", minversion="5.0")
 import torch  # noqa: E402
 from hf_helpers import run_train_hf, train_args  # noqa: E402
 
-
 HOSTS = ["hf-llava", "qwen2_5_vl"]
-pytestmark = pytest.mark.parametrize("host_model", HOSTS, indirect=True)
+on_hosts = pytest.mark.parametrize("host_model", HOSTS, indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +53,7 @@ def _processor(host_model):
     return get_host(host_model[0]).load_processor(host_model[1])
 
 
+@on_hosts
 def test_labels_are_the_answer_tokens_only(host_model, hf_tasks):
     from llava_dymoe.hosts.hf_data import LlavaJsonDataset, PadCollator
 
@@ -84,6 +84,7 @@ def test_labels_are_the_answer_tokens_only(host_model, hf_tasks):
         assert (batch["attention_mask"][i, L:] == 0).all() and (batch["labels"][i, L:] == -100).all()
 
 
+@on_hosts
 def test_two_tasks_keep_task_one_banks_bit_identical(sequence, host_model):
     from safetensors.torch import load_file
 
@@ -111,6 +112,7 @@ def test_two_tasks_keep_task_one_banks_bit_identical(sequence, host_model):
                                       if any(p is q for q in projector.parameters()))
 
 
+@on_hosts
 def test_checkpoint_round_trip_gives_identical_logits_and_answers(sequence, host_model, hf_tasks):
     from llava_dymoe.hosts.hf_data import LlavaJsonDataset, PadCollator
     from llava_dymoe.hosts.loader import load_hf_checkpoint
@@ -134,6 +136,7 @@ def test_checkpoint_round_trip_gives_identical_logits_and_answers(sequence, host
     assert torch.equal(ga, gb) and ga.shape[1] > cut
 
 
+@on_hosts
 def test_checkpoint_of_upstream_llava_is_refused(sequence, host_model, hf_tasks, tmp_path):
     """The same files recorded as host 'llava': the HF loader and a task 2 on the HF host refuse in one line."""
     from safetensors.torch import load_file
@@ -160,6 +163,7 @@ def test_checkpoint_of_upstream_llava_is_refused(sequence, host_model, hf_tasks,
     assert not os.path.exists(tmp_path / "t2" / "dymoe_task.json")
 
 
+@on_hosts
 def test_eval_answers_a_question_file_like_model_vqa_loader(sequence, host_model, hf_tasks, tmp_path):
     """``python -m llava_dymoe.eval_hf`` (the checkpoint loaded from disk) writes, per question, what the trained
     model in memory answers; the answers file is LLaVA's format, read by the shared scorers; never overwritten."""
@@ -187,3 +191,21 @@ def test_eval_answers_a_question_file_like_model_vqa_loader(sequence, host_model
     with pytest.raises(ConfigError, match="never overwritten"):
         main(argv)
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("host_model", ["qwen2_5_vl"], indirect=True)
+def test_qwen_processor_reads_a_processor_level_chat_template(host_model, tmp_path):
+    """Released Qwen2.5-VL folders keep the chat template in the processor's chat_template.json."""
+    import shutil
+
+    from llava_dymoe.hosts.qwen2_5_vl import ImageTextProcessor
+
+    folder = tmp_path / "qwen"
+    shutil.copytree(host_model[1], folder)
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    proc = ImageTextProcessor.from_pretrained(str(folder))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]}]
+    assert proc.apply_chat_template(messages, add_generation_prompt=True).endswith(
+        "USER: <|vision_start|><|image_pad|><|vision_end|>\nHi? ASSISTANT:")
