@@ -3,6 +3,8 @@
 #   make demo   - same setup, then run the main job on the embedded default (tiny LLaVA, CPU)
 #   make setup-llava11 / make test-llava11 - the second supported upstream line (llava-torch 1.1.1,
 #                 transformers 4.31.0, the line the continual-tuning forks use) in .venv-llava11
+#   make setup-hf / make test-hf - the HF-native hosts (LlavaForConditionalGeneration, Qwen2.5-VL) on
+#                 transformers 5.x in .venv-hf (docs/hosts.md)
 #   make results - (not in CI) the full study behind docs/results.md
 #   make results-harder - (not in CI) the harder suite's study behind docs/results-harder.md (issue 26)
 #
@@ -30,8 +32,14 @@ REQ11 := requirements/llava-torch-1.1.1.txt
 PY11 := $(VENV11)/bin/python
 PIP11 := $(PY11) -m pip
 STAMP11 := $(VENV11)/.llava_dymoe_installed
+# The HF-native hosts (docs/hosts.md): their own venv, no llava-torch; pins and why in requirements/hf.txt.
+VENVHF ?= .venv-hf
+REQHF := requirements/hf.txt
+PYHF := $(VENVHF)/bin/python
+PIPHF := $(PYHF) -m pip
+STAMPHF := $(VENVHF)/.llava_dymoe_installed
 
-.PHONY: setup test test-slow demo results results-harder bench clean setup-llava11 test-llava11
+.PHONY: setup test test-slow demo results results-harder bench clean setup-llava11 test-llava11 setup-hf test-hf
 
 setup: $(STAMP)
 
@@ -67,6 +75,22 @@ $(STAMP11): setup.py $(REQ11)
 test-llava11: $(STAMP11)
 	$(PY11) -m pytest -m "llava11 and not slow" -q $(PYTEST_ARGS)
 
+# The HF hosts: torch first (TORCH_SPEC), then $(REQHF), then llava_dymoe with --no-deps (its
+# install_requires pin the 1.2 line's transformers 4.37.2). No llava-torch here.
+setup-hf: $(STAMPHF)
+
+$(STAMPHF): setup.py $(REQHF)
+	@test -x $(PYHF) || $(PYTHON) -m venv $(VENVHF)
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PIPHF) install -q "$(TORCH_SPEC)"; \
+	 else echo "TORCH_SPEC is empty: keeping the torch already in $(VENVHF)"; $(PYHF) -c "import torch"; fi
+	$(PIPHF) install -q -r $(REQHF)
+	$(PIPHF) install -q --no-deps -e .
+	@touch $@
+
+# tests/hf (they skip in the other two venvs) and the host-layer tests; the rest of the suite needs upstream llava.
+test-hf: $(STAMPHF)
+	$(PYHF) -m pytest tests/hf tests/test_hosts.py -m "not slow" -q $(PYTEST_ARGS)
+
 demo: $(STAMP)
 	$(PY) -m llava_dymoe.demo
 
@@ -84,4 +108,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_layer.py
 
 clean:
-	rm -rf $(VENV) $(VENV11) demo_out results_out .pytest_cache
+	rm -rf $(VENV) $(VENV11) $(VENVHF) demo_out results_out .pytest_cache

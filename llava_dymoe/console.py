@@ -23,7 +23,8 @@ PROG = "llava-dymoe"
 
 #: Commands this module adds in front of the cli's (name -> one-line help).
 ENTRY_COMMANDS = {
-    "train": "train one task: LLaVA's train() with the DyMoE patches (= python -m llava_dymoe.train)",
+    "train": "train one task: LLaVA's train() with the DyMoE patches (= python -m llava_dymoe.train); "
+             "--host hf-llava|qwen2_5_vl (or an HF model folder): HF Trainer (= python -m llava_dymoe.train_hf)",
     "eval": "run an upstream llava.eval MODULE on a DyMoE checkpoint (= python -m llava_dymoe.eval)",
 }
 
@@ -115,13 +116,18 @@ def _unknown(command: str) -> int:
 
 
 def _train(argv: Sequence[str]) -> int:
-    from llava_dymoe import train
+    from llava_dymoe import train, train_hf
     from llava_dymoe.errors import DyMoEError, debug_enabled, print_refusal
 
+    argv = list(argv)
+    hf = train_hf.wants_hf_host(argv)  # docs/hosts.md: --host, or the host read from the model's config
     saved = sys.argv[0]
     sys.argv[0] = f"{PROG} train"  # the usage line of LLaVA's argument parser
     try:
-        train.main(list(argv))
+        if hf:
+            train_hf.main(argv)
+        else:
+            train.main(train_hf.drop_upstream_host(argv))
     except DyMoEError as e:  # as `python -m llava_dymoe.train` (errors.run_refusing)
         if debug_enabled():
             raise

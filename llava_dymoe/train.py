@@ -63,6 +63,9 @@ def seed_from_argv(argv: List[str]) -> int:
 
 #: The flags this entry takes off the command line before LLaVA's parser sees them (listed in ``--help``).
 OWN_FLAGS = (
+    ("--host {llava,hf-llava,qwen2_5_vl}",
+     "the host (docs/hosts.md): llava (upstream LLaVA, this entry, the default); hf-llava and qwen2_5_vl train "
+     "through HF Trainer in .venv-hf (`llava-dymoe train --host ...` hands them to python -m llava_dymoe.train_hf)"),
     ("--attn_implementation {eager,sdpa,flash_attention_2}",
      "attention kernel passed to LLaVA's train() (train_mem.py hard-codes flash_attention_2); default: upstream's"),
     ("--train_module MODULE",
@@ -88,6 +91,12 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     die_with_parent_if_asked()  # started by `cli run` (or a launcher under it): end with it
     argv = list(sys.argv[1:] if argv is None else argv)
+    from llava_dymoe.train_hf import drop_upstream_host, wants_hf_host
+
+    if wants_hf_host(argv):
+        raise ConfigError("this command line is for an HF-native host (--host, or an HF model folder): run it as "
+                          "`llava-dymoe train ...` or `python -m llava_dymoe.train_hf ...` in .venv-hf (docs/hosts.md)")
+    argv = drop_upstream_host(argv)
     attn, rest = split_attn_implementation(argv)
     module, rest = split_flag(rest, "--train_module", "a module such as llava.train.train_MOE")
     module = module or "llava.train.train"

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="run folder (new, empty, or this run's, to resume)")
     parser.add_argument("--base", help="base LLM (LLaVA --model_name_or_path; also --model-base at eval)")
     parser.add_argument("--vision-tower", help="CLIP vision tower (LLaVA --vision_tower)")
+    parser.add_argument("--host", default="llava", help="llava (upstream LLaVA, default), hf-llava or qwen2_5_vl "
+                        "(docs/hosts.md: --base is then the HF model folder; run in .venv-hf)")
     parser.add_argument("--pretrain-mm-mlp-adapter", help="stage-1 projector (mm_projector.bin) for task 1")
     parser.add_argument("--launcher", default="python", choices=("python", "deepspeed"),
                         help="how each task is trained (default: python, one process)")
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         train_args=parse_key_values(args.train_arg, "--train-arg"),
         dymoe_args=parse_key_values(args.dymoe_arg, "--dymoe-arg", strip_prefix="dymoe_"),
         stages=args.stages, eval_max_new_tokens=args.eval_max_new_tokens, threads=args.threads,
-        plot=not args.no_plot, oracle_routing=args.oracle_routing, skip_data_check=args.skip_data_check)
+        plot=not args.no_plot, oracle_routing=args.oracle_routing, skip_data_check=args.skip_data_check,
+        host=args.host)
     try:
         result = run_sequence(opts)
     except StageFailed as e:

@@ -3,7 +3,7 @@
 A finished task's directory is self-contained (llava-integration.md §6.3 item 7, style.md §6.9):
 
 * ``config.json``: the LLaVA config plus a ``"dymoe"`` block (``DyMoEConfig`` with ``num_tasks``,
-  the method, the task id, the ``llava_dymoe`` version);
+  the method, the task id, the ``llava_dymoe`` version, the host: docs/hosts.md);
 * ``dymoe_experts.safetensors``: every task bank (folded state, ``<module>.<bank>.t<k>`` keys);
 * ``non_lora_trainables.bin``: the projector and any other trained non-expert weights, in
   upstream key style (``model.mm_projector.0.weight``), so ``--pretrain_mm_mlp_adapter`` and
@@ -168,12 +168,15 @@ def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConf
                           experts: Mapping[str, Tensor], non_lora: Mapping[str, Tensor],
                           run_args: Mapping[str, Any], prev_ckpt: Optional[str] = None,
                           extra_files: Optional[Mapping[str, Union[str, bytes]]] = None,
-                          finished: bool = True, base_model: Optional[Mapping[str, Any]] = None) -> str:
+                          finished: bool = True, base_model: Optional[Mapping[str, Any]] = None,
+                          host: str = "llava") -> str:
     """Write one finished task's directory (rank 0 only); the marker goes last.
 
     ``finished=False`` writes the same files without the marker: an intermediate checkpoint
     (``checkpoint-N`` of ``--save_strategy steps``), which resumes the task but is not a finished one.
     ``base_model``: the base LLM's fingerprint (``base_model.base_fingerprint``), recorded in the block.
+    ``host``: the host adapter's name (``llava_dymoe/hosts``), recorded in the block; a later task or an
+    evaluation on another host is refused (``hosts.check_host``).
 
     ``extra_files`` maps plain file names (no directory part, none of the standard names) to text or
     bytes written next to the standard files, e.g. ``routing_stats.json``; their hashes are in the marker.
@@ -188,7 +191,8 @@ def write_task_checkpoint(output_dir: str, *, model_config, dymoe_cfg: DyMoEConf
     assert_writable(output_dir, prev_ckpt)
     os.makedirs(output_dir, exist_ok=True)
     block = {"config": dymoe_cfg.to_dict(), "method": method, "task_id": int(task_id),
-             "prev_ckpt": os.path.abspath(prev_ckpt) if prev_ckpt else None, "llava_dymoe_version": __version__}
+             "prev_ckpt": os.path.abspath(prev_ckpt) if prev_ckpt else None, "llava_dymoe_version": __version__,
+             "host": host}
     if base_model:
         block["base_model"] = dict(base_model)
     model_config.dymoe = block

@@ -45,9 +45,9 @@ def _arg(args, kwargs, name: str, index: int) -> Optional[Any]:
     return kwargs[name] if name in kwargs else args[index] if len(args) > index else None
 
 
-def body_pre_hook(ctx: DyMoEContext):
+def body_pre_hook(ctx: DyMoEContext, cache_arg: str = "past_key_values"):
     """Forward pre-hook (``with_kwargs=True``) on the LLM body (``LlamaModel``: input_ids, attention_mask,
-    position_ids, past_key_values, inputs_embeds)."""
+    position_ids, past_key_values, inputs_embeds; ``cache_arg``: the KV cache's name, ``cache`` on transformers 5.2x)."""
 
     def hook(module, args, kwargs):
         mask = _arg(args, kwargs, "attention_mask", 1)
@@ -55,7 +55,7 @@ def body_pre_hook(ctx: DyMoEContext):
         ids = _arg(args, kwargs, "input_ids", 0)
         tokens = embeds if isinstance(embeds, torch.Tensor) else ids if isinstance(ids, torch.Tensor) else None
         shape = tuple(tokens.shape[:2]) if tokens is not None else None
-        ctx.past_len = past_length(_arg(args, kwargs, "past_key_values", 3))
+        ctx.past_len = past_length(_arg(args, kwargs, cache_arg, 3))
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
             ctx.valid_mask = (mask[:, -shape[1]:] if shape is not None else mask).bool()
         else:

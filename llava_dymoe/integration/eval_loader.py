@@ -44,7 +44,6 @@ import torch
 from .checkpoint import CheckpointError, is_dymoe_checkpoint, load_non_lora, load_task_state  # noqa: F401
 from ..core import DyMoEContext
 from .context_hooks import install_context_hooks
-from .inject import inject, load_bank_state, num_tasks
 from .selector import install_task_selector, selector_for
 
 log = logging.getLogger("llava_dymoe.eval")
@@ -166,7 +165,11 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
                               "need fp16/bf16/fp32 base weights); drop --load-8bit/--load-4bit")
     k, source = requested_max_tasks(max_tasks)
     state = load_task_state(model_path)
+    from ..hosts import check_host
+    from ..hosts.loader import restore_task_banks
     from .base_model import EVAL_ALLOW_ENV, check_same_base
+
+    check_host(state["dymoe"], "llava", model_path)  # this loader builds upstream LlavaLlamaForCausalLM
 
     if allow_base_mismatch is None:
         allow_base_mismatch = os.environ.get(EVAL_ALLOW_ENV, "").strip() not in ("", "0")
@@ -200,12 +203,7 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
              state["config"].num_tasks, state["dymoe"].get("method"), model_base)
     model = LlavaLlamaForCausalLM.from_pretrained(model_base, low_cpu_mem_usage=True, config=cfg, **kw)
     load_non_lora(model, state["non_lora"], model_path)
-    inject(model, state["config"])
-    dtype = next(model.parameters()).dtype
-    n = load_bank_state(model, state["experts"], dtype=dtype)
-    if n != state["config"].num_tasks or num_tasks(model) != n:
-        raise CheckpointError(f"{model_path}: config says {state['config'].num_tasks} task banks, found {n}")
-    model.requires_grad_(False)
+    restore_task_banks(model, state, model_path)
 
     if getattr(model.config, "mm_use_im_patch_token", True):
         tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)

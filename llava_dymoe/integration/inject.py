@@ -1,7 +1,9 @@
 """Put ``DyMoELinear`` layers into a LLaVA (or any Llama-style) model, in place.
 
-Only the LLM's decoder layers are adapted: the projections named in ``cfg.target_modules`` under
-``model.get_model().layers`` (``LlavaLlamaForCausalLM``) or ``model.model.layers`` (a plain Llama).
+Only the LLM's decoder layers are adapted: the projections named in ``cfg.target_modules`` under the
+decoder stack the model's host adapter names (``llava_dymoe/hosts``: ``model.get_model().layers`` for
+``LlavaLlamaForCausalLM``, ``model.model.layers`` for a plain Llama, ``model.model.language_model.layers``
+for ``LlavaForConditionalGeneration``).
 The vision tower, the ``mm_projector``, the embeddings and ``lm_head`` are never touched
 (method.md §1.2).  Injection mutates the model in place, because LLaVA's ``train()`` keeps its own
 reference to the model object for saving (llava-integration.md §6.1 T2).
@@ -19,10 +21,8 @@ from torch import Tensor, nn
 
 from ..config import DyMoEConfig
 from ..core import DyMoELinear, dymoe_layers
-
-
-class InjectionError(RuntimeError):
-    """The model does not have the structure DyMoE expects."""
+from ..hosts import host_of
+from ..hosts.base import InjectionError  # noqa: F401  (raised here; its home is the host layer)
 
 
 @dataclass
@@ -36,16 +36,8 @@ class InjectionReport:
 
 
 def decoder_layers(model: nn.Module) -> Tuple[str, nn.ModuleList]:
-    """``(path, layers)`` of the LLM decoder stack."""
-    inner = model.get_model() if hasattr(model, "get_model") else getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        raise InjectionError(f"{type(model).__name__} has no LLM decoder layers at get_model().layers / "
-                             "model.layers; DyMoE supports LLaVA-Llama models (LlavaLlamaForCausalLM)")
-    for name, mod in model.named_modules():
-        if mod is layers:
-            return name, layers
-    raise InjectionError("could not locate the decoder layers among the model's modules")
+    """``(path, layers)`` of the LLM decoder stack, as the model's host adapter says (``llava_dymoe/hosts``)."""
+    return host_of(model).decoder_layers(model)
 
 
 def _targets(model: nn.Module, cfg: DyMoEConfig) -> Iterator[Tuple[str, nn.Module, str, nn.Module]]:

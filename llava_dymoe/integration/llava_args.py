@@ -107,6 +107,29 @@ def run_python(code_or_module: str, argv: Iterable[str], *, module: bool = False
 
 #: The DyMoE training entry point (LLaVA's train() with the patches applied).
 DYMOE_TRAIN_MODULE = "llava_dymoe.train"
+#: The HF-native hosts' training entry (docs/hosts.md).
+HF_TRAIN_MODULE = "llava_dymoe.train_hf"
+#: ``llava_train_argv`` keys that only upstream LLaVA's parser has (the HF host's model folder holds the tower,
+#: the projector and the chat template); ``evaluation_strategy`` is ``eval_strategy`` in transformers 5 (whose
+#: default, "no", is the same), and ``warmup_ratio`` a float ``warmup_steps`` below 1 (``RENAMED_KEYS``).
+UPSTREAM_ONLY_KEYS = ("version", "vision_tower", "mm_projector_type", "mm_vision_select_layer", "mm_use_im_start_end",
+                      "mm_use_im_patch_token", "image_aspect_ratio", "group_by_modality_length", "lazy_preprocess",
+                      "evaluation_strategy", "mm_projector_lr", "freeze_mm_mlp_adapter", "tune_mm_mlp_adapter",
+                      "lora_enable", "lora_r", "lora_alpha", "bits", "tf32")
+RENAMED_KEYS = {"warmup_ratio": "warmup_steps"}
+
+
+def hf_train_argv(host: str, model_name_or_path: str, data_path: str, image_folder: str, output_dir: str, *,
+                  deepspeed: Optional[str] = None, overrides: Optional[Mapping[str, object]] = None) -> List[str]:
+    """``python -m llava_dymoe.train_hf`` arguments: the same defaults as :func:`llava_train_argv` (and the same
+    overrides) without upstream LLaVA's model flags."""
+    argv = llava_train_argv(model_name_or_path, "", data_path, image_folder, output_dir, lora=False, max_steps=None,
+                            deepspeed=deepspeed, overrides=overrides)
+    out = ["--host", host]
+    for key, value in zip(argv[::2], argv[1::2]):
+        if key[2:] not in UPSTREAM_ONLY_KEYS:
+            out += ["--" + RENAMED_KEYS.get(key[2:], key[2:]), value]
+    return out
 
 
 def dymoe_flags(method: str = "dymoe", task_id: int = 1, prev_ckpt: Optional[str] = None,

@@ -32,11 +32,14 @@ from llava_dymoe.integration import process_hygiene as hygiene
 from llava_dymoe.integration.eval_loader import MAX_TASKS_ENV
 from llava_dymoe.integration.selector import TASK_ID_ENV
 from llava_dymoe.patches.lines import generator_takes_max_new_tokens
-from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, dymoe_flags, free_port, llava_train_argv,
-                                                single_rank_env)
+from llava_dymoe.hosts import is_upstream
+from llava_dymoe.integration.llava_args import (DYMOE_TRAIN_MODULE, HF_TRAIN_MODULE, dymoe_flags, free_port,
+                                                hf_train_argv, llava_train_argv, single_rank_env)
 from llava_dymoe.protocol.options import RunOptions
 
 EVAL_SHIM_MODULE = "llava_dymoe.eval"
+#: the HF-native hosts' generator (docs/hosts.md), run once per evaluated task
+EVAL_HF_MODULE = "llava_dymoe.eval_hf"
 EVAL_BATCH_MODULE = "llava_dymoe.protocol.eval_batch"
 #: flags LLaVA's own eval scripts pass to a generator (scripts/v1_5/eval/sqa.sh)
 EXTRA_EVAL_FLAGS: Dict[str, Tuple[str, ...]] = {"llava.eval.model_vqa_science": ("--single-pred-prompt",)}
@@ -70,17 +73,24 @@ def train_command(opts: RunOptions, task: TaskSpec, t: int, output_dir: str, pre
     Stage 1 gets ``--pretrain_mm_mlp_adapter`` when given; later stages load the previous
     stage's projector from ``prev_ckpt`` (the DyMoE entry's default).
     """
-    argv = llava_train_argv(opts.base, opts.vision_tower, task.train_json, task.image_root, output_dir,
-                            lora=False, max_steps=None, deepspeed=opts.deepspeed, overrides=train_args)
-    if t == 1 and opts.pretrain_mm_mlp_adapter:
-        argv += ["--pretrain_mm_mlp_adapter", opts.pretrain_mm_mlp_adapter]
+    module = DYMOE_TRAIN_MODULE
+    if is_upstream(opts.host):
+        argv = llava_train_argv(opts.base, opts.vision_tower, task.train_json, task.image_root, output_dir,
+                                lora=False, max_steps=None, deepspeed=opts.deepspeed, overrides=train_args)
+        if t == 1 and opts.pretrain_mm_mlp_adapter:
+            argv += ["--pretrain_mm_mlp_adapter", opts.pretrain_mm_mlp_adapter]
+    else:  # an HF-native host (docs/hosts.md)
+        module = HF_TRAIN_MODULE
+        argv = hf_train_argv(opts.host, opts.base, task.train_json, task.image_root, output_dir,
+                             deepspeed=opts.deepspeed, overrides=train_args)
     argv += dymoe_flags(opts.method, t, prev_ckpt, **opts.dymoe_args)
-    argv += ["--skip_data_check", "True"]  # run_sequence checked the data of every stage before the first
+    if module == DYMOE_TRAIN_MODULE:
+        argv += ["--skip_data_check", "True"]  # run_sequence checked the data of every stage before the first
     if opts.launcher == "deepspeed":
         return [_deepspeed_executable(), "--num_gpus", str(opts.num_gpus), "--master_port", str(free_port()),
-                "--module", DYMOE_TRAIN_MODULE, *argv], {}
+                "--module", module, *argv], {}
     env = single_rank_env() if opts.deepspeed else {}
-    return [sys.executable, "-m", DYMOE_TRAIN_MODULE, *argv], env
+    return [sys.executable, "-m", module, *argv], env
 
 
 def told_the_task(opts: RunOptions) -> bool:
@@ -111,6 +121,13 @@ def eval_job(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: st
     if task_number is not None and told_the_task(opts):
         env[TASK_ID_ENV] = str(int(task_number))
     return {"task": task.name, "module": task.generator, "argv": argv, "env": env}
+
+
+def hf_eval_command(opts: RunOptions, task: TaskSpec, checkpoint: str, answers_file: str) -> List[str]:
+    """``python -m llava_dymoe.eval_hf ...`` answering ``task``'s questions with ``checkpoint`` (HF hosts)."""
+    return [sys.executable, "-m", EVAL_HF_MODULE, "--model-path", checkpoint, "--model-base", opts.base,
+            "--question-file", task.question_file, "--image-folder", task.image_root, "--answers-file", answers_file,
+            "--max-new-tokens", str(opts.eval_max_new_tokens or task.max_new_tokens)]
 
 
 def shim_command(job: Mapping[str, object]) -> List[str]:

@@ -23,7 +23,9 @@ from llava_dymoe.eval.suite import RESERVED_TRAINING, Suite
 LAUNCHERS = ("python", "deepspeed")
 #: identity fields compared on resume (run.json also records the others, for information)
 IDENTITY_KEYS = ("method", "suite", "tasks", "base", "vision_tower", "pretrain_mm_mlp_adapter", "train_args",
-                 "dymoe_args", "eval_max_new_tokens")
+                 "dymoe_args", "eval_max_new_tokens", "host")
+#: the value of an identity field a run.json written before the field existed stands for
+IDENTITY_DEFAULTS = {"host": "llava"}
 #: --dymoe_* flags the runner sets per stage
 RESERVED_DYMOE = ("method", "task_id", "prev_ckpt")
 
@@ -50,6 +52,7 @@ class RunOptions:
     plot: bool = True
     oracle_routing: bool = False  # also evaluate task i < t with stage t's checkpoint restricted to i banks
     skip_data_check: bool = False  # no data pre-flight (protocol/preflight.py) before the first stage
+    host: str = "llava"  # docs/hosts.md: hf-llava / qwen2_5_vl train with llava_dymoe.train_hf, answer with eval_hf
 
 
 def parse_key_values(items: Optional[Sequence[str]], flag: str, strip_prefix: str = "") -> Dict[str, Optional[str]]:
@@ -101,8 +104,10 @@ def check_options(opts: RunOptions, suite: Suite) -> RunOptions:
     get_method(opts.method)  # KeyError listing the known methods
     base = _model_path(opts.base, "--base", "the base LLM the tasks are trained on (e.g. lmsys/vicuna-7b-v1.5, "
                                             "or the llm/ folder written by `python -m llava_dymoe.tiny DIR`)")
+    upstream = _check_host(opts)
     tower = _model_path(opts.vision_tower, "--vision-tower", "the CLIP vision tower (e.g. "
-                        "openai/clip-vit-large-patch14-336, or the clip/ folder of the tiny LLaVA)")
+                        "openai/clip-vit-large-patch14-336, or the clip/ folder of the tiny LLaVA)") \
+        if upstream or opts.vision_tower else None
     adapter = opts.pretrain_mm_mlp_adapter
     if adapter:
         if not os.path.isfile(adapter):
@@ -145,6 +150,22 @@ def check_options(opts: RunOptions, suite: Suite) -> RunOptions:
     _check_oracle(opts)
     return dataclasses.replace(opts, base=base, vision_tower=tower, pretrain_mm_mlp_adapter=adapter, deepspeed=ds,
                                output_dir=os.path.abspath(os.path.expanduser(opts.output_dir)))
+
+
+def _check_host(opts: RunOptions) -> bool:
+    """Whether the run is on upstream LLaVA; an HF host (docs/hosts.md) refuses the upstream-only options."""
+    from llava_dymoe.hosts import HOSTS, is_upstream
+
+    if opts.host not in HOSTS:
+        raise ValueError(f"--host {opts.host!r}: choose one of {', '.join(HOSTS.names())}")
+    if is_upstream(opts.host):
+        return True
+    for flag, given in (("--vision-tower", opts.vision_tower), ("--pretrain-mm-mlp-adapter",
+                        opts.pretrain_mm_mlp_adapter), ("--oracle-routing", opts.oracle_routing)):
+        if given:
+            raise ValueError(f"{flag} is upstream LLaVA's; --host {opts.host} takes the tower and projector from "
+                             "the --base model folder and has no restricted evaluation")
+    return False
 
 
 def _check_oracle(opts: RunOptions) -> None:
@@ -191,13 +212,14 @@ def run_identity(opts: RunOptions, suite: Suite, train_args: Dict[str, Optional[
             "train_args": dict(train_args), "dymoe_args": dict(opts.dymoe_args),
             "eval_max_new_tokens": opts.eval_max_new_tokens, "suite_file": os.path.abspath(suite.source or ""),
             "data_root": suite.data_root, "launcher": opts.launcher, "deepspeed": opts.deepspeed,
-            "num_gpus": opts.num_gpus, "oracle_routing": opts.oracle_routing, "llava_dymoe_version": __version__}
+            "num_gpus": opts.num_gpus, "oracle_routing": opts.oracle_routing, "llava_dymoe_version": __version__,
+            "host": opts.host}
 
 
 def compare_identity(saved: Dict[str, Any], new: Dict[str, Any], where: str) -> None:
     """Raise ``ValueError`` naming every identity field that differs between ``saved`` and ``new``."""
-    diffs = [f"{k}: {saved.get(k)!r} in the folder, {new.get(k)!r} now" for k in IDENTITY_KEYS
-             if saved.get(k) != new.get(k)]
+    diffs = [f"{k}: {saved.get(k, IDENTITY_DEFAULTS.get(k))!r} in the folder, {new.get(k)!r} now"
+             for k in IDENTITY_KEYS if saved.get(k, IDENTITY_DEFAULTS.get(k)) != new.get(k)]
     if diffs:
         raise ValueError(f"{where} belongs to another run; differences:\n  " + "\n  ".join(diffs) +
                          "\nRerun with the original options to resume it, or choose a new --output-dir.")

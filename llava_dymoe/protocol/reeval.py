@@ -33,6 +33,9 @@ from llava_dymoe.protocol.stage import load_score, marker_sha, write_score
 
 
 def _options(run_dir: str, record: dict) -> RunOptions:
+    if record.get("host", "llava") != "llava":
+        raise ValueError(f"{run_dir} ran on host {record['host']!r}: re-evaluation with another assign rule goes "
+                         "through upstream LLaVA's eval loader only (docs/hosts.md)")
     return RunOptions(suite=record["suite_file"], data_root=record["data_root"], method=record["method"],
                       output_dir=run_dir, base=record["base"], vision_tower=record["vision_tower"],
                       eval_max_new_tokens=record.get("eval_max_new_tokens"))

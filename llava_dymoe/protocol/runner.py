@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from llava_dymoe.eval.matrix import AccuracyMatrix
 from llava_dymoe.eval.suite import Suite, TaskSpec, load_suite
 from llava_dymoe.integration import checkpoint as ckpt
+from llava_dymoe.hosts import is_upstream
 from llava_dymoe.protocol import launch
 from llava_dymoe.protocol.layout import ANSWERS, RunLayout, write_json_atomic
 from llava_dymoe.protocol.options import (RunOptions, check_options, compare_identity, missing_data, run_identity,
@@ -178,17 +179,8 @@ class _Stages:
             pending.append(spec)
         if not pending:
             return scores, dirs, None
-        number = {spec.name: i for i, spec in enumerate(self.suite.tasks, start=1)}
-        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(dirs[spec.name], ANSWERS),
-                                task_number=number[spec.name]) for spec in pending]
-        jobs_file = write_json_atomic(os.path.join(self.layout.eval_root(t, task.name), "jobs.json"), jobs)
-        for job in jobs:
-            launch.log_command(self.layout.commands_log, self.label(t, f"eval {job['task']} (in the batch below)"),
-                               launch.shim_command(job), {**self.threads, **job["env"]})
         status(f"{self.label(t, 'evaluating')} {', '.join(s.name for s in pending)}")
-        seconds = launch.run_logged(launch.batch_command(jobs_file), env=self.threads,
-                                    log_path=self.layout.eval_log(t, task.name),
-                                    commands_log=self.layout.commands_log, label=self.label(t, "eval"))
+        seconds = self._answer(t, task, checkpoint, pending, dirs)
         from llava_dymoe.eval.scorers import score_file
 
         for spec in pending:
@@ -200,6 +192,25 @@ class _Stages:
             scores[spec.name] = write_score(dirs[spec.name], spec.name, result)
         return scores, dirs, seconds
 
+
+    def _answer(self, t: int, task: TaskSpec, checkpoint: str, pending: List[TaskSpec], dirs: Dict[str, str]) -> float:
+        """Write ``pending`` tasks' answers with ``checkpoint``: upstream, one eval batch process; an HF host
+        (docs/hosts.md), one ``llava_dymoe.eval_hf`` process per task.  Returns the wall time in seconds."""
+        log_path = self.layout.eval_log(t, task.name)
+        if not is_upstream(self.opts.host):
+            return sum(launch.run_logged(launch.hf_eval_command(self.opts, spec, checkpoint,
+                                                                os.path.join(dirs[spec.name], ANSWERS)),
+                                         env=self.threads, log_path=log_path, commands_log=self.layout.commands_log,
+                                         label=self.label(t, f"eval {spec.name}")) for spec in pending)
+        number = {spec.name: i for i, spec in enumerate(self.suite.tasks, start=1)}
+        jobs = [launch.eval_job(self.opts, spec, checkpoint, os.path.join(dirs[spec.name], ANSWERS),
+                                task_number=number[spec.name]) for spec in pending]
+        jobs_file = write_json_atomic(os.path.join(self.layout.eval_root(t, task.name), "jobs.json"), jobs)
+        for job in jobs:
+            launch.log_command(self.layout.commands_log, self.label(t, f"eval {job['task']} (in the batch below)"),
+                               launch.shim_command(job), {**self.threads, **job["env"]})
+        return launch.run_logged(launch.batch_command(jobs_file), env=self.threads, log_path=log_path,
+                                 commands_log=self.layout.commands_log, label=self.label(t, "eval"))
 
     # ------------------------------------------------------------------ --oracle-routing
     def oracle(self, t: int, *, evaluate: bool = True) -> Tuple[Dict[str, Dict[str, Any]], bool]:
@@ -332,7 +343,7 @@ def run_sequence(opts: RunOptions) -> RunResult:
         report.raise_if_failed("--skip-data-check")
         status(report.summary())
     train_args = training_overrides(suite, opts)
-    if not opts.skip_data_check:  # samples that keep no supervised token (when the base's tokenizer is at hand)
+    if not opts.skip_data_check and is_upstream(opts.host):  # samples that keep no supervised token (upstream)
         from llava_dymoe.integration.llava_args import llava_train_argv
         from llava_dymoe.protocol.preflight import check_suite_supervision
 

@@ -21,7 +21,7 @@ from ..config import DyMoEConfig
 from ..core import AuxCollector, DyMoEContext, DyMoELinear, dymoe_layers
 from ..errors import ConfigError
 from ..integration import checkpoint as ckpt
-from ..integration.context_hooks import install_context_hooks
+from ..hosts import check_host, host_of
 from ..integration.inject import add_task, inject, load_bank_state, num_tasks
 from ..methods import Method, get_method
 from .arguments import config_overrides
@@ -43,6 +43,7 @@ class DyMoERun:
     prev_ckpt: Optional[str] = None
     trainable: Dict[str, int] = field(default_factory=dict)
     base_model: Optional[Dict[str, Any]] = None
+    host: str = "llava"
 
 
 def resolve_config(args: Any, prev: Optional[Dict[str, Any]]) -> DyMoEConfig:
@@ -69,7 +70,10 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
                          "--dymoe_* flags")
     if getattr(args, "bits", 16) != 16:
         raise ConfigError(f"--bits {args.bits} (k-bit training) is not supported with DyMoE; use --bits 16")
+    host = host_of(model)
     prev = ckpt.load_task_state(args.dymoe_prev_ckpt) if args.dymoe_prev_ckpt else None
+    if prev is not None:
+        check_host(prev["dymoe"], host.name, args.dymoe_prev_ckpt)
     _check_sequence(args, prev)
     base = _base_model(model, args)
     ckpt.assert_writable(args.output_dir, args.dymoe_prev_ckpt)
@@ -81,7 +85,7 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
         if load_prev is None:
             load_prev = not pretrain_adapter_given
         if load_prev:
-            ckpt.load_non_lora(model, prev["non_lora"], args.dymoe_prev_ckpt)
+            host.load_non_expert(model, prev["non_lora"], args.dymoe_prev_ckpt)
             log.info("loaded the previous task's projector from %s", args.dymoe_prev_ckpt)
     if cfg.expand or prev is None:
         # the new bank's init depends only on (seed, task): plain, ZeRO-2 and ZeRO-3 runs start equal
@@ -96,13 +100,13 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
     for _, layer in dymoe_layers(model):
         layer.set_trainable_tasks([key])
     if args.dymoe_train_projector and not getattr(args, "freeze_mm_mlp_adapter", False):
-        projector = getattr(model.get_model(), "mm_projector", None)
+        projector = host.projector(model)
         if projector is not None:
             projector.requires_grad_(True)
 
     ctx = DyMoEContext(grad_accum=max(1, int(args.gradient_accumulation_steps)), num_modules=len(report),
                        collector=AuxCollector())
-    install_context_hooks(model, ctx)  # valid tokens, labels after the splice, KV-cache length
+    host.install_context_hooks(model, ctx)  # valid tokens, supervised tokens, KV-cache length
     args.gradient_checkpointing_kwargs = {"use_reentrant": bool(args.dymoe_use_reentrant)}
     _zero3_leaf_modules(model)
 
@@ -111,9 +115,9 @@ def prepare_model(model: nn.Module, args: Any, pretrain_adapter_given: bool = Fa
         if p.requires_grad:
             trainable["experts" if "dymoe_" in name else "other"] += p.numel()
     run = DyMoERun(cfg, get_method(args.dymoe_method), args.dymoe_task_id, key, len(report), ctx,
-                   args.dymoe_prev_ckpt, trainable, base)
-    log.info("DyMoE task %d (%s): %d projections x %d experts/task, bank %s; trainable: %d expert + %d other "
-             "parameters", run.task_id, run.method.name, run.num_modules, cfg.experts_per_task, key,
+                   args.dymoe_prev_ckpt, trainable, base, host.name)
+    log.info("DyMoE task %d (%s, host %s): %d projections x %d experts/task, bank %s; trainable: %d expert + %d other "
+             "parameters", run.task_id, run.method.name, host.name, run.num_modules, cfg.experts_per_task, key,
              trainable["experts"], trainable["other"])
     return run
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..errors import DataError
 from ..integration.checkpoint import EXPERTS, NON_LORA, CheckpointError, read_config_json, write_task_checkpoint
+from ..hosts import get_host, host_of
 from ..integration.inject import bank_state
 from .prepare import run_args_record
 
@@ -32,9 +33,9 @@ PHASES = ("start", "middle", "end")
 
 
 def non_expert_state(model, gather: Callable) -> Dict[str, Tensor]:
-    """Projector + other trainable non-expert parameters, named as ``model.named_parameters()``."""
-    return {name: gather(p) for name, p in model.named_parameters()
-            if "dymoe_" not in name and (p.requires_grad or "mm_projector" in name)}
+    """Projector + other trainable non-expert parameters, named as ``model.named_parameters()`` (the host
+    adapter names the projector)."""
+    return dict(host_of(model).non_expert_state(model, gather))
 
 
 def routing_stats_file(trainer) -> Dict[str, str]:
@@ -72,9 +73,7 @@ def anchors_file(trainer) -> Dict[str, bytes]:
 
 def llava_gather() -> Callable:
     """LLaVA's ZeRO-3-aware parameter gather (a collective under ZeRO-3: call on every rank)."""
-    from llava.train.train import maybe_zero_3
-
-    return lambda p: maybe_zero_3(p, ignore_status=True)
+    return get_host("llava").gather()
 
 
 def fork_gather(trainer) -> Callable:
@@ -123,7 +122,7 @@ def save_dymoe_task(trainer, output_dir: str, gather: Callable, finished: bool =
                               run_args=run_args_record(trainer.args, run), prev_ckpt=run.prev_ckpt,
                               extra_files={**routing_stats_file(trainer), **anchors_file(trainer)} if finished
                               else None, finished=finished,
-                              base_model=run.base_model)
+                              base_model=run.base_model, host=run.host)
     if trainer.args.world_size > 1:
         import torch.distributed as dist
 

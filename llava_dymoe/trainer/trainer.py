@@ -30,7 +30,7 @@ from ..core import RoutingStats, attach_stats, dymoe_layers, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
 from .saving import PHASES
-from ..integration.token_kinds import training_token_kinds
+from ..hosts import host_of
 
 log = logging.getLogger("llava_dymoe.trainer")
 
@@ -104,7 +104,7 @@ class DyMoETrainerMixin:
         with collector.window(), (routing.window() if routing is not None else contextlib.nullcontext()):
             if routing is not None:
                 routing.reset()
-                run.ctx.token_kind = training_token_kinds(inputs, self.model)
+                run.ctx.token_kind = host_of(self.model).token_kinds(inputs, self.model)
             try:
                 result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
             finally:
@@ -192,10 +192,10 @@ class DyMoETrainerMixin:
         import torch
         from transformers.trainer import TRAINING_ARGS_NAME
 
-        from .saving import llava_gather, save_dymoe_task
+        from .saving import save_dymoe_task
 
         output_dir = output_dir or self.args.output_dir
-        save_dymoe_task(self, output_dir, llava_gather(), finished=False)
+        save_dymoe_task(self, output_dir, host_of(self.model).gather(), finished=False)
         if self.args.should_save:
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
