@@ -267,10 +267,10 @@ def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir:
     if run_smoke:
         from .smoke import smoke
 
-        layout, e3 = report.layout, report.result("E3")
-        eval_module = report.eval_script if layout is not None and report.eval_script else "llava.eval.model_vqa_loader"
+        e3 = report.result("E3")
+        eval_module = report.eval_script or "llava.eval.model_vqa_loader"
         verdict = smoke(checkout, found.module, smoke_dir, eval_module=eval_module,
-                        eval_file=e3.path if layout is not None else None)
+                        eval_file=e3.path if report.eval_script else None)
         print(verdict.line)
         return 0 if verdict.passed else 1
     return 0 if fit.fits else 1
