@@ -80,7 +80,8 @@ def test_smoke_passes_through_the_forks_entry_and_coins_save_call_site(tmp_path,
     code, out = _smoke(tmp_path, capsys, fork)
     assert code == 0, out
     assert out == ("smoke: PASS: task 1 with the plugin through llava.train.train_MOE; task 2 with the plugin through "
-                   "llava.train.train_MOE; task 1's banks bit-identical in task 2; 1 question answered by 2_b_llava_dymoe")
+                   "llava.train.train_MOE; task 1's banks bit-identical in task 2; 1 question answered by 2_b_llava_dymoe "
+                   "through llava.eval.model_vqa_loader")
     assert json.load(open(tmp_path / "smoke" / "1_a_llava_dymoe" / "dymoe_task.json"))  # the finished task
 
 
