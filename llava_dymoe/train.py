@@ -129,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         train = importlib.import_module(module).train
 
         with vision_check_cache():  # D1: a speed-up of the dataset's image processing only
-            train(**train_call_kwargs(selection.line, attn))
+            train(**train_call_kwargs(selection.line, attn, selection.report.train_takes_attn))
     except SystemExit as e:
         if help_asked:  # LLaVA's parser printed its help and exits: add ours after it
             print(own_flags_help(), flush=True)

@@ -1,6 +1,8 @@
 """Small LLaVA forks of our own, built in a test's tmp_path from the ``llava`` in use, one per failure class that
 the forks of issue 28 showed: another entry file launched by the scripts, extra setup calls in its train(), a save
-call site of another name, a builder with ``**kwargs`` and extra parameters, an optional import."""
+call site of another name, a builder with ``**kwargs`` and extra parameters, an optional import, a 1.1-style
+``train()`` in code that needs the 1.2 line's transformers and eval scripts in a subfolder only (MCITlib's SEFE), a
+builder that sets the model up with calls of its own (DISCO, HiDe)."""
 import os
 import shutil
 
@@ -26,7 +28,8 @@ def _edit(path, old, new, count=1):
     path.write_text(text.replace(old, new, count))
 
 
-def make_fork(tmp_path, *, setup_call=True, save_call="safe", builder_extra=True, optional_import=False):
+def make_fork(tmp_path, *, setup_call=True, save_call="safe", builder_extra=True, optional_import=False,
+              train_without_attn=False, eval_moved=False, builder_setup=False):
     """A checkout (returned) holding ``llava/`` and ``scripts/train_moe.sh``; its scripts run
     ``llava/train/train_mem_MOE.py``, whose ``train()`` lives in ``llava/train/train_MOE.py``.
 
@@ -34,7 +37,13 @@ def make_fork(tmp_path, *, setup_call=True, save_call="safe", builder_extra=True
     ``save_call``: "safe" (upstream's saver), "trained" (``trainer.save_trained_model(training_args)`` as CoIN),
     or another method name that nothing of ours sees; ``builder_extra``: ``load_pretrained_model`` gains
     ``num_task=1`` (and ``**kwargs`` on the 1.1 line); ``optional_import``: ``train_MOE.py`` imports a
-    ``Linear8bitLt`` that its vendored module defines only with bitsandbytes."""
+    ``Linear8bitLt`` that its vendored module defines only with bitsandbytes; ``train_without_attn`` (1.2 line
+    only): that train() loses its ``attn_implementation`` parameter (a local instead), while the code still
+    passes ``attn_implementation=`` to ``from_pretrained`` (transformers >= 4.36), as SEFE's does; ``eval_moved``:
+    every ``llava/eval/model_*.py`` moves to ``llava/eval/sub/``, ``model_vqa_loader.py`` renamed
+    ``model_sub.py`` (SEFE keeps its eval scripts in ``llava/eval/CoIN/`` and has no ``model_vqa_loader``);
+    ``builder_setup``: ``load_pretrained_model`` calls ``model.set_clip_tokenizer(tokenizer)`` (an attribute the
+    model's ``__init__`` does not set, as DISCO's) and ``model.set_cur_task(1)`` (one it does, as OLoRA's)."""
     checkout = tmp_path / "checkout"
     llava = checkout / "llava"
     shutil.copytree(lines.llava_dir_in_use(), llava, ignore=shutil.ignore_patterns("__pycache__"))
@@ -67,6 +76,21 @@ def make_fork(tmp_path, *, setup_call=True, save_call="safe", builder_extra=True
                             "    return importlib.util.find_spec('bitsandbytes') is not None\n\n\n"
                             "if is_bnb_available():\n    class Linear8bitLt:\n        pass\n")
         _edit(moe, "import transformers\n", "import transformers\nfrom llava.vendored_peft import Linear8bitLt\n")
+    if train_without_attn:
+        _edit(moe, "def train(attn_implementation=None):\n", "def train():\n    attn_implementation = None\n")
+    if builder_setup:
+        _edit(llava / "model" / "builder.py", "    image_processor = None",
+              "    model.set_clip_tokenizer(tokenizer)\n    model.set_cur_task(1)\n    image_processor = None")
+        _edit(llava / "model" / "language_model" / "llava_llama.py", "        self.post_init()\n",
+              "        self.post_init()\n        self.cur_task = 0\n")
+        _edit(llava / "model" / "language_model" / "llava_llama.py", "    def get_model(self):",
+              "    def set_clip_tokenizer(self, tokenizer):\n        self.clip_tokenizer = tokenizer\n\n"
+              "    def set_cur_task(self, task):\n        self.cur_task = task\n\n    def get_model(self):")
+    if eval_moved:
+        (llava / "eval" / "sub").mkdir()
+        for script in (llava / "eval").glob("model_*.py"):
+            script.rename(llava / "eval" / "sub" / ("model_sub.py" if script.name == "model_vqa_loader.py" else
+                                                    script.name))
     return checkout
 
 

@@ -138,10 +138,15 @@ def strip_upstream_prefixes(state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
 
 
 def load_non_lora(model: nn.Module, state: Mapping[str, Tensor], where: str) -> None:
-    """Load ``non_lora_trainables`` into ``model`` (LlavaLlamaForCausalLM); every key must land."""
+    """Load ``non_lora_trainables`` into ``model`` (LlavaLlamaForCausalLM); every key must land.  Keys are looked
+    up in ``model.get_model()`` (the projector), then in the causal-LM itself: a fork may keep trainables there
+    (MCITlib's DISCO and HiDe: ``global_text_feature.N``), which their own trainers save in the same file."""
     stripped = strip_upstream_prefixes(state)
     target = model.get_model() if hasattr(model, "get_model") else model
     own = dict(target.named_parameters())
+    if target is not model:
+        for k, p in model.named_parameters():
+            own.setdefault(k, p)
     unknown = sorted(k for k in stripped if k not in own)
     if unknown:
         raise CheckpointError(f"{where}/{NON_LORA} has weights the model lacks: {unknown[:5]}; was it trained "

@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from .builder_setup import SetupCall, builder_setup
 from .diff_fit import FitResult, fit_part, read_part, write_fitted
 from .entry import Entry, TrainProfile, find_entry, train_profile
 from .layout import discover, upstream
@@ -163,13 +164,16 @@ def diff_by_file(report: ScanReport, line: UpstreamLine, entry: Entry) -> List[F
     return out
 
 
-def run_fit(report: ScanReport, entry: Entry, profile: TrainProfile) -> RunFit:
+def run_fit(report: ScanReport, entry: Entry, profile: TrainProfile, setup: List[SetupCall] = ()) -> RunFit:
     """Whether ``python -m llava_dymoe.train`` / ``.eval`` can run this fork unmodified, and how."""
     problems = [f"{r.point.id} {r.status}: {r.point.symbol} ({r.detail})" for r in report.results
                 if r.point.id in REQUIRED["train"] + REQUIRED["eval"] and r.status != "found"]
     problems += [f"train() saves through {call}(...) at line {n}, which the DyMoE patches do not see (no finished "
                  "task would be written; call safe_save_model_for_hf_trainer there)"
                  for call, n, seen in profile.saves if not seen]
+    problems += [f"E1: the fork's load_pretrained_model sets the model up with {c.describe()}; the DyMoE loader "
+                 "rebuilds a DyMoE checkpoint without that call, so the fork's eval of it would fail"
+                 for c in setup if c.needed]
     module = "" if entry.module == DEFAULT_TRAIN_MODULE else f" --train_module {entry.module}"
     command = f"{TRAIN_ENTRY}{module} <the fork's training args> --dymoe_method dymoe --dymoe_task_id 1 ..."
     return RunFit(not problems, problems, command)
@@ -180,7 +184,7 @@ def _point_symbol(r, entry: Entry, report: ScanReport) -> str:
 
 
 def render(report: ScanReport, entry: Entry, profile: TrainProfile, fit: RunFit,
-           files: List[FileVerdict], written: List[str]) -> str:
+           files: List[FileVerdict], written: List[str], setup: List[SetupCall] = ()) -> str:
     line, reason = report.line_and_reason
     rows = [("point", "status", "symbol", "found at", "what was seen")]
     for r in report.results:
@@ -200,6 +204,9 @@ def render(report: ScanReport, entry: Entry, profile: TrainProfile, fit: RunFit,
     if profile.saves:
         out.append("save call sites of train(): " + ", ".join(
             f"{c} (line {n}: {seen or 'NOT seen by the DyMoE patches'})" for c, n, seen in profile.saves))
+    if setup:
+        out.append("builder setup calls that the DyMoE eval loader does not make: "
+                   + ", ".join(c.describe() for c in setup))
     out.append("")
     for i, row in enumerate(rows):
         out.append("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
@@ -260,17 +267,19 @@ def check(llava_dir: Optional[str] = None, entry: Optional[str] = None, fit_dir:
     else:
         report = scan(root, train_file=None if found.module == DEFAULT_TRAIN_MODULE else found.module_file)
     profile = train_profile(report.train_file or os.path.join(root, "train", "train.py"))
-    fit = run_fit(report, found, profile)
+    setup = builder_setup(report.roles.file(report.roles.builder))
+    fit = run_fit(report, found, profile, setup)
     files = diff_by_file(report, report.nearest_line, found)
     written = [write_fitted(v.fitted, fit_dir) for v in files if fit_dir and v.status == "fitted"]
-    print(render(report, found, profile, fit, files, written), flush=True)
+    print(render(report, found, profile, fit, files, written, setup), flush=True)
     if run_smoke:
         from .smoke import smoke
 
-        layout, e3 = report.layout, report.result("E3")
-        eval_module = report.eval_script if layout is not None and report.eval_script else "llava.eval.model_vqa_loader"
+        e3 = report.result("E3")
+        eval_module = report.eval_script or "llava.eval.model_vqa_loader"
         verdict = smoke(checkout, found.module, smoke_dir, eval_module=eval_module,
-                        eval_file=e3.path if layout is not None else None)
+                        eval_file=e3.path if report.eval_script else None,
+                        setup_calls=[call for call, _ in profile.extra_calls])
         print(verdict.line)
         return 0 if verdict.passed else 1
     return 0 if fit.fits else 1

@@ -154,7 +154,8 @@ class ScanReport:
     train_file: str = ""  # the module whose train() the fork runs (llava/train/train.py unless an entry says)
     capabilities: List[Tuple[str, Tuple[int, ...], str]] = field(default_factory=list)  # (what, transformers, where)
     layout: Optional[Layout] = None  # which modules play upstream's roles (layout.py); upstream's names when None
-    eval_script: str = ""  # a fork layout's eval script in E3's role (CoIN: ETrain.Eval.LLaVA.CoIN.model_gqa)
+    eval_script: str = ""  # a fork's eval script in E3's role (CoIN: ETrain.Eval.LLaVA.CoIN.model_gqa; SEFE:
+    # llava.eval.CoIN.model_ai2d, having no llava.eval.model_vqa_loader); "" when upstream's script is there
 
     @property
     def roles(self) -> Layout:
@@ -363,6 +364,12 @@ def _scan_eval(report: ScanReport, root: str) -> None:
         loader = os.path.join(eval_dir, ("model_vqa_loader" if "model_vqa_loader" in copies else next(
             (c for c in copies if c.startswith("model_")), copies[0])) + ".py")
         report.eval_script = f"{roles.eval_package}.{os.path.basename(loader)[:-3]}"
+    if roles.is_upstream and not _is_eval_script(_parse(loader)):  # a fork without upstream's script (SEFE, CL-MoE)
+        other = _other_eval_script(eval_dir, roles.builder)
+        if other:
+            loader = other
+            rel = os.path.relpath(other, eval_dir)[:-3].replace(os.sep, ".")
+            report.eval_script = f"{roles.eval_package}.{rel}"
     _res(report, "E2", "found" if copies else "missing", loader if copies else eval_dir, None,
          f"{len(copies)} eval modules copy the loader by value ({', '.join(copies[:4])}{'...' if len(copies) > 4 else ''})"
          if copies else f"no {roles.eval_package} module imports load_pretrained_model from {roles.builder}")
@@ -375,6 +382,26 @@ def _scan_eval(report: ScanReport, root: str) -> None:
         _res(report, "E3", "found" if ok else "changed", loader, ev,
              "eval_model(args) calls load_pretrained_model" if ok else
              "eval_model does not call load_pretrained_model, or no __main__ block")
+
+
+def _is_eval_script(tree: Optional[ast.Module]) -> bool:
+    ev = _top(tree, "eval_model")
+    return isinstance(ev, ast.FunctionDef) and bool(_calls(ev, "load_pretrained_model")) and \
+        "__main__" in ast.unparse(tree)
+
+
+def _other_eval_script(eval_dir: str, builder: str) -> Optional[str]:
+    """The first ``model_*.py`` under ``eval_dir`` (subfolders too: SEFE's ``llava/eval/CoIN/``) that imports
+    ``load_pretrained_model`` from ``builder`` and is an eval script (``eval_model`` calling it, a ``__main__``
+    block): E3's role in a fork whose ``model_vqa_loader`` is gone or changed."""
+    for dirpath, dirnames, filenames in os.walk(eval_dir):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(n for n in filenames if n.startswith("model_") and n.endswith(".py")):
+            tree = _parse(os.path.join(dirpath, name))
+            node = _top(tree, "load_pretrained_model")
+            if isinstance(node, ast.ImportFrom) and node.module == builder and _is_eval_script(tree):
+                return os.path.join(dirpath, name)
+    return None
 
 
 def llava_dir_in_use() -> str:
@@ -537,19 +564,25 @@ def select_line(side: Optional[str] = None, llava_dir: Optional[str] = None,
 
 
 # -- the call sites that differ by line ----------------------------------------------------------------
-def train_call_kwargs(line: UpstreamLine, attn: Optional[str]) -> Dict[str, str]:
-    """Keyword arguments for ``llava.train.train.train``; on the 1.1 line ``--attn_implementation
-    flash_attention_2`` applies LLaVA 1.1's own monkeypatch (what its ``train_mem.py`` does)."""
-    if line.train_takes_attn:
+def train_call_kwargs(line: UpstreamLine, attn: Optional[str], takes_attn: Optional[bool] = None) -> Dict[str, str]:
+    """Keyword arguments for the ``train()`` that runs.  ``takes_attn``: whether that ``train()`` has an
+    ``attn_implementation`` parameter (``ScanReport.train_takes_attn``; default: the line's upstream signature).
+    A fork on the 1.2 line may keep a 1.1-style ``train()`` (MCITlib's SEFE), so the fork's own signature
+    decides.  Without the parameter, on the 1.1 line ``--attn_implementation flash_attention_2`` applies LLaVA
+    1.1's own monkeypatch (what its ``train_mem.py`` does)."""
+    takes_attn = line.train_takes_attn if takes_attn is None else takes_attn
+    if takes_attn:
         return {"attn_implementation": attn}
-    if attn == "flash_attention_2":
+    if attn == "flash_attention_2" and not line.train_takes_attn:
         from llava.train.llama_flash_attn_monkey_patch import replace_llama_attn_with_flash_attn
 
         replace_llama_attn_with_flash_attn()
     elif attn not in (None, "eager"):
-        raise UpstreamMismatch(f"--attn_implementation {attn} needs train(attn_implementation=...), which "
-                               f"{line.describe()} does not have (transformers {line.transformers} attention is "
-                               "eager); drop the flag, or use flash_attention_2 (LLaVA 1.1's monkeypatch)")
+        where = (f"{line.describe()} does not have (transformers {line.transformers} attention is eager); drop the "
+                 "flag, or use flash_attention_2 (LLaVA 1.1's monkeypatch)") if not line.train_takes_attn else (
+                 "this fork's train() does not have (it keeps the 1.1 signature on the "
+                 f"{line.describe()}); drop the flag")
+        raise UpstreamMismatch(f"--attn_implementation {attn} needs train(attn_implementation=...), which {where}")
     return {}
 
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 #: lines of a log that say a package is missing (ours, from patches/import_failure.py, and Python's own)
 _MISSING = (re.compile(r"package '([\w.-]+)' is not installed"),
@@ -61,8 +61,12 @@ def missing_package(text: str) -> Optional[str]:
     return None
 
 
-def classify(steps: List[Step], baseline: Optional[Step]) -> Verdict:
-    """The one-line verdict from the plugin's steps (in order) and the run without the plugin (or None)."""
+def classify(steps: List[Step], baseline: Optional[Step], setup_calls: Sequence[str] = ()) -> Verdict:
+    """The one-line verdict from the plugin's steps (in order) and the run without the plugin (or None).
+    ``setup_calls``: the calls the fork's ``train()`` makes beyond upstream's (``entry.train_profile``); when the
+    fork fails without the plugin too, they are named, since such a fork may need flags or model sizes of its own
+    that the smoke does not give (the fork matrix of issue 28: DISCO and HiDe need ``--text_tower`` and a
+    32-layer model with 768-d CLIP features)."""
     failed = next((s for s in steps if not s.ok), None)
     if failed is None:
         return Verdict(True, "pass", "smoke: PASS: " + "; ".join(s.note or s.name for s in steps))
@@ -82,8 +86,12 @@ def classify(steps: List[Step], baseline: Optional[Step]) -> Verdict:
     if baseline.ok:
         return Verdict(False, "ours", f"{head}: ours: the fork trains without the plugin ({baseline.log}); "
                                       "report it to llava-dymoe with both logs")
+    hint = (f"; its train() also makes setup calls of its own ({', '.join(setup_calls[:4])}"
+            f"{', ...' if len(setup_calls) > 4 else ''}): if its scripts pass flags the smoke's generic LLaVA "
+            "arguments lack, or it needs another model size, the smoke cannot judge it; run it with them by hand"
+            if setup_calls else "")
     return Verdict(False, "fork", f"{head}: the fork's own failure: without the plugin it fails too "
-                                  f"({_last_error(baseline.text)}; log {baseline.log})")
+                                  f"({_last_error(baseline.text)}; log {baseline.log}){hint}")
 
 
 def _run(name: str, cmd: List[str], env: dict, log: str, timeout: float) -> Step:
@@ -128,7 +136,8 @@ def _one_question(src: str, dst: str, as_list: bool) -> None:
 
 
 def smoke(checkout: str, train_module: str, work: Optional[str] = None, timeout: float = 900,
-          eval_module: str = "llava.eval.model_vqa_loader", eval_file: Optional[str] = None) -> Verdict:
+          eval_module: str = "llava.eval.model_vqa_loader", eval_file: Optional[str] = None,
+          setup_calls: Sequence[str] = ()) -> Verdict:
     from ..integration.llava_args import dymoe_flags, llava_train_argv
     from ..smoke_data import write_smoke_dataset
     from ..tiny import build_tiny_llava
@@ -181,7 +190,7 @@ def smoke(checkout: str, train_module: str, work: Optional[str] = None, timeout:
         out = os.path.join(work, "without_plugin_llava_lora")
         baseline = _run("task 1 without the plugin", [sys.executable, "-c", code, *train_argv(out, True, [])], env,
                         out + ".log", timeout)
-    verdict = classify(steps, baseline)
+    verdict = classify(steps, baseline, setup_calls)
     with open(os.path.join(work, "smoke.json"), "w") as f:
         json.dump({"passed": verdict.passed, "kind": verdict.kind, "line": verdict.line}, f, indent=1)
     return verdict

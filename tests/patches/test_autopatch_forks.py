@@ -153,3 +153,16 @@ def test_an_environment_without_the_needed_line_is_refused_naming_line_and_reaso
     msg = str(info.value)
     assert msg.startswith("this llava needs the 1.2 line (llava-torch 1.2.2.post1, transformers 4.37.2) because ")
     assert "(environment: .venv, `make setup`)" in msg and "transformers 4.31.0 (supported: transformers==4.37.2)" in msg
+
+
+def test_an_eval_script_in_a_subfolder_takes_e3s_role_when_model_vqa_loader_is_gone(tmp_path, capsys):
+    # MCITlib's SEFE: no llava/eval/model_vqa_loader.py, its eval scripts live in llava/eval/CoIN/
+    fork = make_fork(tmp_path, eval_moved=True)
+    report = lines.scan(str(fork / "llava"))
+    assert report.eval_script == "llava.eval.sub.model_sub"
+    e3 = report.result("E3")
+    assert e3.status == "found" and e3.path == str(fork / "llava" / "eval" / "sub" / "model_sub.py")
+    code, out = _check(capsys, "--llava-dir", str(fork))
+    assert "\nE3     found   llava.eval.sub.model_sub:eval_model" in out, out
+    # upstream's layout keeps upstream's script
+    assert lines.scan(lines.llava_dir_in_use()).eval_script == ""

@@ -82,6 +82,10 @@ def test_line_differences_are_read_from_the_source(fork):
 
 def test_eval_side_needs_only_the_loader(fork):
     (fork / "eval" / "model_vqa_loader.py").unlink()  # e.g. MCITlib's SEFE has no such eval_model
+    report = scan(str(fork))  # another eval script of the fork takes E3's role (the first model_* with the loader)
+    assert report.result("E3").status == "found" and report.eval_script == "llava.eval.model_vqa"
+    for script in (fork / "eval").glob("model_*.py"):
+        script.unlink()
     assert scan(str(fork)).result("E3").status == "missing"
     select_line("eval", llava_dir=str(fork))  # the shim can still wrap the fork's other eval modules
 
