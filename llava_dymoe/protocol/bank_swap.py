@@ -25,7 +25,6 @@ Resumable: finished cells made with the same checkpoint are kept.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Any, Dict, Optional, Sequence
@@ -33,18 +32,10 @@ from typing import Any, Dict, Optional, Sequence
 from llava_dymoe.eval.suite import load_suite
 from llava_dymoe.integration.selector import TASK_ID_ENV
 from llava_dymoe.protocol import launch
-from llava_dymoe.protocol.layout import ANSWERS, RUN_JSON, RunLayout, safe_name, write_json_atomic
+from llava_dymoe.protocol.layout import ANSWERS, RunLayout, safe_name, write_json_atomic
 from llava_dymoe.protocol.stage import load_score, marker_sha, write_score
 
 FOLDER = "bank_swap"
-
-
-def _record(run_dir: str) -> dict:
-    path = os.path.join(run_dir, RUN_JSON)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir} is not a run folder of `cli run` (no {RUN_JSON})")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def swap_matrix(run_dir: str, tasks: Optional[Sequence[str]] = None, threads: Optional[int] = 1,
@@ -53,10 +44,10 @@ def swap_matrix(run_dir: str, tasks: Optional[Sequence[str]] = None, threads: Op
     the run's last checkpoint; returns and writes ``swap.json`` (``{"tasks", "score": {i: {j: S}}, ...}``)."""
     from llava_dymoe.eval.scorers import score_file
     from llava_dymoe.patches.cpu_remap import cuda_available
-    from llava_dymoe.protocol.reeval import _options
+    from llava_dymoe.protocol.reeval import read_run_record, upstream_run_options
 
-    record = _record(run_dir)
-    opts = _options(run_dir, record)
+    record = read_run_record(run_dir)
+    opts = upstream_run_options(run_dir, record, "the bank swap")
     if not launch.told_the_task(opts):
         raise ValueError(f"{run_dir}: method {record['method']!r} is not told its bank at evaluation; the bank swap "
                          "needs a run of oracle_bank (task_selector='oracle': one bank per task, chosen by "

@@ -32,9 +32,19 @@ from llava_dymoe.protocol.options import RunOptions
 from llava_dymoe.protocol.stage import load_score, marker_sha, write_score
 
 
-def _options(run_dir: str, record: dict) -> RunOptions:
+def read_run_record(run_dir: str) -> dict:
+    """The ``run.json`` of a run folder written by ``cli run`` (refused when there is none)."""
+    path = os.path.join(run_dir, RUN_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir} is not a run folder of `cli run` (no {RUN_JSON})")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def upstream_run_options(run_dir: str, record: dict, what: str) -> RunOptions:
+    """The options to answer again with a finished run's checkpoints (``what`` names the analysis in the refusal)."""
     if record.get("host", "llava") != "llava":
-        raise ValueError(f"{run_dir} ran on host {record['host']!r}: re-evaluation with another assign rule goes "
+        raise ValueError(f"{run_dir} ran on host {record['host']!r}: {what} goes "
                          "through upstream LLaVA's eval loader only (docs/hosts.md)")
     return RunOptions(suite=record["suite_file"], data_root=record["data_root"], method=record["method"],
                       output_dir=run_dir, base=record["base"], vision_tower=record["vision_tower"],
@@ -50,12 +60,8 @@ def reevaluate(run_dir: str, assign_rule: str, threads: Optional[int] = 1) -> Ac
 
     if assign_rule not in ASSIGN_RULES:
         raise ValueError(f"--assign-rule {assign_rule!r}: choose one of {list(ASSIGN_RULES)}")
-    path = os.path.join(run_dir, RUN_JSON)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir} is not a run folder of `cli run` (no {RUN_JSON})")
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    opts = _options(run_dir, record)
+    record = read_run_record(run_dir)
+    opts = upstream_run_options(run_dir, record, "re-evaluation with another assign rule")
     suite = load_suite(record["suite_file"], data_root=record["data_root"])
     layout = RunLayout(run_dir, record["method"])
     root = layout.path("reeval", safe_name(assign_rule))
