@@ -134,12 +134,16 @@ class DyMoEConfig:
                                   "trains (the new bank present, its B = 0), so that training starts with the bank "
                                   "decisions the keys will make: fitted on inputs computed with the new bank set "
                                   "aside, they disagree with them wherever an upstream projection's decision moves "
-                                  "to the new bank (docs/beyond-the-paper.md section 7).")
+                                  "to the new bank (docs/beyond-the-paper.md section 7). With assign_rule='given' "
+                                  "and bank_scope='sequence' (key_selector), 'fitted' keys are fitted at the end of "
+                                  "the task only (training never reads them).")
     bank_scope: str = _f("token", "What the cascade decides a bank for (assign_rule='cascade'). 'token': each token "
                                   "on its own scores. 'sequence' (beyond the paper): each sequence, on the mean of "
                                   "its valid tokens' bank scores, so all its tokens share one bank per projection "
                                   "(core.routing.sequence_cascade_assignment); at inference the prompt's decision "
-                                  "is kept for the tokens generated after it. No task id.")
+                                  "is kept for the tokens generated after it. No task id. With assign_rule='given' "
+                                  "(the key_selector method; needs bank_keys='fitted'): training uses the newest "
+                                  "bank alone and this decision picks one bank per sequence at inference only.")
     sequence_tau: float = _f(0.0, "Margin of the per-sequence decision (bank_scope='sequence'): a bank claims a "
                                   "sequence when its mean score beats every earlier bank's by D_rel > sequence_tau. "
                                   "0 = the bank with the highest mean score (ties to the earlier bank). The "
@@ -234,14 +238,21 @@ class DyMoEConfig:
         if self.router_init == "centroids" and self.router != "cosine":
             raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
                              f"it needs --dymoe_router cosine, got {self.router!r}")
-        if self.bank_keys != "router" and (self.assign_rule != "cascade" or self.router_init != "centroids"):
+        key_selector = self.assign_rule == "given" and self.bank_scope == "sequence"
+        if key_selector and (self.bank_keys != "fitted" or self.task_selector != "none"):
+            raise ValueError("assign_rule='given' with bank_scope='sequence' (the key_selector method) picks each "
+                             "sequence's bank by its fitted keys: it needs --dymoe_bank_keys fitted and "
+                             f"--dymoe_task_selector none, got bank_keys={self.bank_keys!r}, "
+                             f"task_selector={self.task_selector!r}")
+        if (self.bank_keys != "router" and not key_selector
+                and (self.assign_rule != "cascade" or self.router_init != "centroids")):
             raise ValueError(f"bank_keys={self.bank_keys!r} keeps per-bank keys for the cascade's bank decision, set "
                              "from the task's inputs: it needs --dymoe_assign_rule cascade and --dymoe_router_init "
-                             "centroids, "
+                             "centroids (or --dymoe_assign_rule given with --dymoe_bank_scope sequence), "
                              f"got assign_rule={self.assign_rule!r}, router_init={self.router_init!r}")
-        if self.bank_scope == "sequence" and self.assign_rule != "cascade":
+        if self.bank_scope == "sequence" and self.assign_rule not in ("cascade", "given"):
             raise ValueError("bank_scope='sequence' applies the cascade's bank decision per sequence: it needs "
-                             f"--dymoe_assign_rule cascade, got assign_rule={self.assign_rule!r}")
+                             f"--dymoe_assign_rule cascade (or given), got assign_rule={self.assign_rule!r}")
         if self.task_selector != "none" and (self.assign_rule != "given" or not self.expand):
             raise ValueError(f"task_selector={self.task_selector!r} sets the per-task bank weights of the 'given' "
                              "rule: it needs --dymoe_assign_rule given and --dymoe_expand True (one bank per task), "

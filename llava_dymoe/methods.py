@@ -164,6 +164,18 @@ register_method(Method(
                 "each task's anchors / 0.1) weighs the banks in every projection (banks trained bit-identically to "
                 "oracle_bank)"))
 
+#: Item 5 of issue 26 (docs/beyond-the-paper.md section 8, the candidate pre-registered 2026-12-07): ``dymoe_plus``'s
+#: bank decision (one bank per sequence and projection, the mean of the prompt's scores against keys fitted at the
+#: end of each task) over the banks of ``oracle_bank`` and ``hide_selector`` (each trained alone on its task).  The
+#: three differ only in who picks the bank at inference, so ``oracle_bank`` minus ``key_selector`` is the cost of
+#: the keys' choice on the same banks.  No task id at evaluation.
+KEY_SELECTOR = {**GIVEN_BANK, "bank_scope": "sequence", "bank_keys": "fitted"}
+register_method(Method(
+    "key_selector", config=KEY_SELECTOR,
+    description="beyond the paper (issue 26 candidate): dymoe_plus's per-sequence key decision over one bank per "
+                "task trained alone (the banks of oracle_bank / hide_selector); no task id at evaluation"))
+TASK_BASELINES = TASK_BASELINES + ("key_selector",)
+
 #: Recipes that are told what no deployed model knows (the task at evaluation): reports name them as upper bounds.
 UPPER_BOUNDS = ("oracle_bank",)
 

@@ -3,7 +3,7 @@ variants (plasticity issue) over seeds.
 
     python -m llava_dymoe.study [--output-dir results_out] [--doc docs/results.md] [--profile full]
                                 [--groups methods ladder tau width variants variants_width order causes
-                                          routers third_order | harder]
+                                          routers third_order | harder harder_candidates]
                                 [--seeds 0 1 2] [--jobs 2]
                                 [--widths 64 256 512] [--aggregate-only]
 
@@ -30,11 +30,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m llava_dymoe.study", description=__doc__.split("\n")[0])
     p.add_argument("--output-dir", default="results_out", help="runs, base models and suite (default results_out)")
     p.add_argument("--doc", help="Markdown file to write (plots go next to it); default docs/results.md, "
-                                 "docs/results-harder.md for the group harder (the coin_shaped suite)")
+                                 "docs/results-harder.md for the groups harder and harder_candidates (the coin_shaped "
+                                 "suite)")
     p.add_argument("--profile", default="full", choices=sorted(PROFILES), help="sizes (quick = CI-sized check)")
     p.add_argument("--groups", nargs="+", default=list(DEFAULT_GROUPS), choices=GROUPS,
-                   help="default: every group but 'harder', which runs on the coin_shaped suite and is studied on "
-                        "its own (make results-harder)")
+                   help="default: every group but 'harder' and 'harder_candidates' (changes to dymoe_plus, issue "
+                        "26 item 5), which run on the coin_shaped suite and are studied on their own (make "
+                        "results-harder)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the profile's, 0 1 2)")
     p.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS), help="LLM widths of the width study")
     p.add_argument("--taus", nargs="+", type=float, default=list(TAU_SWEEP), help="tau values of the sweep")

@@ -179,7 +179,8 @@ GROUP_TITLES = {"methods": "Methods (baselines, IncMoELoRA, DyMoE)",
                 "routers": "Beyond the paper, second and third rounds: the bank decision's rows and scope "
                            "(three looks)",
                 "third_order": "Beyond the paper, third round: a third task order (d = 128)",
-                "harder": "The harder suite (`coin_shaped`): every method in CoIN's order and a drawn order (d = 128)"}
+                "harder": "The harder suite (`coin_shaped`): every method in CoIN's order and a drawn order (d = 128)",
+                "harder_candidates": "The harder suite: candidate changes to `dymoe_plus` in CoIN's order (d = 128)"}
 
 
 def group_note(group: str) -> str:
@@ -213,6 +214,11 @@ def group_note(group: str) -> str:
                 "instructions and question forms (docs/suite.md). `oracle_bank` is told the true task id at "
                 "evaluation: an upper bound. `hide_selector` is a HiDe-LLaVA-style selector (image and text anchors "
                 "per task). The drawn order was drawn before any run (docs/beyond-the-paper.md section 8).\n")
+    if group == "harder_candidates":
+        return ("Changes to `dymoe_plus` (issue 26 item 5), each pre-registered in docs/beyond-the-paper.md section 8 "
+                "before its first run. `key_selector`: `dymoe_plus`'s decision (one bank per sequence and projection "
+                "by the mean of the prompt's scores against keys fitted at the end of each task) over the banks of "
+                "`oracle_bank` and `hide_selector`, each trained on its own task alone; no task id at evaluation.\n")
     if group != "width":
         return ""
 
@@ -301,6 +307,10 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     if verdict:
         out.append("## The harder suite: `dymoe_plus` against every method\n")
         out.append(verdict)
+    candidates = harder.candidates_markdown(by_key, plan)
+    if candidates:
+        out.append("## The harder suite: changes to `dymoe_plus`, by the pre-registered rule\n")
+        out.append(candidates)
     paired = paired_markdown(by_key, plan)
     if paired:
         out.append("## Beyond the paper: the recipes paired with the baselines\n")

@@ -21,7 +21,8 @@ from .plan import DEFAULT_WIDTH, SEQUENCE_BANK, Experiment, best_variant
 MAX_QUESTIONS = 40
 #: In the harder suite's study every method that decides one bank per sequence is probed (issue 26: the selectors'
 #: bank-choice accuracy per task), and the paper's dymoe as the token-level reference.
-HARDER_SELECTORS = ("dymoe", "dymoe_plus", "hide_selector", "oracle_bank")
+HARDER_SELECTORS = ("dymoe", "dymoe_plus", "hide_selector", "oracle_bank", "key_selector")
+HARDER_GROUPS = ("harder", "harder_candidates")
 FOLDER = "bank_choice"
 
 
@@ -32,7 +33,7 @@ def targets(plan: Sequence[Experiment]) -> List[Experiment]:
     for e in plan:
         wanted = (e.method == "dymoe" and not e.dymoe_args) or (
             e.method == best_variant() and e.dymoe_args in ((), SEQUENCE_BANK)) or (
-            e.group == "harder" and e.method in HARDER_SELECTORS)
+            e.group in HARDER_GROUPS and e.method in HARDER_SELECTORS)
         if wanted and e.width == DEFAULT_WIDTH and e.key not in seen:
             seen.add(e.key)
             out.append(e)
@@ -40,7 +41,7 @@ def targets(plan: Sequence[Experiment]) -> List[Experiment]:
 
 
 def label(e: Experiment) -> str:
-    if e.group == "harder":
+    if e.group in HARDER_GROUPS:
         return e.method if e.order == "default" else f"{e.method}, {e.order} order"
     name = "dymoe_plus" if e.dymoe_args == SEQUENCE_BANK else (e.method if e.method == "dymoe" else
                                                                  f"{e.method} (first round)")

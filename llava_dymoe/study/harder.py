@@ -11,6 +11,11 @@ The goal, checked on the means over the seeds that finished, at each order of th
    oracle is not above ``dymoe``.
 
 Each condition needs its runs; a condition whose runs have not finished is reported as missing, never as met.
+
+Candidates (group ``harder_candidates``, item 5): each change to ``dymoe_plus`` is paired with it by seed in CoIN's
+order, and adopted when its mean MFN is higher and its mean BWT is not lower by more than ``BWT_TOLERANCE`` points,
+over all of ``DESIGN_SEEDS`` (fewer seeds: undecided); among several adopted the highest mean MFN wins
+(``candidates_markdown``).
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ CANDIDATE = "dymoe_plus"
 GAP_SHARE = 0.5
 #: paired with the candidate in the doc's table
 PAIRED_WITH = ("dymoe", "incmoelora", "hide_selector", "oracle_bank")
+#: the selection rule for changes to ``dymoe_plus`` (docs/beyond-the-paper.md section 8)
+DESIGN_SEEDS = (0, 1, 2)
+BWT_TOLERANCE = 2.0
 
 
 def order_keys(plan: Sequence[Experiment], order: str) -> Dict[str, str]:
@@ -114,4 +122,44 @@ def markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> s
                  f"dymoe's, MFT within {MFT_SLACK:g} points of incmoelora's, at least {GAP_SHARE:.0%} of the MFN gap "
                  "between dymoe and oracle_bank closed.\n")
     lines += verdicts
+    return "\n".join(lines) + "\n"
+
+
+def candidate_verdicts(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> List[Dict[str, Any]]:
+    """Per candidate of ``harder_candidates``: its paired gaps to ``dymoe_plus`` (CoIN's order) and the rule's
+    answer, ``adopt`` True / False, or None while a design seed is missing from either run."""
+    plus = order_keys(plan, "default").get(CANDIDATE)
+    out = []
+    for e in plan:
+        if e.group != "harder_candidates":
+            continue
+        gaps = {m: paired_gap(by_key, plus or "", e.key, m) for m in ("mfn", "bwt", "mft")}
+        both = set(by_key.get(plus or "", {}).get("seeds") or ()) & set(by_key.get(e.key, {}).get("seeds") or ())
+        adopt = None
+        if set(DESIGN_SEEDS) <= both:
+            adopt = gaps["mfn"][0] > 0 and gaps["bwt"][0] >= -BWT_TOLERANCE
+        out.append({"method": e.method, "key": e.key, "gaps": gaps, "seeds": sorted(both), "adopt": adopt})
+    return out
+
+
+def candidates_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> str:
+    """The candidates' paired table and the selection rule's answer ("" without candidates)."""
+    rows = candidate_verdicts(by_key, plan)
+    if not rows:
+        return ""
+    lines = [f"Each candidate minus `{CANDIDATE}`, paired by seed in CoIN's order (mean ± std over the seeds both "
+             "finished). Rule, written before the runs (docs/beyond-the-paper.md section 8): adopted when the mean "
+             f"MFN is higher and the mean BWT is not lower by more than {BWT_TOLERANCE:g} points, over seeds "
+             f"{', '.join(map(str, DESIGN_SEEDS))}; among several, the highest mean MFN wins.\n",
+             "| candidate | ΔMFN | ΔBWT | ΔMFT | seeds | rule |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        g = r["gaps"]
+        answer = {None: f"undecided ({len(r['seeds'])} of {len(DESIGN_SEEDS)} seeds)", True: "adopted",
+                  False: "rejected"}[r["adopt"]]
+        lines.append(f"| `{r['method']}` | " + " | ".join(fmt_ms(g[m][0], g[m][1]) for m in ("mfn", "bwt", "mft"))
+                     + f" | {len(r['seeds'])} | {answer} |")
+    adopted = [r for r in rows if r["adopt"]]
+    if adopted:
+        best = max(adopted, key=lambda r: r["gaps"]["mfn"][0])
+        lines.append(f"\nAdopted: `{best['method']}`; the drawn order is run once for it and reported as it comes.")
     return "\n".join(lines) + "\n"

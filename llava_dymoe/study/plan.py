@@ -36,12 +36,16 @@ METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe")
 DEFAULT_GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_width", "order", "causes", "routers",
                   "third_order")
 #: ``harder`` (issue 26) runs on the ``coin_shaped`` suite, so it is studied on its own: ``make results-harder``.
-GROUPS = DEFAULT_GROUPS + ("harder",)
+GROUPS = DEFAULT_GROUPS + ("harder", "harder_candidates")
 #: The harder suite's study: every method on ``HARDER_SUITE`` in CoIN's order and the drawn order, including the two
 #: baselines a task selector must face (``hide_selector``, a published selector; ``oracle_bank``, the upper bound).
 HARDER_SUITE = "coin_shaped"
 HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_plus", "hide_selector", "oracle_bank")
 HARDER_ORDERS = ("default", "drawn")
+#: Item 5 of issue 26: changes to ``dymoe_plus`` on the harder suite, each compared with it paired by seed in CoIN's
+#: order only (the selection rule of docs/beyond-the-paper.md section 8, written before their runs); group
+#: ``harder_candidates``, beside ``harder`` in ``make results-harder``.
+HARDER_CANDIDATES = ("key_selector",)
 #: The methods of the harder study that are given the true task id: never "the best method given no task id".
 TOLD_THE_TASK = ("oracle_bank",)
 DEFAULT_SUITE = "synthetic"
@@ -219,6 +223,8 @@ def build_plan(groups: Sequence[str] = DEFAULT_GROUPS, widths: Sequence[int] = W
         elif group == "harder":
             plan += [Experiment(group, m if o == "default" else f"{m} ({o})", m, order=o, suite=HARDER_SUITE)
                      for o in HARDER_ORDERS for m in HARDER_METHODS]
+        elif group == "harder_candidates":
+            plan += [Experiment(group, f"{m} (candidate)", m, suite=HARDER_SUITE) for m in HARDER_CANDIDATES]
     return plan
 
 

@@ -14,8 +14,8 @@ from legacy_forward import legacy_forward  # noqa: E402
 
 from llava_dymoe.config import DyMoEConfig  # noqa: E402
 from llava_dymoe.core import AuxCollector, DyMoEContext, DyMoELinear, attach_context  # noqa: E402
-from llava_dymoe.core.rules import (GivenRule, KeyScores, PaperRule, RouterScores, SequenceBankRule,  # noqa: E402
-                                    TokenCascadeRule, make_rule)
+from llava_dymoe.core.rules import (GivenRule, KeyScores, KeySelectorRule, PaperRule, RouterScores,  # noqa: E402
+                                    SequenceBankRule, TokenCascadeRule, make_rule)
 from llava_dymoe.methods import get_method  # noqa: E402
 
 SMALL = dict(experts_per_task=3, expert_rank=2, top_k=4, lora_dropout=0.0, router_temperature=0.3, tau=0.1)
@@ -81,7 +81,8 @@ def test_the_bit_identity_test_can_fail():
     (dict(assign_rule="cascade", bank_scope="sequence"), SequenceBankRule, RouterScores),
     (dict(assign_rule="cascade", bank_scope="sequence", router_init="centroids", bank_keys="refreshed"),
      SequenceBankRule, KeyScores),
-    (dict(assign_rule="given"), GivenRule, None)])
+    (dict(assign_rule="given"), GivenRule, None),
+    (dict(assign_rule="given", bank_scope="sequence", bank_keys="fitted"), KeySelectorRule, KeyScores)])
 def test_the_config_picks_the_rule(fields, rule, scorer):
     got = make_rule(DyMoEConfig(**fields))
     assert type(got) is rule
@@ -187,7 +188,73 @@ def test_given_rule_keeps_the_rows_while_decoding_and_refuses_without_them():
 
 @pytest.mark.parametrize("kw,match", [(dict(router="none", use_tag=False, c_exc=0.0, c_spe=0.0), "needs a router"),
                                       (dict(expand=False), "needs a router"),
-                                      (dict(bank_scope="sequence"), "needs --dymoe_assign_rule cascade")])
+                                      (dict(bank_scope="sequence"), "needs --dymoe_bank_keys fitted"),
+                                      (dict(bank_scope="sequence", bank_keys="refreshed"), "key_selector"),
+                                      (dict(bank_scope="sequence", bank_keys="fitted", task_selector="hide"),
+                                       "--dymoe_task_selector none"),
+                                      (dict(bank_keys="fitted"), "--dymoe_bank_scope sequence")])
 def test_given_rule_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         DyMoEConfig(assign_rule="given", **kw)
+
+
+# ---------------------------------------------------------------- key_selector (given + sequence)
+KEY_SELECTOR = {**SMALL, "assign_rule": "given", "bank_scope": "sequence", "bank_keys": "fitted"}
+
+
+def _key_rows(layer):
+    return torch.cat([layer.dymoe_key[k] for k in layer.task_keys()])
+
+
+def test_key_selector_at_inference_is_the_given_rule_on_the_naive_sequence_banks():
+    """Values and input gradients: each sequence gets the bank of the naive per-sequence decision (mean over its
+    prompt tokens of each bank's best cosine to the keys, the cascade at margin 0), weight 1, and the gate inside
+    it that oracle_bank uses; a decoding step that continues the prompt's cache keeps the prompt's bank."""
+    layer = build(DyMoEConfig(**KEY_SELECTOR), 3, 7, torch.float64).eval()
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(4, 6, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    valid = torch.ones(4, 6, dtype=torch.bool)
+    valid[0, 4:] = valid[2, :2] = False  # right and left padding
+    ctx = DyMoEContext(valid_mask=valid)
+    ctx.past_len = 0
+    attach_context(layer, ctx)
+    banks = ref.sequence_banks(x.detach(), _key_rows(layer), 3, 0.0, valid=valid)[::6]
+    assert len(set(banks)) > 1  # the test distinguishes banks
+    weights = torch.nn.functional.one_hot(torch.tensor(banks), 3).to(torch.float64)
+    y = layer(x)
+    y_ref = naive_given(layer, x, weights)
+    ref.assert_close(y, y_ref, rtol=1e-9, atol=1e-11, what="output")
+    go = torch.randn(y.shape, dtype=y.dtype, generator=g)
+    ref.assert_close(torch.autograd.grad(y, x, go)[0], torch.autograd.grad(y_ref, x, go)[0], rtol=1e-9, atol=1e-11,
+                     what="input grad")
+    ctx.past_len = 6  # the next token of the same four sequences
+    step = torch.randn(4, 1, 6, dtype=torch.float64, generator=g)
+    ctx.valid_mask = None
+    ref.assert_close(layer(step), naive_given(layer, step, weights), rtol=1e-9, atol=1e-11, what="decoding step")
+
+
+def test_key_selector_trains_the_newest_bank_alone_and_never_reads_its_keys():
+    """While training: the given rule's output (every token in the newest bank), whatever the keys say."""
+    layer = build(DyMoEConfig(**KEY_SELECTOR), 3, 9, torch.float64)
+    layer.set_trainable_tasks(["t2"])
+    layer.train()
+    x = torch.randn(2, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    ctx = DyMoEContext(collector=AuxCollector())
+    attach_context(layer, ctx)
+    newest = torch.tensor([[0.0, 0.0, 1.0]] * 2, dtype=torch.float64)
+    with ctx.collector.window():
+        y = layer(x)
+    assert ctx.collector.summary()["tag_new_frac"] == 1.0
+    ref.assert_close(y, naive_given(layer, x, newest), rtol=1e-9, atol=1e-11, what="training")
+    with torch.no_grad():
+        for k in layer.task_keys():
+            layer.dymoe_key[k].normal_()
+    ref.assert_close(layer(x), y, rtol=0, atol=0, what="training with other keys")
+
+
+def test_key_selector_with_one_bank_is_that_bank():
+    layer = build(DyMoEConfig(**KEY_SELECTOR), 1, 11, torch.float64).eval()
+    x = torch.randn(2, 3, 6, dtype=torch.float64)
+    attach_context(layer, DyMoEContext())
+    ref.assert_close(layer(x), naive_given(layer, x, torch.ones(2, 1, dtype=torch.float64)), rtol=1e-9, atol=1e-11,
+                     what="one bank")

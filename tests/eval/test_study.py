@@ -508,3 +508,34 @@ def test_harder_goal_check_by_hand():
     assert "| default | dymoe | 18.0 ± 0.0 |" not in text and "| default | oracle_bank |" in text
     assert "default order: 2 of 4 conditions met (1 not measurable yet)" in text
     assert harder.markdown(by_key, build_plan(["methods"])) == ""
+
+
+def test_harder_candidates_by_the_pre_registered_rule():
+    """Group harder_candidates: each candidate in CoIN's order only, on the harder suite, never a rival in the goal
+    check; adopted when its mean MFN (paired by seed with dymoe_plus) is higher and its mean BWT not lower by more
+    than 2 points, undecided until seeds 0-2 all finished, the highest MFN among the adopted wins."""
+    from llava_dymoe.study import harder
+    from llava_dymoe.study.plan import HARDER_CANDIDATES, HARDER_SUITE
+
+    plan = build_plan(["harder", "harder_candidates"])
+    cands = [e for e in plan if e.group == "harder_candidates"]
+    assert [(e.method, e.order, e.suite) for e in cands] == [(m, "default", HARDER_SUITE) for m in HARDER_CANDIDATES]
+    assert all(m in METHODS for m in HARDER_CANDIDATES) and len({e.key for e in plan}) == len(plan)
+    assert "key_selector" not in harder.order_keys(plan, "default")  # not a rival of dymoe_plus in the goal
+    plus = harder.order_keys(plan, "default")["dymoe_plus"]
+    cand = cands[0].key
+    by_key = {plus: _harder_row([(60, 0, 60), (62, 2, 61), (58, -2, 59)]),
+              cand: _harder_row([(63, -3, 66), (61, -1, 64)])}
+    (row,) = harder.candidate_verdicts(by_key, plan)
+    assert row["adopt"] is None and row["seeds"] == [0, 1]  # seed 2 missing
+    assert "undecided (2 of 3 seeds)" in harder.candidates_markdown(by_key, plan)
+    by_key[cand] = _harder_row([(63, -2, 66), (61, 0, 64), (59, -3, 62)])  # ΔMFN +1, ΔBWT -1.67
+    (row,) = harder.candidate_verdicts(by_key, plan)
+    assert row["adopt"] is True and row["gaps"]["mfn"][0] == pytest.approx(1.0)
+    text = harder.candidates_markdown(by_key, plan)
+    assert "| `key_selector` | 1.0 ± " in text and "| adopted |" in text and "Adopted: `key_selector`" in text
+    by_key[cand] = _harder_row([(63, -3, 66), (61, -1, 64), (59, -5, 62)])  # ΔBWT -3: more than 2 points lower
+    assert harder.candidate_verdicts(by_key, plan)[0]["adopt"] is False
+    by_key[cand] = _harder_row([(60, 0, 66), (62, 2, 64), (58, -2, 62)])  # ΔMFN 0: not higher
+    assert harder.candidate_verdicts(by_key, plan)[0]["adopt"] is False
+    assert harder.candidates_markdown(by_key, build_plan(["harder"])) == ""

@@ -9,7 +9,9 @@ the same seed, 3 steps per task:
   and a decoding step keeps its prompt's weights;
 * ``oracle_bank`` with ``DYMOE_EVAL_TASK_ID=i`` answers as the model with bank i alone, refuses without it (and
   refuses another rule through ``DYMOE_EVAL_ASSIGN_RULE``);
-* ``hide_selector``'s weights favour each task's own bank on its test prompts.
+* ``hide_selector``'s weights favour each task's own bank on its test prompts;
+* ``key_selector`` (dymoe_plus's key decision over the same banks) trains the same banks too, fits each task's keys
+  after its training on the prompt tokens, and keeps a prompt's decision while decoding.
 """
 import json
 import os
@@ -26,7 +28,7 @@ from llava_dymoe.integration.task_features import IGNORE_INDEX, IMAGE_TOKEN_INDE
 
 STEPS = 3
 TASKS = ("read", "classify")
-METHODS = ("oracle_bank", "hide_selector")
+METHODS = ("oracle_bank", "hide_selector", "key_selector")
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +144,10 @@ def test_anchors_match_a_naive_recomputation_and_are_carried(selector_runs, tiny
 
 def test_both_methods_train_identical_banks_and_keep_task_one(selector_runs):
     (o1, o2), (h1, h2) = selector_runs["oracle_bank"], selector_runs["hide_selector"]
-    for a, b in ((o1, h1), (o2, h2)):
+    k1, k2 = selector_runs["key_selector"]
+    for a, b in ((o1, h1), (o2, h2), (o1, k1), (o2, k2)):
         ea, eb = load_file(os.path.join(a, ckpt.EXPERTS)), load_file(os.path.join(b, ckpt.EXPERTS))
+        eb = {k: v for k, v in eb.items() if ".dymoe_key." not in k}  # key_selector's keys: the other test
         assert set(ea) == set(eb) and all(torch.equal(ea[k], eb[k]) for k in ea)
     first, second = load_file(os.path.join(h1, ckpt.EXPERTS)), load_file(os.path.join(h2, ckpt.EXPERTS))
     assert first and set(first) < set(second) and all(torch.equal(first[k], second[k]) for k in first)
@@ -151,7 +155,47 @@ def test_both_methods_train_identical_banks_and_keep_task_one(selector_runs):
     for method, (_, t2) in selector_runs.items():
         block = ckpt.load_task_state(t2)["dymoe"]
         assert block["method"] == method and block["config"]["assign_rule"] == "given"
-        assert block["config"]["task_selector"] == {"oracle_bank": "oracle", "hide_selector": "hide"}[method]
+        assert block["config"]["task_selector"] == {"oracle_bank": "oracle", "hide_selector": "hide",
+                                                    "key_selector": "none"}[method]
+
+
+def test_key_selector_fits_each_tasks_keys_after_training_and_carries_them(selector_runs):
+    """Task 1's keys are carried into task 2 bit for bit; each task's keys were fitted (they are no longer the
+    bank's router rows they start as), and only key_selector's checkpoints have keys."""
+    t1, t2 = selector_runs["key_selector"]
+    first, second = load_file(os.path.join(t1, ckpt.EXPERTS)), load_file(os.path.join(t2, ckpt.EXPERTS))
+    keys1 = {k: v for k, v in first.items() if ".dymoe_key." in k}
+    keys2 = {k: v for k, v in second.items() if ".dymoe_key." in k}
+    assert keys1 and all(k.endswith(".t0") for k in keys1) and set(keys1) < set(keys2)
+    assert all(torch.equal(keys1[k], keys2[k]) for k in keys1)
+    for key, rows in keys2.items():
+        assert not torch.allclose(rows, second[key.replace(".dymoe_key.", ".dymoe_router.")]), key
+    assert not any(".dymoe_key." in k for k in load_file(os.path.join(selector_runs["oracle_bank"][1], ckpt.EXPERTS)))
+
+
+def test_key_selector_round_trip_keeps_the_prompts_banks_while_decoding(selector_runs, tiny, two_tasks, monkeypatch):
+    """Loaded with no task id: every projection decides one bank per prompt, keeps it for the decoding steps, and
+    a second load generates the same answer."""
+    from llava_dymoe.core import dymoe_layers
+
+    path = selector_runs["key_selector"][1]
+    model = _load(path, tiny, monkeypatch)
+    layers = dict(dymoe_layers(model))
+    seen = {name: [] for name in layers}
+    hooks = [layer.register_forward_hook(lambda m, a, o, name=name: seen[name].append(m._dymoe_seq_bank.clone()))
+             for name, layer in layers.items()]
+    data = _data(tiny, two_tasks["classify"])
+    ids, images = _prompt(data["data_collator"]([data["train_dataset"][0]]), 0)
+    with torch.no_grad():
+        out = model.generate(ids, images=images, do_sample=False, max_new_tokens=4, min_new_tokens=4,
+                             pad_token_id=0)
+    for h in hooks:
+        h.remove()
+    assert all(len(v) == 4 and all(torch.equal(b, v[0]) for b in v) for v in seen.values())
+    again = _load(path, tiny, monkeypatch)
+    with torch.no_grad():
+        assert torch.equal(again.generate(ids, images=images, do_sample=False, max_new_tokens=4, min_new_tokens=4,
+                                          pad_token_id=0), out)
 
 
 def test_round_trip_hide_weights_are_the_naive_selector_and_kept_while_decoding(selector_runs, tiny, two_tasks,

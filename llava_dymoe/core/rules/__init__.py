@@ -8,6 +8,7 @@ out), chosen from the config by ``make_rule``:
 ``cascade`` / ``token``                      TAG's test bank by bank, per token ``cascade.TokenCascadeRule``
 ``cascade`` / ``sequence``                   the cascade per sequence           ``sequence.SequenceBankRule``
 ``given``                                    newest bank / the context's rows   ``given.GivenRule``
+``given`` / ``sequence``                     newest bank / one bank by the keys ``key_selector.KeySelectorRule``
 ==========================================  ================================  ===============================
 
 ``bank_keys`` picks what the cascade rules score against (``scores.make_scorer``: the router rows or the keys).
@@ -21,6 +22,7 @@ from ...registry import Registry
 from .base import Assignment, Rule, RuleInput, bank_mask
 from .cascade import TokenCascadeRule
 from .given import GivenRule
+from .key_selector import KeySelectorRule
 from .paper import PaperRule
 from .scores import KeyScores, RouterScores, make_scorer
 from .sequence import SequenceBankRule
@@ -31,6 +33,7 @@ RULES.add("paper", lambda scorer: PaperRule())
 RULES.add("cascade", TokenCascadeRule)
 RULES.add("cascade_sequence", SequenceBankRule)
 RULES.add("given", lambda scorer: GivenRule())
+RULES.add("given_sequence", KeySelectorRule)
 
 
 def rule_name(cfg: DyMoEConfig) -> str:
@@ -48,5 +51,5 @@ def make_rule(cfg: DyMoEConfig) -> Rule:
     return RULES.get(rule_name(cfg))(make_scorer(cfg.bank_keys))
 
 
-__all__ = ["Assignment", "GivenRule", "KeyScores", "PaperRule", "RULES", "RouterScores", "Rule", "RuleInput",
+__all__ = ["Assignment", "GivenRule", "KeyScores", "KeySelectorRule", "PaperRule", "RULES", "RouterScores", "Rule", "RuleInput",
            "SequenceBankRule", "TokenCascadeRule", "bank_mask", "make_rule", "make_scorer", "rule_key", "rule_name"]

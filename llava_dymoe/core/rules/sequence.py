@@ -40,6 +40,11 @@ class SequenceBankRule(Rule):
     def assign(self, inp: RuleInput) -> Assignment:
         if inp.num_tasks < 2:
             return Assignment()
+        seq = self.decide(inp)
+        return _banked(inp, seq.repeat_interleave(inp.batch_shape[1]))
+
+    def decide(self, inp: RuleInput) -> Tensor:
+        """int64 ``[B]``: each sequence's bank (the kept one for a KV-cache decoding step of the kept sequences)."""
         if len(inp.batch_shape) != 2:
             raise ValueError(f"bank_scope='sequence' decides one bank per sequence, so the layer input must be "
                              f"[batch, seq_len, features]; got leading dims {tuple(inp.batch_shape)}. Do not "
@@ -50,7 +55,7 @@ class SequenceBankRule(Rule):
         if (not inp.training and self.kept is not None and past and past == self.kept_end
                 and self.kept.shape[0] == batch):
             self.kept_end = past + seq_len  # a decoding step of the kept sequences
-            return _banked(inp, self.kept.repeat_interleave(seq_len))
+            return self.kept
         cfg = inp.cfg
         n = inp.logits.shape[0]
         pool = ctx.token_prompt(n, inp.logits.device) if ctx is not None else None
@@ -60,4 +65,4 @@ class SequenceBankRule(Rule):
             self.reset()
         else:
             self.kept, self.kept_end = seq, (past or 0) + seq_len
-        return _banked(inp, seq.repeat_interleave(seq_len))
+        return seq
