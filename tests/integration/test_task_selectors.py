@@ -338,3 +338,21 @@ def test_oracle_bank_through_the_runner(selector_suite, tiny, tmp_path):
     read_q = selector_suite.path(selector_suite.tasks["read"].question_file)
     assert all(f"{TASK_ID_ENV}={1 if read_q in line else 2} " in line for line in evals)
     assert "oracle_bank (UPPER BOUND: told the task) on synthetic" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # about 50 s on 2 cores: two stages through cli run, with --oracle-routing
+def test_key_selector_through_the_runner(selector_suite, tiny, tmp_path):
+    """``cli run --method key_selector``: no eval job is told its task, the restricted (oracle-routing) evals run,
+    and the run finishes with a full matrix."""
+    from llava_dymoe.cli import main as cli
+
+    out = tmp_path / "run"
+    argv = ["run", "--suite", selector_suite.suite_yaml, "--data-root", selector_suite.root, "--method",
+            "key_selector", "--output-dir", str(out), "--base", tiny.llm, "--vision-tower", tiny.clip, "--threads",
+            "1", "--train-arg", "max_steps=2", "--train-arg", "per_device_train_batch_size=4", "--oracle-routing",
+            "--no-plot"]
+    assert cli(argv) == 0
+    evals = [line for line in (out / "commands.log").read_text().splitlines() if "-m llava_dymoe.eval " in line]
+    assert len(evals) == 4 and not any(TASK_ID_ENV in line for line in evals)
+    rows = (out / "matrix.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(cell for cell in rows[2].split(",")[1:])
