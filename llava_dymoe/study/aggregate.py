@@ -253,7 +253,14 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     suite = plan_suite(plan)
     suite_words = ("synthetic 5-task suite" if suite == DEFAULT_SUITE else
                    f"{len(orders_for(suite)['default'])}-task `{suite}` suite")
-    out = [f"# Results on the embedded default (profile `{profile.name}`)\n",
+    title = ("# Results on the embedded default (profile `{}`)\n" if suite == DEFAULT_SUITE else
+             "# Results on the harder suite, `{}` (profile `{{}}`)\n".format(suite)).format(profile.name)
+    regime = ("The easy regime: every prompt of this suite names its task and images are a fifth of its tokens. "
+              "The study on the CoIN-shaped suite, where neither holds, is docs/results-harder.md.\n"
+              if suite == DEFAULT_SUITE else
+              "CoIN's eight tasks with CoIN's instructions, image tokens at least two thirds of every prompt, shared "
+              "instructions and question forms (docs/suite.md); the easy regime is docs/results.md.\n")
+    out = [title, regime,
            f"Made by `{command}` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU core(s), "
            f"Python {platform.python_version()}, torch {torch_version}"
            + (f"; wall time {total_s / 60:.0f} min" if total_s else "") + ".\n",

@@ -84,9 +84,11 @@ def drift_rows(root: str, plan: Sequence[Experiment]) -> List[Dict[str, Any]]:
         if not os.path.isfile(path) or any(r["key"] == exp.key for r in rows):
             continue
         report = json.load(open(path))
+        before = os.path.basename(str(report.get("before") or "")).split("_")  # "2_read_llava_dymoe"
+        task = before[1] if len(before) > 1 else None
         for k, stage in enumerate(report.get("stages", []), start=TASK_INDEX + 1):
             kl = stage.get("answer_logits") or {}
-            rows.append({"key": exp.key, "method": exp.method, "width": exp.width, "stage": k,
+            rows.append({"key": exp.key, "method": exp.method, "width": exp.width, "stage": k, "task": task,
                          "drift": stage.get("mean_drift"), "top1": stage.get("mean_top1_changed"),
                          "new_over_base": stage.get("median_new_over_base"),
                          "new_over_old": stage.get("median_new_over_old"),
@@ -102,8 +104,10 @@ def drift_markdown(rows: Sequence[Dict[str, Any]]) -> str:
     def f(v, spec=".3f"):
         return "–" if v is None else format(v, spec)
 
-    out = [f"Seed 0, the `read` task's test inputs ({MAX_QUESTIONS} questions) from its own checkpoint (stage "
-           f"{TASK_INDEX}) to each later stage (`cli drift`): routing mass on later experts, tokens whose top-1 "
+    tasks = sorted({r["task"] for r in rows if r.get("task")})
+    which = f"(`{'`, `'.join(tasks)}`)" if tasks else ""
+    out = [f"Seed 0, the second task's test inputs {which} ({MAX_QUESTIONS} questions) from its own checkpoint "
+           f"(stage {TASK_INDEX}) to each later stage (`cli drift`): routing mass on later experts, tokens whose top-1 "
            "expert changed, median over projections of the later experts' output relative to the old banks' "
            "and to `W0 x`, and the answer-logit KL with the share of answer tokens whose argmax changed.\n",
            "| run | d | stage | drift mass | top-1 changed | new/old output | new/W0x output | answer KL | "

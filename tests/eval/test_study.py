@@ -149,10 +149,13 @@ def test_drift_rows_and_markdown_from_a_drift_report(tmp_path):
                "median_new_over_old": 2.0, "answer_logits": {"answer_kl": 0.75, "argmax_changed": 0.1}},
               {"mean_drift": 0.5, "mean_top1_changed": 0.75, "median_new_over_base": None,
                "median_new_over_old": None, "answer_logits": None}]
-    json.dump({"stages": stages}, open(os.path.join(folder, "drift.json"), "w"))
+    before = os.path.join(root, "checkpoints", "2_read_llava_dymoe")
+    json.dump({"before": before, "stages": stages}, open(os.path.join(folder, "drift.json"), "w"))
     rows = drift_rows(root, plan)
-    assert [(r["method"], r["stage"], r["drift"]) for r in rows] == [("dymoe", 3, 0.25), ("dymoe", 4, 0.5)]
+    assert [(r["method"], r["stage"], r["drift"], r["task"]) for r in rows] == [("dymoe", 3, 0.25, "read"),
+                                                                               ("dymoe", 4, 0.5, "read")]
     text = drift_markdown(rows)
+    assert "the second task's test inputs (`read`) (20 questions)" in text
     assert "| dymoe | 128 | 3 | 0.250 | 0.500 | 2 | 0.125 | 0.75 | 0.100 |" in text
     assert "| dymoe | 128 | 4 | 0.500 | 0.750 | – | – | – | – |" in text
 
