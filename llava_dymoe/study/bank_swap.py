@@ -54,7 +54,8 @@ def markdown(root: str, plan: Sequence[Experiment]) -> str:
                 continue
             with open(path) as f:
                 report: Dict[str, Any] = json.load(f)
-            parts.append(f"**{exp.order} order, seed {seed}.** " + matrix_markdown(report).split("\n", 1)[1])
+            table = matrix_markdown(report).split("\n", 1)[1].lstrip("\n")
+            parts.append(f"**{exp.order} order, seed {seed}.**\n\n{table}")  # a table needs its own block
     if not parts:
         return ""
     head = ("`cli bank-swap` on `oracle_bank`'s last checkpoint: accuracy (%) on the row task's test when the column "

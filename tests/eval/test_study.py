@@ -206,7 +206,7 @@ def test_bank_swap_targets_and_markdown(tmp_path, monkeypatch):
     json.dump({"checkpoint": "ck", "tasks": ["gqa", "vqav2"], "score": score,
                "cost": wrong_bank_cost(score, ["gqa", "vqav2"])}, open(os.path.join(folder, "swap.json"), "w"))
     text = bs.markdown(root, plan)
-    assert f"**{first.order} order, seed 0.**" in text
+    assert f"**{first.order} order, seed 0.**\n\n| questions \\ bank |" in text  # the table starts its own block
     assert "| gqa | **57.5** | 52.5 | vqav2 (+5.0) |" in text and "| vqav2 | 57.5 | **47.5** | gqa (-10.0) |" in text
     # no run finished: nothing is launched
     launched = []
