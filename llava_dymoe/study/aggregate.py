@@ -119,14 +119,20 @@ def plot_group(rows: Sequence[Dict[str, Any]], path: str, title: str) -> Optiona
         import numpy as np
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(1.5 + 1.1 * len(rows) * len(METRICS) / 2, 3.6))
+    fig, ax = plt.subplots(figsize=(min(18.0, 1.5 + 1.1 * len(rows) * len(METRICS) / 2), 3.6))
     x = np.arange(len(METRICS))
     width = 0.8 / max(1, len(rows))
+    # one colour per method, hatched in a task order other than the suite's own: a method's bars in two orders match
+    methods = list(dict.fromkeys(r["experiment"].method for r in rows))
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     for k, r in enumerate(rows):
         means = [r["stats"][m][0] for m in METRICS]
         stds = [0.0 if math.isnan(r["stats"][m][1]) else r["stats"][m][1] for m in METRICS]
+        e = r["experiment"]
         ax.bar(x + (k - (len(rows) - 1) / 2) * width, np.nan_to_num(means), width, yerr=stds, capsize=2,
-               label=r["experiment"].name)
+               label=e.name, color=cmap(methods.index(e.method) % cmap.N),
+               hatch="" if e.order == "default" else "//", edgecolor="white" if e.order == "default" else "black",
+               linewidth=0.3)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([m.upper() for m in METRICS])
