@@ -29,7 +29,7 @@ import contextlib
 import json
 import os
 import re
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, Optional
 
 from llava_dymoe.integration.checkpoint import sha256_file  # noqa: F401 (re-exported)
 
@@ -44,6 +44,14 @@ SCORE_JSON = "score.json"
 def safe_name(name: str) -> str:
     """``name`` with every run of characters outside ``[A-Za-z0-9._-]`` replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "task"
+
+
+def checkpoint_task(path: str) -> Optional[str]:
+    """The task part of a ``<t>_<task>_llava_<method>`` checkpoint folder (``RunLayout.checkpoint_dir``), or None
+    for a path not named that way."""
+    head, sep, _ = os.path.basename(os.path.normpath(path or ".")).rpartition("_llava_")
+    stage, _, task = head.partition("_")
+    return task if sep and stage.isdigit() and task else None
 
 
 def write_json_atomic(path: str, obj: Any) -> str:

@@ -259,8 +259,8 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
     suite = plan_suite(plan)
     suite_words = ("synthetic 5-task suite" if suite == DEFAULT_SUITE else
                    f"{len(orders_for(suite)['default'])}-task `{suite}` suite")
-    title = ("# Results on the embedded default (profile `{}`)\n" if suite == DEFAULT_SUITE else
-             "# Results on the harder suite, `{}` (profile `{{}}`)\n".format(suite)).format(profile.name)
+    where = "the embedded default" if suite == DEFAULT_SUITE else f"the harder suite, `{suite}`"
+    title = f"# Results on {where} (profile `{profile.name}`)\n"
     regime = ("The easy regime: every prompt of this suite names its task and images are a fifth of its tokens. "
               "The study on the CoIN-shaped suite, where neither holds, is docs/results-harder.md.\n"
               if suite == DEFAULT_SUITE else

@@ -13,16 +13,17 @@ import os
 import sys
 from typing import Any, Dict, List, Sequence
 
+from llava_dymoe.protocol.layout import checkpoint_task
+
 from .diagnose import _checkpoints, run_logged
 from .execute import run_dir
 from .numbers import fmt_ms, mean_std
-from .plan import DEFAULT_WIDTH, SEQUENCE_BANK, Experiment, best_variant
+from .plan import DEFAULT_WIDTH, HARDER_GROUPS, SEQUENCE_BANK, Experiment, best_variant
 
 MAX_QUESTIONS = 40
 #: In the harder suite's study every method that decides one bank per sequence is probed (issue 26: the selectors'
 #: bank-choice accuracy per task), and the paper's dymoe as the token-level reference.
 HARDER_SELECTORS = ("dymoe", "dymoe_plus", "hide_selector", "oracle_bank", "key_selector")
-HARDER_GROUPS = ("harder", "harder_candidates")
 FOLDER = "bank_choice"
 
 
@@ -61,7 +62,7 @@ def run_bank_choice(root: str, plan: Sequence[Experiment], bases, suite, seeds: 
             ckpts = _checkpoints(folder)
             if not os.path.isfile(os.path.join(folder, "matrix.csv")) or len(ckpts) < len(suite.task_names):
                 continue
-            ckpt, tasks = ckpts[-1], [os.path.basename(c).split("_", 2)[1] for c in ckpts]
+            ckpt, tasks = ckpts[-1], [checkpoint_task(c) for c in ckpts]
             out = os.path.join(folder, FOLDER)
             target = os.path.join(out, "bank_choice.json")
             if not os.path.isfile(target):

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Sequence
 
+from llava_dymoe.protocol.layout import checkpoint_task
+
 from .execute import run_dir
 from .plan import Experiment
 
@@ -60,7 +62,7 @@ def run_drift(root: str, plan: Sequence[Experiment], bases, suite, log=print) ->
         if len(ckpts) < TASK_INDEX + 1:
             continue
         if not os.path.isfile(target):
-            task = os.path.basename(ckpts[TASK_INDEX - 1]).split("_")[1]
+            task = checkpoint_task(ckpts[TASK_INDEX - 1])
             files = TaskFiles.for_task(task)
             cmd = [sys.executable, "-m", "llava_dymoe.cli", "drift", "--before", ckpts[TASK_INDEX - 1],
                    "--questions", os.path.join(suite.root, files.question_file), "--references",
@@ -84,8 +86,7 @@ def drift_rows(root: str, plan: Sequence[Experiment]) -> List[Dict[str, Any]]:
         if not os.path.isfile(path) or any(r["key"] == exp.key for r in rows):
             continue
         report = json.load(open(path))
-        before = os.path.basename(str(report.get("before") or "")).split("_")  # "2_read_llava_dymoe"
-        task = before[1] if len(before) > 1 else None
+        task = checkpoint_task(str(report.get("before") or ""))
         for k, stage in enumerate(report.get("stages", []), start=TASK_INDEX + 1):
             kl = stage.get("answer_logits") or {}
             rows.append({"key": exp.key, "method": exp.method, "width": exp.width, "stage": k, "task": task,

@@ -46,6 +46,8 @@ HARDER_ORDERS = ("default", "drawn")
 #: order only (the selection rule of docs/beyond-the-paper.md section 8, written before their runs); group
 #: ``harder_candidates``, beside ``harder`` in ``make results-harder``.
 HARDER_CANDIDATES = ("key_selector",)
+#: Every group that runs on ``HARDER_SUITE``.
+HARDER_GROUPS = ("harder", "harder_candidates")
 #: The methods of the harder study that are given the true task id: never "the best method given no task id".
 TOLD_THE_TASK = ("oracle_bank",)
 DEFAULT_SUITE = "synthetic"

@@ -80,3 +80,17 @@ def test_refusals(oracle_run, tmp_path):
     with pytest.raises(ValueError, match="not told its bank"):
         bank_swap.swap_matrix(str(other))
     assert cli(["bank-swap", str(other)]) == 2
+
+
+def test_checkpoint_task_reads_back_the_runners_checkpoint_names(tmp_path):
+    """The task of a checkpoint folder, for the names the runner writes (task names with underscores and odd
+    characters included) and None for other folders."""
+    from llava_dymoe.protocol.layout import RunLayout, checkpoint_task, safe_name
+
+    for t, task, method in ((2, "read", "dymoe"), (8, "ocrvqa", "dymoe_plus"), (3, "text_vqa", "key_selector"),
+                            (11, "VQA v2", "oracle_bank")):
+        path = RunLayout(str(tmp_path), method).checkpoint_dir(t, task)
+        assert checkpoint_task(path) == safe_name(task)
+        assert checkpoint_task(path + os.sep) == safe_name(task)
+    for other in ("", str(tmp_path), "checkpoint-5", "x_read_llava_dymoe", "2_llava_dymoe"):
+        assert checkpoint_task(other) is None, other

@@ -51,5 +51,5 @@ def make_rule(cfg: DyMoEConfig) -> Rule:
     return RULES.get(rule_name(cfg))(make_scorer(cfg.bank_keys))
 
 
-__all__ = ["Assignment", "GivenRule", "KeyScores", "KeySelectorRule", "PaperRule", "RULES", "RouterScores", "Rule", "RuleInput",
-           "SequenceBankRule", "TokenCascadeRule", "bank_mask", "make_rule", "make_scorer", "rule_key", "rule_name"]
+__all__ = ["Assignment", "GivenRule", "KeyScores", "KeySelectorRule", "PaperRule", "RULES", "RouterScores", "Rule",
+           "RuleInput", "SequenceBankRule", "TokenCascadeRule", "bank_mask", "make_rule", "make_scorer", "rule_key", "rule_name"]
