@@ -52,4 +52,5 @@ def make_rule(cfg: DyMoEConfig) -> Rule:
 
 
 __all__ = ["Assignment", "GivenRule", "KeyScores", "KeySelectorRule", "PaperRule", "RULES", "RouterScores", "Rule",
-           "RuleInput", "SequenceBankRule", "TokenCascadeRule", "bank_mask", "make_rule", "make_scorer", "rule_key", "rule_name"]
+           "RuleInput", "SequenceBankRule", "TokenCascadeRule", "bank_mask", "make_rule", "make_scorer", "rule_key",
+           "rule_name"]
