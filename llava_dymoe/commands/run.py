@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LLaVA training argument, e.g. max_steps=3 (repeatable; KEY= removes a default)")
     parser.add_argument("--dymoe-arg", action="append", metavar="KEY=VALUE", default=[],
                         help="DyMoE flag --dymoe_KEY, e.g. experts_per_task=2 (repeatable)")
+    parser.add_argument("--task-order", metavar="ORDER",
+                        help="train the suite's tasks in another order without editing its YAML: NAME,NAME,... (a "
+                             "subset runs only those tasks) or random:SEED (every task, in the order "
+                             "random.Random(SEED).sample draws); part of the run's identity")
     parser.add_argument("--stages", type=int, help="run only the first N stages (rerun with more to continue)")
     parser.add_argument("--eval-max-new-tokens", type=int,
                         help="override the suite's max_new_tokens (generators that accept it)")
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         dymoe_args=parse_key_values(args.dymoe_arg, "--dymoe-arg", strip_prefix="dymoe_"),
         stages=args.stages, eval_max_new_tokens=args.eval_max_new_tokens, threads=args.threads,
         plot=not args.no_plot, oracle_routing=args.oracle_routing, skip_data_check=args.skip_data_check,
-        host=args.host)
+        host=args.host, task_order=args.task_order)
     try:
         result = run_sequence(opts)
     except StageFailed as e:
@@ -95,10 +99,12 @@ def _coin_cross_check(args: argparse.Namespace, result) -> int:
     from llava_dymoe.eval import coin_repo
     from llava_dymoe.eval.suite import load_suite
     from llava_dymoe.protocol.layout import ANSWERS, RunLayout
+    from llava_dymoe.protocol.task_order import apply_task_order
 
     layout = RunLayout(args.output_dir, args.method)
     cells = coin_repo.cross_check_run(
-        args.coin_repo, load_suite(args.suite, data_root=args.data_root), result.records,
+        args.coin_repo, apply_task_order(load_suite(args.suite, data_root=args.data_root), args.task_order),
+        result.records,
         lambda rec, task: os.path.join(layout.eval_dir(rec["stage"], rec["task"], task), ANSWERS),
         python=args.coin_python, cwd=args.coin_cwd)
     with open(os.path.join(args.output_dir, "coin_repo_check.json"), "w") as f:

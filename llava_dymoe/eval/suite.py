@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -100,6 +100,21 @@ class Suite:
             if t.name == name:
                 return t
         raise KeyError(f"suite {self.name!r} has no task {name!r}; tasks: {', '.join(self.task_names)}")
+
+    def reordered(self, names: Sequence[str]) -> "Suite":
+        """A copy that trains the tasks ``names`` in that order (a subset is allowed; the others are left out).
+
+        Refused (``ValueError`` naming the suite's tasks): an unknown or repeated name, or no name."""
+        names = list(names)
+        known = self.task_names
+        unknown = [n for n in names if n not in known]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if not names or unknown or repeated:
+            problem = (f"unknown task(s) {', '.join(map(repr, unknown))}" if unknown else
+                       f"task(s) {', '.join(map(repr, repeated))} listed twice" if repeated else "no task given")
+            raise ValueError(f"task order for suite {self.name!r}: {problem}; give each task at most once, "
+                             f"from: {', '.join(known)}")
+        return dataclasses.replace(self, tasks=[self.task(n) for n in names])
 
     def resolve(self, data_root: str) -> "Suite":
         """A copy with every relative path joined to ``data_root``."""

@@ -29,11 +29,11 @@ import os
 import shutil
 from typing import Any, Dict, Optional, Sequence
 
-from llava_dymoe.eval.suite import load_suite
 from llava_dymoe.integration.selector import TASK_ID_ENV
 from llava_dymoe.protocol import launch
 from llava_dymoe.protocol.layout import ANSWERS, RunLayout, safe_name, write_json_atomic
 from llava_dymoe.protocol.stage import load_score, marker_sha, write_score
+from llava_dymoe.protocol.task_order import read_run_suite
 
 FOLDER = "bank_swap"
 
@@ -52,7 +52,7 @@ def swap_matrix(run_dir: str, tasks: Optional[Sequence[str]] = None, threads: Op
         raise ValueError(f"{run_dir}: method {record['method']!r} is not told its bank at evaluation; the bank swap "
                          "needs a run of oracle_bank (task_selector='oracle': one bank per task, chosen by "
                          f"{TASK_ID_ENV})")
-    suite = load_suite(record["suite_file"], data_root=record["data_root"])
+    suite = read_run_suite(record)
     names = suite.task_names
     chosen = list(tasks) if tasks else list(names)
     unknown = [t for t in chosen if t not in names]

@@ -52,6 +52,7 @@ class RunOptions:
     plot: bool = True
     oracle_routing: bool = False  # also evaluate task i < t with stage t's checkpoint restricted to i banks
     skip_data_check: bool = False  # no data pre-flight (protocol/preflight.py) before the first stage
+    task_order: Optional[str] = None  # --task-order (protocol/task_order.py): "a,b,c" or "random:SEED"
     host: str = "llava"  # docs/hosts.md: hf-llava / qwen2_5_vl train with llava_dymoe.train_hf, answer with eval_hf
 
 
@@ -142,7 +143,9 @@ def check_options(opts: RunOptions, suite: Suite) -> RunOptions:
                              f"{', '.join(sorted(flags - set(RESERVED_DYMOE)))}")
     n_tasks = len(suite.tasks)
     if opts.stages is not None and not 1 <= opts.stages <= n_tasks:
-        raise ValueError(f"--stages {opts.stages}: the suite {suite.name!r} has {n_tasks} tasks; choose 1..{n_tasks}")
+        where = " in --task-order" if opts.task_order is not None else ""
+        raise ValueError(f"--stages {opts.stages}: the suite {suite.name!r} has {n_tasks} task"
+                         f"{'' if n_tasks == 1 else 's'}{where}; choose 1..{n_tasks}")
     if opts.eval_max_new_tokens is not None and opts.eval_max_new_tokens < 1:
         raise ValueError(f"--eval-max-new-tokens must be >= 1, got {opts.eval_max_new_tokens}")
     if opts.threads is not None and opts.threads < 1:

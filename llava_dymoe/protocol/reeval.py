@@ -24,12 +24,12 @@ import sys
 from typing import List, Optional
 
 from llava_dymoe.eval.matrix import AccuracyMatrix
-from llava_dymoe.eval.suite import load_suite
 from llava_dymoe.integration.eval_loader import ASSIGN_RULE_ENV
 from llava_dymoe.protocol import launch
 from llava_dymoe.protocol.layout import ANSWERS, RUN_JSON, RunLayout, safe_name, write_json_atomic
 from llava_dymoe.protocol.options import RunOptions
 from llava_dymoe.protocol.stage import load_score, marker_sha, write_score
+from llava_dymoe.protocol.task_order import read_run_suite
 
 
 def read_run_record(run_dir: str) -> dict:
@@ -62,7 +62,7 @@ def reevaluate(run_dir: str, assign_rule: str, threads: Optional[int] = 1) -> Ac
         raise ValueError(f"--assign-rule {assign_rule!r}: choose one of {list(ASSIGN_RULES)}")
     record = read_run_record(run_dir)
     opts = upstream_run_options(run_dir, record, "re-evaluation with another assign rule")
-    suite = load_suite(record["suite_file"], data_root=record["data_root"])
+    suite = read_run_suite(record)
     layout = RunLayout(run_dir, record["method"])
     root = layout.path("reeval", safe_name(assign_rule))
     env = {**launch.thread_env(threads, cuda_available())}

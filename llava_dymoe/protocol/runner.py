@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from llava_dymoe.eval.matrix import AccuracyMatrix
 from llava_dymoe.eval.suite import Suite, TaskSpec, load_suite
+from llava_dymoe.protocol.task_order import apply_task_order
 from llava_dymoe.integration import checkpoint as ckpt
 from llava_dymoe.hosts import is_upstream
 from llava_dymoe.protocol import launch
@@ -325,7 +326,7 @@ def _plot_available(wanted: bool) -> bool:
 
 def run_sequence(opts: RunOptions) -> RunResult:
     """Run (or resume) the suite's stages into ``opts.output_dir``; see the module docstring."""
-    suite = load_suite(opts.suite, data_root=opts.data_root)
+    suite = apply_task_order(load_suite(opts.suite, data_root=opts.data_root), opts.task_order)
     opts = check_options(opts, suite)
     from llava_dymoe.trainer.preflight import check_writable
 
@@ -362,6 +363,8 @@ def _run_stages(opts: RunOptions, suite: Suite, layout: RunLayout, n: int, train
 
     status(f"{'new run' if created else 'resuming run'} {layout.root}: method {opts.method}, suite {suite.name}, "
            f"{n} of {len(suite.tasks)} stages")
+    if opts.task_order is not None:
+        status(f"task order (--task-order {opts.task_order}): {', '.join(suite.task_names)}")
     plot = _plot_available(opts.plot)
     stages = _Stages(opts, suite, layout, n, train_args)
     records: List[Dict[str, Any]] = []

@@ -278,6 +278,8 @@ def test_mismatching_rerun_or_foreign_folder_is_refused(finished_run, suite_file
     assert cli(argv) == 2
     err = capsys.readouterr().err
     assert "base:" in err and "train_args:" in err and "new --output-dir" in err
+    assert cli(run_argv(suite_file, smoke_data, tiny, finished_run, "dymoe", "--task-order", "TaskB,TaskA")) == 2
+    assert "tasks: ['TaskA', 'TaskB'] in the folder, ['TaskB', 'TaskA'] now" in capsys.readouterr().err
     assert tree_hashes(finished_run, "checkpoints", "stages") == before
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
@@ -327,6 +329,12 @@ def _edited(argv, replace=None, drop=None, add=()):
     ({"replace": ("--data-root", "/nonexistent/data")}, "task 'TaskA': train_json -> /nonexistent/data/train.json"),
     ({"replace": ("--method", "nosuch")}, "nosuch"),
     ({"add": ["--stages", "3"]}, "has 2 tasks; choose 1..2"),
+    ({"add": ["--task-order", "TaskB,TaskC"]}, "unknown task(s) 'TaskC'; give each task at most once, from: TaskA, "
+                                               "TaskB"),
+    ({"add": ["--task-order", "TaskB,TaskB"]}, "task(s) 'TaskB' listed twice"),
+    ({"add": ["--task-order", "TaskB,,TaskA"]}, "no empty name"),
+    ({"add": ["--task-order", "random:x"]}, "after 'random:' give an integer seed"),
+    ({"add": ["--task-order", "TaskB", "--stages", "2"]}, "has 1 task in --task-order; choose 1..1"),
 ])
 def test_bad_input_is_refused_before_any_work(suite_file, smoke_data, tiny, tmp_path, capsys, edit, message):
     argv = _edited(run_argv(suite_file, smoke_data, tiny, tmp_path / "run"), **edit)
@@ -359,6 +367,26 @@ def test_deepspeed_launcher_then_resume_with_the_python_launcher(suite_file, smo
     assert "--num_gpus 1" in log and "--module llava_dymoe.train" in log and "WORLD_SIZE=1" in log
     m = AccuracyMatrix.from_csv(str(out / "matrix.csv"))
     assert m.stages == ["1_TaskA", "2_TaskB"] and m.get(1, 1) == 25.0
+
+
+def test_task_order_trains_the_named_task_first_and_analyses_read_the_runs_order(suite_file, smoke_data, tiny,
+                                                                                    tmp_path, capsys):
+    """``--task-order``: stage 1 is TaskB; run.json, the matrix and ``read_run_suite`` follow the new order."""
+    from llava_dymoe.protocol.task_order import read_run_suite
+
+    out = tmp_path / "run"
+    assert cli(run_argv(suite_file, smoke_data, tiny, out, "dymoe", "--task-order", " TaskB , TaskA",
+                        "--stages", "1")) == 0
+    assert "task order (--task-order  TaskB , TaskA): TaskB, TaskA" in capsys.readouterr().err
+    run = json.load(open(out / "run.json"))
+    assert run["tasks"] == ["TaskB", "TaskA"] and run["suite"] == "tiny2"
+    assert sorted(os.listdir(out / "stages")) == ["1_TaskB"]
+    m = AccuracyMatrix.from_csv(str(out / "matrix.csv"))
+    assert m.tasks == ["TaskB", "TaskA"] and m.stages == ["1_TaskB"]
+    answers = os.path.join(out, "stages", "1_TaskB", "eval", "TaskB", "answers.jsonl")
+    assert m.get("1_TaskB", "TaskB") == 25.0 == score_file("contains", answers, _refs(suite_file, "TaskB"))["score"]
+    assert read_run_suite(run).task_names == ["TaskB", "TaskA"]
+    assert read_run_suite({**run, "tasks": ["TaskA", "TaskB"]}).task_names == ["TaskA", "TaskB"]
 
 
 def test_reeval_answers_every_cell_again_with_another_rule_and_leaves_the_run_untouched(finished_run):
