@@ -43,7 +43,9 @@ BANK_KEYS = ("router", "refreshed", "fitted")
 #: What the cascade decides a bank for (``DyMoEConfig.bank_scope``); "token" is the cascade's.
 BANK_SCOPES = ("token", "sequence")
 #: Who sets the per-sequence bank weights of ``assign_rule="given"`` at inference (``DyMoEConfig.task_selector``).
-TASK_SELECTORS = ("none", "oracle", "hide")
+TASK_SELECTORS = ("none", "oracle", "hide", "prism")
+#: The selectors that compare an input with per-task anchors fitted after each task (``dymoe_anchors.safetensors``).
+ANCHOR_SELECTORS = ("hide", "prism")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -168,11 +170,14 @@ class DyMoEConfig:
                                     "DYMOE_EVAL_TASK_ID, one-hot. 'hide' (the hide_selector baseline, after "
                                     "HiDe-LLaVA): softmax over tasks of the mean cosine of the input's image and "
                                     "text features to each task's anchors (mean features of its training samples, "
-                                    "fitted at the end of the task and saved with the checkpoint).")
+                                    "fitted at the end of the task and saved with the checkpoint). 'prism' (the "
+                                    "prism_selector baseline, Prism's port of HiDe-LLaVA): the same anchors and "
+                                    "similarity, one-hot on the most similar task.")
     selector_temperature: float = _f(0.1, "Softmax temperature of task_selector='hide' over the tasks' similarities "
                                           "(HiDe-LLaVA's 0.1).")
     selector_samples: int = _f(512, "Training samples (a seeded draw) whose mean features make a task's anchors for "
-                                    "task_selector='hide' (HiDe-LLaVA averages over every training sample; ours).")
+                                    "task_selector='hide' or 'prism' (HiDe-LLaVA averages over every training "
+                                    "sample; ours).")
     num_tasks: int = _f(0, "Number of task banks present in the saved state (0 for a fresh model). Equals the "
                            "number of tasks learned when expand is True; 1 after any task when it is False.")
     format_version: int = _f(FORMAT_VERSION, "Version of this JSON layout.")

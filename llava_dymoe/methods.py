@@ -176,6 +176,16 @@ register_method(Method(
                 "task trained alone (the banks of oracle_bank / hide_selector); no task id at evaluation"))
 TASK_BASELINES = TASK_BASELINES + ("key_selector",)
 
+#: A second published selector over the same banks and anchors (added 2026-12-07, docs/beyond-the-paper.md section 8):
+#: Prism's port of HiDe-LLaVA takes the argmax of the same image/text similarity where HiDe-LLaVA mixes the banks by
+#: softmax(similarity / 0.1).  Its banks and anchors are hide_selector's, bit for bit, for the same seed.
+register_method(Method(
+    "prism_selector", config={**GIVEN_BANK, "task_selector": "prism"},
+    description="baseline: Prism's port of HiDe-LLaVA's selector over one bank per task: the bank of the task whose "
+                "anchors are most similar (mean image/text cosine, argmax) alone (banks and anchors bit-identical "
+                "to hide_selector's)"))
+TASK_BASELINES = TASK_BASELINES + ("prism_selector",)
+
 #: Recipes that are told what no deployed model knows (the task at evaluation): reports name them as upper bounds.
 UPPER_BOUNDS = ("oracle_bank",)
 

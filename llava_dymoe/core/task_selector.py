@@ -1,6 +1,6 @@
 """Task selectors (torch only): bank weights per sequence for ``assign_rule="given"``.
 
-Two selectors feed ``DyMoEContext.bank_weights`` (``[B, T]``, one row per sequence, one column per task bank):
+Three selectors feed ``DyMoEContext.bank_weights`` (``[B, T]``, one row per sequence, one column per task bank):
 
 * ``oracle``: the true task ``i`` of the evaluation, ``w[b] = one_hot(i)`` (an upper bound, not a method:
   no deployed model knows the task of its input).
@@ -9,6 +9,9 @@ Two selectors feed ``DyMoEContext.bank_weights`` (``[B, T]``, one row per sequen
 
       s_t = mean over the modalities present of cos(feature, anchor_t)      (image and text: (c_v + c_u) / 2)
       w   = softmax_t(s / temperature)                                       (HiDe: temperature 0.1)
+
+* ``prism`` (Prism's port of HiDe-LLaVA's selector): the same anchors and ``s``, one-hot on the most similar task,
+  ``w = one_hot(argmax_t s_t)`` (the first such task on a tie).
 
 The features themselves (which model outputs, which tokens) are the host's business
 (``integration/task_features.py``); this module only sees tensors.
@@ -63,6 +66,12 @@ def selector_weights(similarity: Tensor, temperature: float) -> Tensor:
     return torch.softmax(similarity.float() / float(temperature), dim=-1)
 
 
+def argmax_weights(similarity: Tensor) -> Tensor:
+    """``one_hot(argmax_t similarity)`` over the task dimension (the last; the first maximum on a tie), fp32."""
+    idx = similarity.float().argmax(dim=-1)
+    return torch.nn.functional.one_hot(idx, similarity.shape[-1]).to(torch.float32)
+
+
 def one_hot_weights(task_index: int, num_tasks: int, batch: int, device=None) -> Tensor:
     """The oracle: every sequence of the batch uses bank ``task_index`` (0-based) alone, ``[batch, num_tasks]``."""
     if not 0 <= task_index < num_tasks:
@@ -104,6 +113,10 @@ class TaskAnchors:
     def weights(self, features: Mapping[str, Optional[Tensor]], temperature: float) -> Tensor:
         """HiDe's bank weights ``[B, T]`` for the features of a batch (module docstring)."""
         return selector_weights(task_similarity(features, self.anchors), temperature)
+
+    def choice(self, features: Mapping[str, Optional[Tensor]]) -> Tensor:
+        """Prism's bank weights ``[B, T]``: one-hot on the task of the highest similarity (module docstring)."""
+        return argmax_weights(task_similarity(features, self.anchors))
 
     def to_tensors(self) -> Dict[str, Tensor]:
         out = {f"anchor.{m}": v.contiguous() for m, v in self.anchors.items()}

@@ -25,8 +25,10 @@ difference from the unrestricted evaluation is the routing drift caused by the l
 variable is read here, at load time, because upstream's eval scripts call ``load_pretrained_model``
 and must stay unchanged.  Empty or unset = all banks (the default).
 
-Task selectors (``task_selector``, methods ``oracle_bank`` and ``hide_selector``): the checkpoint's selector is
-hooked into the model (``selector.py``); ``oracle_bank`` needs ``DYMOE_EVAL_TASK_ID=i``, the true task.
+Task selectors (``task_selector``, methods ``oracle_bank``, ``hide_selector`` and ``prism_selector``): the
+checkpoint's selector is hooked into the model (``selector.py``); ``oracle_bank`` needs ``DYMOE_EVAL_TASK_ID=i``, the
+true task.  ``DYMOE_EVAL_TASK_SELECTOR=prism`` (or ``hide``) answers an anchor selector's checkpoint with the other
+anchor selector (analysis; the two read the same anchors and banks).
 
 Assignment rule (opt-in, for analysis): ``DYMOE_EVAL_ASSIGN_RULE=cascade`` (or ``assign_rule=``) evaluates
 the checkpoint with TAG's decision kept at inference (``DyMoEConfig.assign_rule``, ``core.routing.
@@ -44,7 +46,7 @@ import torch
 from .checkpoint import CheckpointError, is_dymoe_checkpoint, load_non_lora, load_task_state  # noqa: F401
 from ..core import DyMoEContext
 from .context_hooks import install_context_hooks
-from .selector import install_task_selector, selector_for
+from .selector import install_task_selector, override_task_selector, selector_for
 
 log = logging.getLogger("llava_dymoe.eval")
 
@@ -189,7 +191,8 @@ def load_dymoe_for_eval(model_path, model_base, model_name, load_8bit=False, loa
         state = override_assign_rule(state, rule)
         log.warning("ASSIGN RULE (%s): %s is evaluated with assign_rule=%r instead of its own %r; this is NOT "
                     "the checkpoint's normal model", ASSIGN_RULE_ENV, model_path, rule, own)
-    selector = selector_for(state["config"], model_path)  # task_selector: oracle_bank / hide_selector
+    state = override_task_selector(state, model_path)  # $DYMOE_EVAL_TASK_SELECTOR (analysis), else unchanged
+    selector = selector_for(state["config"], model_path)  # task_selector: oracle_bank / hide_selector / prism
     kw = {"device_map": device_map, **kwargs}
     if device != "cuda":
         kw["device_map"] = {"": device}

@@ -7,6 +7,8 @@
   text feature (``task_features.py``); the task checkpoint stores every task's anchors so far in
   ``dymoe_anchors.safetensors`` (earlier rows copied from the previous checkpoint bit for bit).  At eval each
   prompt's bank weights are ``softmax(mean cosine to each task's anchors / selector_temperature)``.
+* ``"prism"`` (``--dymoe_method prism_selector``, Prism's port of HiDe-LLaVA's selector): the same anchors, fitted
+  the same way; at eval each prompt uses the bank of the most similar task alone (one-hot argmax).
 * ``"oracle"`` (``--dymoe_method oracle_bank``, an UPPER BOUND): the eval job names the true task,
   ``DYMOE_EVAL_TASK_ID=i`` (1-based, set by ``cli run`` for every job of this method), and every prompt uses
   bank ``t{i-1}`` alone.
@@ -34,17 +36,19 @@ from .task_features import batch_features
 
 log = logging.getLogger("llava_dymoe.selector")
 
-#: The anchors file of a ``task_selector="hide"`` task checkpoint (hashed in the completion marker).
+#: The anchors file of a ``task_selector`` "hide" or "prism" task checkpoint (hashed in the completion marker).
 ANCHORS = "dymoe_anchors.safetensors"
 #: environment variable: the true task (1-based) of an ``oracle_bank`` evaluation.
 TASK_ID_ENV = "DYMOE_EVAL_TASK_ID"
+#: environment variable (analysis): answer an anchor selector's checkpoint with the other anchor selector.
+TASK_SELECTOR_ENV = "DYMOE_EVAL_TASK_SELECTOR"
 
 
 # ---------------------------------------------------------------------------------------------- anchors (train)
 def sample_batches(dataset, collator, batch_size: int, n_samples: int, seed: int):
     """Batches of ``min(n_samples, len(dataset))`` samples drawn with their own generator (no global RNG)."""
     if dataset is None or len(dataset) == 0:
-        raise ValueError("task_selector='hide' fits the task's anchors on its training set; none was given")
+        raise ValueError("task_selector 'hide' / 'prism' fits the task's anchors on its training set; none was given")
     gen = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(len(dataset), generator=gen)[:n_samples].tolist()
     for s in range(0, len(order), batch_size):
@@ -63,8 +67,8 @@ def fit_task_anchor(model, batches) -> Tuple[Dict[str, Tensor], int]:
         for batch in batches:
             feats = batch_features(model, batch)
             if feats["image"] is None:
-                raise ValueError("task_selector='hide' needs an image per training sample (the image anchor); "
-                                 "the task's batches carry no images")
+                raise ValueError("task_selector 'hide' / 'prism' needs an image per training sample (the image "
+                                 "anchor); the task's batches carry no images")
             for m, f in feats.items():
                 s = f.double().sum(dim=0).cpu()
                 sums[m] = sums[m] + s if m in sums else s
@@ -105,14 +109,15 @@ def carry_anchors(prev_ckpt: Optional[str], new: Dict[str, Tensor], count: int, 
     """The anchors of tasks 0..task_index: the previous checkpoint's rows (bit for bit) plus ``new``."""
     if task_index == 0 or not prev_ckpt:
         if task_index != 0:
-            raise CheckpointError(f"task_selector='hide': task {task_index + 1} needs the anchors of the earlier "
-                                  "tasks, but no previous checkpoint was given")
+            raise CheckpointError(f"task_selector 'hide' / 'prism': task {task_index + 1} needs the anchors of the "
+                                  "earlier tasks, but no previous checkpoint was given")
         return TaskAnchors.first(new, count)
     prev = read_anchors(prev_ckpt)
     if prev is None or prev.num_tasks != task_index:
-        raise CheckpointError(f"task_selector='hide': {prev_ckpt} holds {0 if prev is None else prev.num_tasks} "
-                              f"task anchor(s) in {ANCHORS}, task {task_index + 1} needs {task_index}; the previous "
-                              "task was not trained with --dymoe_method hide_selector")
+        raise CheckpointError(f"task_selector 'hide' / 'prism': {prev_ckpt} holds "
+                              f"{0 if prev is None else prev.num_tasks} task anchor(s) in {ANCHORS}, task "
+                              f"{task_index + 1} needs {task_index}; the previous task was not trained with "
+                              "--dymoe_method hide_selector or prism_selector")
     return prev.append(new, count)
 
 
@@ -135,7 +140,7 @@ def requested_task_id(num_tasks: int, model_path: str) -> int:
 
 
 class TaskSelector:
-    """Bank weights ``[B, T]`` for a batch: ``oracle`` (one task) or ``hide`` (anchors)."""
+    """Bank weights ``[B, T]`` for a batch: ``oracle`` (one task), ``hide`` or ``prism`` (anchors)."""
 
     def __init__(self, kind: str, num_tasks: int, temperature: float = 0.1, anchors: Optional[TaskAnchors] = None,
                  task_index: Optional[int] = None):
@@ -148,7 +153,29 @@ class TaskSelector:
             return one_hot_weights(self.task_index, self.num_tasks, input_ids.shape[0], input_ids.device)
         feats = batch_features(model, {"input_ids": input_ids, "images": images, "attention_mask": attention_mask,
                                        "labels": labels})
+        if self.kind == "prism":
+            return self.anchors.choice(feats).to(input_ids.device)
         return self.anchors.weights(feats, self.temperature).to(input_ids.device)
+
+
+def override_task_selector(state: Dict[str, Any], model_path: str) -> Dict[str, Any]:
+    """The task state with ``$DYMOE_EVAL_TASK_SELECTOR`` as its ``task_selector`` (unset, or the checkpoint's own:
+    unchanged).  Only between the anchor selectors ('hide', 'prism'): they read the same anchors and banks, so
+    ``hide_selector``'s checkpoints answered with 'prism' are ``prism_selector``'s answers (analysis,
+    ``protocol.reeval --task-selector``)."""
+    from ..config import ANCHOR_SELECTORS, DyMoEConfig
+
+    kind = os.environ.get(TASK_SELECTOR_ENV, "").strip()
+    cfg = state["config"]
+    if not kind or kind == cfg.task_selector:
+        return state
+    if kind not in ANCHOR_SELECTORS or cfg.task_selector not in ANCHOR_SELECTORS:
+        raise CheckpointError(f"{TASK_SELECTOR_ENV}={kind}: only the anchor selectors {list(ANCHOR_SELECTORS)} can "
+                              f"be swapped at load time (they read the same anchors); {model_path} has "
+                              f"task_selector={cfg.task_selector!r}. Unset {TASK_SELECTOR_ENV}")
+    log.warning("TASK SELECTOR (%s): %s is evaluated with task_selector=%r instead of its own %r; this is NOT the "
+                "checkpoint's normal model", TASK_SELECTOR_ENV, model_path, kind, cfg.task_selector)
+    return {**state, "config": DyMoEConfig.from_dict({**cfg.to_dict(), "task_selector": kind})}
 
 
 def selector_for(cfg, model_path: str) -> Optional[TaskSelector]:
@@ -163,9 +190,9 @@ def selector_for(cfg, model_path: str) -> Optional[TaskSelector]:
         return TaskSelector("oracle", cfg.num_tasks, task_index=idx)
     anchors = read_anchors(model_path)
     if anchors is None or anchors.num_tasks < cfg.num_tasks:
-        raise CheckpointError(f"{model_path}: task_selector='hide' needs one anchor per task bank in {ANCHORS} "
+        raise CheckpointError(f"{model_path}: task_selector={kind!r} needs one anchor per task bank in {ANCHORS} "
                               f"({cfg.num_tasks}), found {0 if anchors is None else anchors.num_tasks}")
-    return TaskSelector("hide", cfg.num_tasks, cfg.selector_temperature, anchors=anchors.head(cfg.num_tasks))
+    return TaskSelector(kind, cfg.num_tasks, cfg.selector_temperature, anchors=anchors.head(cfg.num_tasks))
 
 
 def layer_context(model) -> DyMoEContext:

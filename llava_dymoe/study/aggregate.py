@@ -219,7 +219,9 @@ def group_note(group: str) -> str:
         return ("CoIN's eight tasks with CoIN's instructions, image tokens at least two thirds of every prompt, shared "
                 "instructions and question forms (docs/suite.md). `oracle_bank` is told the true task id at "
                 "evaluation: an upper bound. `hide_selector` is a HiDe-LLaVA-style selector (image and text anchors "
-                "per task). The drawn order was drawn before any run (docs/beyond-the-paper.md section 8).\n")
+                "per task, a softmax over the banks); `prism_selector` takes the same anchors' argmax, as Prism's port "
+                "of HiDe-LLaVA does (added after seed 0). The drawn order was drawn before any run "
+                "(docs/beyond-the-paper.md section 8).\n")
     if group == "harder_candidates":
         return ("Changes to `dymoe_plus` (issue 26 item 5), each pre-registered in docs/beyond-the-paper.md section 8 "
                 "before its first run. `key_selector`: `dymoe_plus`'s decision (one bank per sequence and projection "

@@ -23,7 +23,7 @@ from .plan import DEFAULT_WIDTH, HARDER_GROUPS, SEQUENCE_BANK, Experiment, best_
 MAX_QUESTIONS = 40
 #: In the harder suite's study every method that decides one bank per sequence is probed (issue 26: the selectors'
 #: bank-choice accuracy per task), and the paper's dymoe as the token-level reference.
-HARDER_SELECTORS = ("dymoe", "dymoe_plus", "hide_selector", "oracle_bank", "key_selector")
+HARDER_SELECTORS = ("dymoe", "dymoe_plus", "hide_selector", "oracle_bank", "key_selector", "prism_selector")
 FOLDER = "bank_choice"
 
 

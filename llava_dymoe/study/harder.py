@@ -30,7 +30,7 @@ CANDIDATE = "dymoe_plus"
 #: the share of the dymoe -> oracle_bank MFN gap the candidate must close
 GAP_SHARE = 0.5
 #: paired with the candidate in the doc's table
-PAIRED_WITH = ("dymoe", "incmoelora", "hide_selector", "oracle_bank")
+PAIRED_WITH = ("dymoe", "incmoelora", "hide_selector", "prism_selector", "oracle_bank")
 #: the selection rule for changes to ``dymoe_plus`` (docs/beyond-the-paper.md section 8)
 DESIGN_SEEDS = (0, 1, 2)
 BWT_TOLERANCE = 2.0

@@ -37,10 +37,12 @@ DEFAULT_GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_wid
                   "third_order")
 #: ``harder`` (issue 26) runs on the ``coin_shaped`` suite, so it is studied on its own: ``make results-harder``.
 GROUPS = DEFAULT_GROUPS + ("harder", "harder_candidates")
-#: The harder suite's study: every method on ``HARDER_SUITE`` in CoIN's order and the drawn order, including the two
-#: baselines a task selector must face (``hide_selector``, a published selector; ``oracle_bank``, the upper bound).
+#: The harder suite's study: every method on ``HARDER_SUITE`` in CoIN's order and the drawn order, including the
+#: baselines a task selector must face (``hide_selector`` and ``prism_selector``, two published selectors over the same
+#: banks and anchors, the second added 2026-12-07 after seed 0; ``oracle_bank``, the upper bound).
 HARDER_SUITE = "coin_shaped"
-HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_plus", "hide_selector", "oracle_bank")
+HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_plus", "hide_selector", "oracle_bank",
+                  "prism_selector")
 HARDER_ORDERS = ("default", "drawn")
 #: Item 5 of issue 26: changes to ``dymoe_plus`` on the harder suite, each compared with it paired by seed in CoIN's
 #: order only (the selection rule of docs/beyond-the-paper.md section 8, written before their runs); group

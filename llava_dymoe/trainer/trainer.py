@@ -26,6 +26,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, Optional
 
+from ..config import ANCHOR_SELECTORS
 from ..core import RoutingStats, attach_stats, dymoe_layers, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
@@ -160,7 +161,7 @@ class DyMoETrainerMixin:
             if cfg.bank_keys != "router":
                 self.dymoe_router_refresh["keys"] = _centroid_init(self.model, self.args, self.dymoe,
                                                                    self._dymoe_data, refresh="dymoe_key")
-        if cfg.task_selector == "hide":  # the task's anchors, after its training (the banks are not read)
+        if cfg.task_selector in ANCHOR_SELECTORS:  # the task's anchors, after its training (the banks are not read)
             self.dymoe_anchors = _fit_anchors(self.model, self.args, self.dymoe, self._dymoe_data)
         return out
 
@@ -323,7 +324,7 @@ def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = 
 
 
 def _fit_anchors(model, args, run: DyMoERun, data):
-    """``task_selector="hide"``: this task's image and text anchors appended to the previous checkpoint's
+    """``task_selector`` "hide" or "prism": this task's image and text anchors appended to the previous checkpoint's
     (``integration/selector.py``); the samples are a draw seeded by (seed, task), the same on every rank."""
     from ..integration.selector import carry_anchors, fit_task_anchor, sample_batches
 
@@ -332,7 +333,8 @@ def _fit_anchors(model, args, run: DyMoERun, data):
                              int(getattr(args, "seed", 0)) * 1009 + run.task_id + 104729)
     anchor, n = fit_task_anchor(model, batches)
     anchors = carry_anchors(run.prev_ckpt, anchor, n, int(run.task_key[1:]))
-    log.info("task_selector=hide: anchors of task %d from %d training samples (%s)", run.task_id, n,
+    log.info("task_selector=%s: anchors of task %d from %d training samples (%s)", run.cfg.task_selector,
+             run.task_id, n,
              ", ".join(f"{m} {tuple(v.shape)}" for m, v in sorted(anchors.anchors.items())))
     return anchors
 

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from llava_dymoe.core.task_selector import (TaskAnchors, cosine_to_anchors, mean_feature, one_hot_weights,
-                                            selector_weights, task_similarity)
+from llava_dymoe.core.task_selector import (TaskAnchors, argmax_weights, cosine_to_anchors, mean_feature,
+                                            one_hot_weights, selector_weights, task_similarity)
 
 
 def _naive_cos(a, b):
@@ -44,6 +44,23 @@ def test_weights_match_the_naive_cosine_softmax():
     only_text = {"image": None, "text": feats["text"]}
     torch.testing.assert_close(sa.weights(only_text, 0.1), _naive_weights(only_text, anchors, 0.1), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_prism_choice_is_the_naive_argmax_one_hot():
+    """Prism's port: the bank of the most similar task alone (the first one on a tie)."""
+    g = torch.Generator().manual_seed(1)
+    anchors = {"image": torch.randn(4, 5, generator=g), "text": torch.randn(4, 7, generator=g)}
+    feats = {"image": torch.randn(6, 5, generator=g), "text": torch.randn(6, 7, generator=g)}
+    got = TaskAnchors(anchors, torch.tensor([1, 1, 1, 1])).choice(feats)
+    soft = _naive_weights(feats, anchors, 1.0)  # softmax is monotone: its largest entry is the most similar task
+    want = torch.zeros(6, 4)
+    for b in range(6):
+        row = soft[b].tolist()
+        want[b, row.index(max(row))] = 1.0
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert len({int(i) for i in got.argmax(dim=1)}) > 1  # the draw exercises more than one bank
+    tie = torch.tensor([[0.5, 0.9, 0.9, 0.1], [0.2, 0.2, 0.2, 0.2]])
+    assert argmax_weights(tie).tolist() == [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
 
 
 def test_cosine_and_similarity_pieces():
@@ -103,10 +120,12 @@ def test_config_task_selector_needs_the_given_rule():
         DyMoEConfig(assign_rule="given", task_selector="hide", selector_samples=0)
 
 
-def test_the_two_recipes_differ_only_in_the_selector():
+def test_the_three_recipes_differ_only_in_the_selector():
     from llava_dymoe.methods import get_method
 
-    oracle, hide = (get_method(m).build_config().to_dict() for m in ("oracle_bank", "hide_selector"))
+    oracle, hide, prism = (get_method(m).build_config().to_dict()
+                           for m in ("oracle_bank", "hide_selector", "prism_selector"))
     assert {k for k in oracle if oracle[k] != hide[k]} == {"task_selector"}
+    assert {k for k in oracle if oracle[k] != prism[k]} == {"task_selector"} and prism["task_selector"] == "prism"
     assert oracle["assign_rule"] == "given" and oracle["use_tag"] is False and oracle["c_exc"] == 0.0
     assert "UPPER BOUND" in get_method("oracle_bank").description

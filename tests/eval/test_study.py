@@ -459,7 +459,7 @@ def test_harder_group_plans_every_method_in_both_orders_on_its_own_suite(tmp_pat
 
     plan = build_plan(["harder"])
     assert [(e.method, e.order) for e in plan] == [(m, o) for o in ("default", "drawn") for m in HARDER_METHODS]
-    assert {e.suite for e in plan} == {HARDER_SUITE} and len({e.key for e in plan}) == len(plan) == 16
+    assert {e.suite for e in plan} == {HARDER_SUITE} and len({e.key for e in plan}) == len(plan) == 18
     assert all(m in METHODS for m in HARDER_METHODS)  # every method is registered (oracle_bank, hide_selector too)
     coin = [t.name for t in get_suite(HARDER_SUITE).tasks]
     assert list(orders_for(HARDER_SUITE)["default"]) == coin and len(coin) == 8
@@ -489,11 +489,11 @@ def test_harder_goal_check_by_hand():
     keys = harder.order_keys(plan, "default")
     runs = {"lora": [(10, -60, 70)], "moelora": [(12, -55, 66)], "olora": [(20, -30, 50)],
             "incmoelora": [(22, -40, 60), (26, -36, 64)], "dymoe": [(20, -30, 50), (24, -26, 50)],
-            "hide_selector": [(30, -10, 40)], "oracle_bank": [(60, 0, 60)],
+            "hide_selector": [(30, -10, 40)], "prism_selector": [(36, -8, 44)], "oracle_bank": [(60, 0, 60)],
             "dymoe_plus": [(42, -20, 58), (46, -16, 62)]}
     by_key = {keys[m]: _harder_row(v) for m, v in runs.items()}
     conditions = harder.goal(by_key, keys)
-    # MFN 44 > hide 30; BWT -18 >= dymoe's -28; MFT 60 vs incmoelora 62: -2 within 3; (44 - 22) / (60 - 22) = 58 %
+    # MFN 44 > prism 36; BWT -18 >= dymoe's -28; MFT 60 vs incmoelora 62: -2 within 3; (44 - 22) / (60 - 22) = 58 %
     assert [ok for _, ok, _ in conditions] == [True, True, True, True]
     assert "closes 58% of 38.0 points" in conditions[3][2]
     by_key[keys["hide_selector"]] = _harder_row([(45, -5, 50)])  # a selector with a better MFN: not the best

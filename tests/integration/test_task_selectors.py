@@ -11,7 +11,9 @@ the same seed, 3 steps per task:
   refuses another rule through ``DYMOE_EVAL_ASSIGN_RULE``);
 * ``hide_selector``'s weights favour each task's own bank on its test prompts;
 * ``key_selector`` (dymoe_plus's key decision over the same banks) trains the same banks too, fits each task's keys
-  after its training on the prompt tokens, and keeps a prompt's decision while decoding.
+  after its training on the prompt tokens, and keeps a prompt's decision while decoding;
+* ``prism_selector`` (Prism's port of HiDe's selector) trains hide_selector's banks and anchors bit for bit and
+  answers as ``oracle_bank`` told the task its anchors are most similar to.
 """
 import json
 import os
@@ -28,7 +30,7 @@ from llava_dymoe.integration.task_features import IGNORE_INDEX, IMAGE_TOKEN_INDE
 
 STEPS = 3
 TASKS = ("read", "classify")
-METHODS = ("oracle_bank", "hide_selector", "key_selector")
+METHODS = ("oracle_bank", "hide_selector", "key_selector", "prism_selector")
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,8 @@ def test_anchors_match_a_naive_recomputation_and_are_carried(selector_runs, tiny
 def test_both_methods_train_identical_banks_and_keep_task_one(selector_runs):
     (o1, o2), (h1, h2) = selector_runs["oracle_bank"], selector_runs["hide_selector"]
     k1, k2 = selector_runs["key_selector"]
-    for a, b in ((o1, h1), (o2, h2), (o1, k1), (o2, k2)):
+    p1, p2 = selector_runs["prism_selector"]
+    for a, b in ((o1, h1), (o2, h2), (o1, k1), (o2, k2), (h1, p1), (h2, p2)):
         ea, eb = load_file(os.path.join(a, ckpt.EXPERTS)), load_file(os.path.join(b, ckpt.EXPERTS))
         eb = {k: v for k, v in eb.items() if ".dymoe_key." not in k}  # key_selector's keys: the other test
         assert set(ea) == set(eb) and all(torch.equal(ea[k], eb[k]) for k in ea)
@@ -156,7 +159,9 @@ def test_both_methods_train_identical_banks_and_keep_task_one(selector_runs):
         block = ckpt.load_task_state(t2)["dymoe"]
         assert block["method"] == method and block["config"]["assign_rule"] == "given"
         assert block["config"]["task_selector"] == {"oracle_bank": "oracle", "hide_selector": "hide",
-                                                    "key_selector": "none"}[method]
+                                                    "key_selector": "none", "prism_selector": "prism"}[method]
+    for h, p in ((h1, p1), (h2, p2)):  # the same anchors, byte for byte
+        assert open(os.path.join(h, ANCHORS), "rb").read() == open(os.path.join(p, ANCHORS), "rb").read()
 
 
 def test_key_selector_fits_each_tasks_keys_after_training_and_carries_them(selector_runs):
@@ -230,6 +235,73 @@ def test_round_trip_hide_weights_are_the_naive_selector_and_kept_while_decoding(
     with torch.no_grad():
         assert torch.equal(again.generate(ids, images=images, do_sample=False, max_new_tokens=4,
                                           min_new_tokens=4, pad_token_id=0), out)
+
+
+def test_prism_answers_as_the_oracle_told_the_most_similar_task(selector_runs, tiny, two_tasks, monkeypatch):
+    """Prism's one-hot argmax over hide_selector's anchors (naive recomputation), kept while decoding; with the
+    banks bit-identical, its answer is oracle_bank's when told that task."""
+    from llava_dymoe.core import dymoe_layers
+    from llava_dymoe.core.task_selector import task_similarity
+    from llava_dymoe.integration.task_features import batch_features
+
+    path = selector_runs["prism_selector"][1]
+    model = _load(path, tiny, monkeypatch)
+    anchors = read_anchors(path)
+    ctx = next(layer for _, layer in dymoe_layers(model))._dymoe_ctx
+    layer = dict(dymoe_layers(model))["model.layers.1.mlp.down_proj"]
+    picked = set()
+    for task in TASKS:
+        data = _data(tiny, two_tasks[task])
+        batch = data["data_collator"]([data["train_dataset"][i] for i in range(2)])
+        ids, images = _prompt(batch, 0)
+        seen = []
+        hook = layer.register_forward_pre_hook(lambda m, a: seen.append(ctx.bank_weights.clone()))
+        gen = dict(images=images, do_sample=False, max_new_tokens=4, min_new_tokens=4, pad_token_id=0)
+        with torch.no_grad():
+            out = model.generate(ids, **gen)
+        hook.remove()
+        sims = task_similarity(batch_features(model, {"input_ids": ids, "images": images}), anchors.anchors)[0]
+        best = max(range(2), key=lambda t: float(sims[t]))
+        want = torch.zeros(1, 2)
+        want[0, best] = 1.0
+        assert len(seen) == 4 and all(torch.equal(w, want) for w in seen)  # the prompt and 3 decoding steps
+        oracle = _load(selector_runs["oracle_bank"][1], tiny, monkeypatch, task_id=best + 1)
+        with torch.no_grad():
+            assert torch.equal(oracle.generate(ids, **gen), out)
+        picked.add(best)
+    assert picked == {0, 1}  # each task's prompt picked its own bank here
+
+
+def test_hide_checkpoint_answered_with_prism_is_prism_selectors_model(selector_runs, tiny, two_tasks, monkeypatch):
+    """``DYMOE_EVAL_TASK_SELECTOR=prism`` on hide_selector's checkpoint gives prism_selector's logits bit for bit (the
+    same banks and anchors); only the anchor selectors swap, and the reeval front refuses anything else."""
+    from llava_dymoe.integration.checkpoint import CheckpointError
+    from llava_dymoe.integration.selector import TASK_SELECTOR_ENV
+    from llava_dymoe.protocol.reeval import _override
+
+    data = _data(tiny, two_tasks["read"])
+    batch = data["data_collator"]([data["train_dataset"][i] for i in range(3)])
+    prism = _load(selector_runs["prism_selector"][1], tiny, monkeypatch)
+    hide = _load(selector_runs["hide_selector"][1], tiny, monkeypatch)
+    monkeypatch.setenv(TASK_SELECTOR_ENV, "prism")
+    swapped = _load(selector_runs["hide_selector"][1], tiny, monkeypatch)
+    assert swapped._dymoe_task_selector.kind == "prism" and hide._dymoe_task_selector.kind == "hide"
+    with torch.no_grad():
+        got, want, soft = (m(**batch).logits for m in (swapped, prism, hide))
+    assert torch.equal(got, want) and not torch.allclose(got, soft)
+    with pytest.raises(CheckpointError, match="only the anchor selectors"):
+        _load(selector_runs["oracle_bank"][1], tiny, monkeypatch, task_id=1)
+    monkeypatch.setenv(TASK_SELECTOR_ENV, "oracle")
+    with pytest.raises(CheckpointError, match="only the anchor selectors"):
+        _load(selector_runs["hide_selector"][1], tiny, monkeypatch)
+    monkeypatch.delenv(TASK_SELECTOR_ENV)
+    assert _override({"method": "hide_selector"}, None, "prism") == ({TASK_SELECTOR_ENV: "prism"}, "selector-prism")
+    for record, rule, kind, message in (({"method": "key_selector"}, None, "prism", "task_selector='none'"),
+                                        ({"method": "hide_selector"}, None, "oracle", "can be answered with"),
+                                        ({"method": "hide_selector"}, None, None, "exactly one of"),
+                                        ({"method": "hide_selector"}, "cascade", "prism", "exactly one of")):
+        with pytest.raises(ValueError, match=message):
+            _override(record, rule, kind)
 
 
 def test_oracle_picks_exactly_the_named_bank_and_refuses_without_it(selector_runs, tiny, two_tasks, monkeypatch):

@@ -42,8 +42,8 @@ def test_every_registered_method_is_covered():
     """dymoe: test_runner.py; the beyond-the-paper variants: two tasks through train() for two of them
     (tests/integration/test_variants_train.py), every recipe's layer in process (tests/core/test_variants.py);
     dymoe_plus (the third round's recipe, dymoe_seqbank; its layer in process with the variants) runs all five
-    stages through the runner in the demo test; the task-identity baselines oracle_bank and hide_selector and the
-    candidate key_selector: two tasks through train() and back through the eval loader
+    stages through the runner in the demo test; the task-identity baselines oracle_bank, hide_selector and
+    prism_selector and the candidate key_selector: two tasks through train() and back through the eval loader
     (tests/integration/test_task_selectors.py), the
     runner's task id for oracle_bank in test_oracle_jobs_are_told_their_task."""
     runner = {get_method(m).name for m in RUNNER_METHODS}

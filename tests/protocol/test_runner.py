@@ -413,4 +413,8 @@ def test_reeval_answers_every_cell_again_with_another_rule_and_leaves_the_run_un
     assert reevaluate(out, "cascade") == matrix
     assert os.path.isfile(os.path.join(root, "2_TaskB", "TaskA", "score.json"))
     assert reeval_main([out, "--assign-rule", "nearest"]) == 2
+    assert reeval_main([out, "--task-selector", "prism"]) == 2  # dymoe has no anchors to answer with
+    with pytest.raises(SystemExit) as e:  # argparse: not allowed with --assign-rule
+        reeval_main([out, "--assign-rule", "cascade", "--task-selector", "prism"])
+    assert e.value.code == 2
     assert reeval_main([str(finished_run) + "_missing", "--assign-rule", "cascade"]) == 2
