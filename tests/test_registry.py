@@ -31,3 +31,16 @@ def test_unknown_name_lists_known_and_close_matches():
         reg.get("dymo")
     msg = str(e.value)
     assert "unknown method 'dymo'" in msg and "dymoe, incmoelora" in msg and "Did you mean 'dymoe'" in msg
+
+
+def test_every_registered_method_is_named_in_the_method_help():
+    """``--dymoe_method`` / ``cli run --method`` help lists every recipe (the baselines a selector faces included)."""
+    import re
+
+    from llava_dymoe.methods import METHODS
+    from llava_dymoe.trainer.arguments import method_help
+
+    for training_flag in (True, False):
+        text = method_help(training_flag)
+        missing = [m for m in METHODS.names() if not re.search(rf"(?<![\w]){re.escape(m)}(?![\w])", text)]
+        assert not missing, missing

@@ -31,7 +31,8 @@ def method_help(training_flag: bool = True) -> str:
             f"{recipe}; our recommended improvement, measured at two widths and three task orders on the "
             f"synthetic suite: docs/beyond-the-paper.md), and the earlier variants {', '.join(VARIANTS)}; "
             "task-identity baselines for dymoe_plus (one bank per task): oracle_bank (an UPPER BOUND: told the "
-            "true task at evaluation), hide_selector (HiDe-LLaVA's selector: image and text anchors per task) and "
+            "true task at evaluation), hide_selector (HiDe-LLaVA's selector: image and text anchors per task, a "
+            "softmax over the banks), prism_selector (Prism's port of it: the most similar task's bank alone) and "
             "key_selector (dymoe_plus's key decision over the same banks, an issue 26 candidate)")
     return text + ("; 'none' trains as upstream LLaVA" if training_flag else "")
 
