@@ -48,14 +48,16 @@ def _mean(by_key: Dict[str, Dict[str, Any]], key: Optional[str], metric: str) ->
     return row["stats"][metric][0]
 
 
-def goal(by_key: Dict[str, Dict[str, Any]], keys: Dict[str, str]) -> List[Tuple[str, Optional[bool], str]]:
-    """The four conditions for one order: ``(name, met, text)``; ``met`` None when a run it needs is missing."""
+def goal(by_key: Dict[str, Dict[str, Any]], keys: Dict[str, str],
+         candidate: str = CANDIDATE) -> List[Tuple[str, Optional[bool], str]]:
+    """The four conditions for one order: ``(name, met, text)``; ``met`` None when a run it needs is missing.
+    ``candidate``: the method judged (``keys`` must hold it); every other method of ``keys`` is a rival."""
     mean = lambda method, metric: _mean(by_key, keys.get(method), metric)  # noqa: E731
     out: List[Tuple[str, Optional[bool], str]] = []
-    mine = {m: mean(CANDIDATE, m) for m in ("mfn", "bwt", "mft")}
+    mine = {m: mean(candidate, m) for m in ("mfn", "bwt", "mft")}
     if math.isnan(mine["mfn"]):
-        return [("all", None, f"`{CANDIDATE}` has no finished run")]
-    rivals = {m: mean(m, "mfn") for m in keys if m != CANDIDATE and m not in TOLD_THE_TASK}
+        return [("all", None, f"`{candidate}` has no finished run")]
+    rivals = {m: mean(m, "mfn") for m in keys if m != candidate and m not in TOLD_THE_TASK}
     done = {m: v for m, v in rivals.items() if not math.isnan(v)}
     if not rivals:
         out.append(("best MFN without a task id", None, "no other method ran"))
@@ -131,7 +133,7 @@ def candidate_verdicts(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experim
     plus = order_keys(plan, "default").get(CANDIDATE)
     out = []
     for e in plan:
-        if e.group != "harder_candidates":
+        if e.group != "harder_candidates" or e.order != "default":  # the drawn order of an adopted one: held out
             continue
         gaps = {m: paired_gap(by_key, plus or "", e.key, m) for m in ("mfn", "bwt", "mft")}
         both = set(by_key.get(plus or "", {}).get("seeds") or ()) & set(by_key.get(e.key, {}).get("seeds") or ())
@@ -162,4 +164,34 @@ def candidates_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experi
     if adopted:
         best = max(adopted, key=lambda r: r["gaps"]["mfn"][0])
         lines.append(f"\nAdopted: `{best['method']}`; the drawn order is run once for it and reported as it comes.")
-    return "\n".join(lines) + "\n"
+    held = adopted_markdown(by_key, plan)
+    return "\n".join(lines) + "\n" + ("\n" + held if held else "")
+
+
+def adopted_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> str:
+    """Each adopted candidate (a drawn-order run in ``harder_candidates``) judged by the goal in each order, in
+    ``dymoe_plus``'s place, with ``dymoe_plus`` (the recipe it replaces) among the rivals; "" without one."""
+    adopted = sorted({e.method for e in plan if e.group == "harder_candidates" and e.order != "default"})
+    lines = []
+    for method in adopted:
+        for order in HARDER_ORDERS:
+            run = [e for e in plan if e.group == "harder_candidates" and e.method == method and e.order == order]
+            keys = order_keys(plan, order)
+            if not run or not keys:
+                continue
+            keys = {**keys, method: run[0].key}
+            d = [paired_gap(by_key, keys[CANDIDATE], run[0].key, m) for m in ("mfn", "bwt", "mft")] \
+                if CANDIDATE in keys else None
+            conditions = goal(by_key, keys, candidate=method)
+            met = sum(1 for _, ok, _ in conditions if ok)
+            missing = sum(1 for _, ok, _ in conditions if ok is None)
+            look = "design look" if order == "default" else "held-out look"
+            vs = (f" Minus `{CANDIDATE}`, paired by seed: ΔMFN {fmt_ms(d[0][0], d[0][1])}, ΔBWT "
+                  f"{fmt_ms(d[1][0], d[1][1])}, ΔMFT {fmt_ms(d[2][0], d[2][1])} ({d[0][2]} seeds).") if d else ""
+            lines.append(f"* `{method}` (adopted), {order} order ({look}): {met} of {len(conditions)} goal conditions "
+                         "met" + (f" ({missing} not measurable yet)" if missing else "") + ": "
+                         + "; ".join(text for _, _, text in conditions) + "." + vs)
+    if not lines:
+        return ""
+    return ("The adopted recipe judged by issue 26's goal in `dymoe_plus`'s place, with today's `dymoe_plus` among "
+            "its rivals:\n\n" + "\n".join(lines) + "\n")

@@ -48,6 +48,9 @@ HARDER_ORDERS = ("default", "drawn")
 #: order only (the selection rule of docs/beyond-the-paper.md section 8, written before their runs); group
 #: ``harder_candidates``, beside ``harder`` in ``make results-harder``.
 HARDER_CANDIDATES = ("key_selector",)
+#: Candidates the rule adopted (``study/harder.py`` ``candidate_verdicts`` on seeds 0-2, 2026-12-07): each is then run
+#: once in the drawn order too, the held-out look, reported as it comes and never used to choose.
+ADOPTED_CANDIDATES = ("key_selector",)
 #: Every group that runs on ``HARDER_SUITE``.
 HARDER_GROUPS = ("harder", "harder_candidates")
 #: The methods of the harder study that are given the true task id: never "the best method given no task id".
@@ -229,6 +232,8 @@ def build_plan(groups: Sequence[str] = DEFAULT_GROUPS, widths: Sequence[int] = W
                      for o in HARDER_ORDERS for m in HARDER_METHODS]
         elif group == "harder_candidates":
             plan += [Experiment(group, f"{m} (candidate)", m, suite=HARDER_SUITE) for m in HARDER_CANDIDATES]
+            plan += [Experiment(group, f"{m} (adopted, drawn)", m, order="drawn", suite=HARDER_SUITE)
+                     for m in ADOPTED_CANDIDATES]
     return plan
 
 

@@ -518,11 +518,14 @@ def test_harder_candidates_by_the_pre_registered_rule():
     check; adopted when its mean MFN (paired by seed with dymoe_plus) is higher and its mean BWT not lower by more
     than 2 points, undecided until seeds 0-2 all finished, the highest MFN among the adopted wins."""
     from llava_dymoe.study import harder
-    from llava_dymoe.study.plan import HARDER_CANDIDATES, HARDER_SUITE
+    from llava_dymoe.study.plan import ADOPTED_CANDIDATES, HARDER_CANDIDATES, HARDER_SUITE
 
     plan = build_plan(["harder", "harder_candidates"])
-    cands = [e for e in plan if e.group == "harder_candidates"]
+    cands = [e for e in plan if e.group == "harder_candidates" and e.order == "default"]
     assert [(e.method, e.order, e.suite) for e in cands] == [(m, "default", HARDER_SUITE) for m in HARDER_CANDIDATES]
+    held = [e for e in plan if e.group == "harder_candidates" and e.order != "default"]
+    assert [(e.method, e.order) for e in held] == [(m, "drawn") for m in ADOPTED_CANDIDATES]
+    assert set(ADOPTED_CANDIDATES) <= set(HARDER_CANDIDATES)
     assert all(m in METHODS for m in HARDER_CANDIDATES) and len({e.key for e in plan}) == len(plan)
     assert "key_selector" not in harder.order_keys(plan, "default")  # not a rival of dymoe_plus in the goal
     plus = harder.order_keys(plan, "default")["dymoe_plus"]
@@ -542,3 +545,34 @@ def test_harder_candidates_by_the_pre_registered_rule():
     by_key[cand] = _harder_row([(60, 0, 66), (62, 2, 64), (58, -2, 62)])  # ΔMFN 0: not higher
     assert harder.candidate_verdicts(by_key, plan)[0]["adopt"] is False
     assert harder.candidates_markdown(by_key, build_plan(["harder"])) == ""
+
+
+def test_adopted_candidate_is_judged_by_the_goal_in_dymoe_plus_place_in_both_orders():
+    """The adopted recipe's rows: the goal's four conditions with it as the judged method and dymoe_plus a rival, per
+    order (CoIN's: the design look; drawn: the held-out look), and its paired gaps to dymoe_plus."""
+    from llava_dymoe.study import harder
+
+    plan = build_plan(["harder", "harder_candidates"])
+    runs = {"lora": [(10, -60, 70)], "moelora": [(12, -55, 66)], "olora": [(20, -30, 50)],
+            "incmoelora": [(22, -40, 60)], "dymoe": [(20, -30, 50)], "hide_selector": [(30, -10, 40)],
+            "prism_selector": [(50, -4, 54)], "oracle_bank": [(60, 0, 60)], "dymoe_plus": [(48, -6, 55)]}
+    by_key = {}
+    for order in ("default", "drawn"):
+        keys = harder.order_keys(plan, order)
+        by_key.update({keys[m]: _harder_row(v) for m, v in runs.items()})
+    coin, drawn = (next(e.key for e in plan if e.group == "harder_candidates" and e.order == o)
+                   for o in ("default", "drawn"))
+    by_key[coin] = _harder_row([(55, -2, 58)])  # beats prism 50 and dymoe_plus 48; (55 - 20) / 40 = 88 %
+    early = harder.adopted_markdown(by_key, plan)
+    assert "drawn order (held-out look): 0 of 1 goal conditions met (1 not measurable yet): `key_selector` has no " \
+        "finished run" in early  # the drawn-order run has not finished: reported as missing, never as met
+    by_key[drawn] = _harder_row([(49, -3, 52)])  # under prism's 50; MFT 52 vs 60: -8
+    text = harder.adopted_markdown(by_key, plan)
+    lines = [line for line in text.splitlines() if line.startswith("* ")]
+    assert lines[0].startswith("* `key_selector` (adopted), default order (design look): 4 of 4 goal conditions met")
+    assert "ΔMFN 7.0" in lines[0] and "(1 seeds)" in lines[0]
+    assert lines[1].startswith("* `key_selector` (adopted), drawn order (held-out look): 2 of 4 goal conditions met")
+    assert "best other (prism_selector) 50.0" in lines[1] and "MFT -8.0 vs incmoelora" in lines[1]
+    assert "held-out look" in harder.candidates_markdown(by_key, plan)
+    conditions = harder.goal(by_key, {**harder.order_keys(plan, "default"), "key_selector": coin}, "key_selector")
+    assert "best other (prism_selector) 50.0" in conditions[0][2]  # dymoe_plus (48) is a rival, prism the best
