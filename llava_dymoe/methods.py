@@ -137,7 +137,8 @@ for _name, (_cfg, _what) in VARIANTS.items():
 #: The third round (docs/beyond-the-paper.md section 7): the first round's recipe with the new bank's router rows
 #: fixed at the centroids of its task's inputs, separate bank keys fitted through the model that trains (before the
 #: first step and again at the end of the task) and one bank per sequence and projection, chosen by the mean of
-#: the sequence's token scores.  No task id.  Our recommended improvement: ``--dymoe_method dymoe_plus``.
+#: the sequence's token scores.  No task id.  ``--dymoe_method dymoe_plus`` (on the CoIN-shaped suite the rule of
+#: docs/beyond-the-paper.md section 8 adopted ``key_selector`` over it, 2026-12-07; the name has not moved yet).
 SEQUENCE_BANK = {**VARIANTS[FIRST_ROUND_PLUS][0], "router_train": False, "bank_keys": "fitted",
                  "bank_scope": "sequence"}
 PLUS = "dymoe_seqbank"
@@ -172,8 +173,9 @@ register_method(Method(
 KEY_SELECTOR = {**GIVEN_BANK, "bank_scope": "sequence", "bank_keys": "fitted"}
 register_method(Method(
     "key_selector", config=KEY_SELECTOR,
-    description="beyond the paper (issue 26 candidate): dymoe_plus's per-sequence key decision over one bank per "
-                "task trained alone (the banks of oracle_bank / hide_selector); no task id at evaluation"))
+    description="beyond the paper (issue 26; adopted over dymoe_plus by the pre-registered rule): dymoe_plus's "
+                "per-sequence key decision over one bank per task trained alone (the banks of oracle_bank / "
+                "hide_selector); no task id at evaluation"))
 TASK_BASELINES = TASK_BASELINES + ("key_selector",)
 
 #: A second published selector over the same banks and anchors (added 2026-12-07, docs/beyond-the-paper.md section 8):

@@ -28,12 +28,13 @@ def method_help(training_flag: bool = True) -> str:
     others = [n for n in METHODS.names() if n not in VARIANTS and n not in ("dymoe", PLUS, *TASK_BASELINES)]
     text = (f"Method recipe (llava_dymoe.methods): dymoe (the paper{', default' if training_flag else ''}); "
             f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (dymoe + "
-            f"{recipe}; our recommended improvement, measured at two widths and three task orders on the "
-            f"synthetic suite: docs/beyond-the-paper.md), and the earlier variants {', '.join(VARIANTS)}; "
+            f"{recipe}; measured at two widths and three task orders on the easy synthetic suite; on the CoIN-shaped "
+            f"suite the pre-registered rule adopted key_selector over it: docs/beyond-the-paper.md section 8), and "
+            f"the earlier variants {', '.join(VARIANTS)}; "
             "task-identity baselines for dymoe_plus (one bank per task): oracle_bank (an UPPER BOUND: told the "
             "true task at evaluation), hide_selector (HiDe-LLaVA's selector: image and text anchors per task, a "
             "softmax over the banks), prism_selector (Prism's port of it: the most similar task's bank alone) and "
-            "key_selector (dymoe_plus's key decision over the same banks, an issue 26 candidate)")
+            "key_selector (dymoe_plus's key decision over the same banks; adopted by issue 26's rule)")
     return text + ("; 'none' trains as upstream LLaVA" if training_flag else "")
 
 
