@@ -137,15 +137,18 @@ for _name, (_cfg, _what) in VARIANTS.items():
 #: The third round (docs/beyond-the-paper.md section 7): the first round's recipe with the new bank's router rows
 #: fixed at the centroids of its task's inputs, separate bank keys fitted through the model that trains (before the
 #: first step and again at the end of the task) and one bank per sequence and projection, chosen by the mean of
-#: the sequence's token scores.  No task id.  ``--dymoe_method dymoe_plus`` (on the CoIN-shaped suite the rule of
-#: docs/beyond-the-paper.md section 8 adopted ``key_selector`` over it, 2026-12-07; the name has not moved yet).
+#: the sequence's token scores.  No task id.  It was ``dymoe_plus`` until 2026-12-07, when the rule of
+#: docs/beyond-the-paper.md section 8 adopted ``key_selector`` over it on the CoIN-shaped suite.
 SEQUENCE_BANK = {**VARIANTS[FIRST_ROUND_PLUS][0], "router_train": False, "bank_keys": "fitted",
                  "bank_scope": "sequence"}
-PLUS = "dymoe_seqbank"
-register_method(Method(PLUS, config=SEQUENCE_BANK,
-                       description="beyond the paper: dymoe_cascade_warm_spetag with fixed router rows, bank keys "
-                                   "fitted through the model that trains, one bank per sequence (= dymoe_plus)"),
-                aliases=("dymoe_plus",))
+SEQBANK = "dymoe_seqbank"
+register_method(Method(SEQBANK, config=SEQUENCE_BANK,
+                       description="beyond the paper (third round; dymoe_plus until 2026-12-07): "
+                                   "dymoe_cascade_warm_spetag with fixed router rows, bank keys fitted through the "
+                                   "model that trains, one bank per sequence"))
+#: What the alias ``dymoe_plus`` meant before a given date (run folders record the alias they were started with):
+#: ``(recipe, until)``; ``protocol/options.py`` refuses to resume such a folder under today's meaning.
+FORMER_ALIASES = {"dymoe_plus": (SEQBANK, "2026-12-07")}
 
 
 #: Task-identity baselines for ``dymoe_plus`` (issue 26; docs/beyond-the-paper.md section 7): one bank per task,
@@ -171,12 +174,14 @@ register_method(Method(
 #: three differ only in who picks the bank at inference, so ``oracle_bank`` minus ``key_selector`` is the cost of
 #: the keys' choice on the same banks.  No task id at evaluation.
 KEY_SELECTOR = {**GIVEN_BANK, "bank_scope": "sequence", "bank_keys": "fitted"}
+#: Adopted by that rule on seeds 0-2 of CoIN's order (2026-12-07): ``--dymoe_method dymoe_plus`` is this recipe.
+PLUS = "key_selector"
 register_method(Method(
-    "key_selector", config=KEY_SELECTOR,
-    description="beyond the paper (issue 26; adopted over dymoe_plus by the pre-registered rule): dymoe_plus's "
-                "per-sequence key decision over one bank per task trained alone (the banks of oracle_bank / "
-                "hide_selector); no task id at evaluation"))
-TASK_BASELINES = TASK_BASELINES + ("key_selector",)
+    PLUS, config=KEY_SELECTOR,
+    description="beyond the paper (issue 26; = dymoe_plus since 2026-12-07, adopted over dymoe_seqbank by the "
+                "pre-registered rule): one bank per task trained alone (the banks of oracle_bank / hide_selector), "
+                "chosen per sequence and projection by keys fitted after each task; no task id at evaluation"),
+    aliases=("dymoe_plus",))
 
 #: A second published selector over the same banks and anchors (added 2026-12-07, docs/beyond-the-paper.md section 8):
 #: Prism's port of HiDe-LLaVA takes the argmax of the same image/text similarity where HiDe-LLaVA mixes the banks by

@@ -210,7 +210,9 @@ def run_identity(opts: RunOptions, suite: Suite, train_args: Dict[str, Optional[
     """What ``OUT/run.json`` records (``report`` names the run after ``method``)."""
     from llava_dymoe import __version__
 
-    return {"method": opts.method, "suite": suite.name, "tasks": suite.task_names, "base": opts.base,
+    from llava_dymoe.methods import get_method
+
+    return {"method": opts.method, "recipe": get_method(opts.method).name, "suite": suite.name, "tasks": suite.task_names, "base": opts.base,
             "vision_tower": opts.vision_tower, "pretrain_mm_mlp_adapter": opts.pretrain_mm_mlp_adapter,
             "train_args": dict(train_args), "dymoe_args": dict(opts.dymoe_args),
             "eval_max_new_tokens": opts.eval_max_new_tokens, "suite_file": os.path.abspath(suite.source or ""),
@@ -219,10 +221,33 @@ def run_identity(opts: RunOptions, suite: Suite, train_args: Dict[str, Optional[
             "host": opts.host}
 
 
+def saved_recipe(saved: Dict[str, Any]) -> Optional[str]:
+    """The recipe a run folder was started with: its ``recipe`` field, or for a run.json written before that field
+    existed the recipe its ``method`` named then (``methods.FORMER_ALIASES``: ``dymoe_plus`` meant ``dymoe_seqbank``
+    until 2026-12-07), else today's meaning of ``method``."""
+    from llava_dymoe.methods import FORMER_ALIASES, get_method
+
+    if saved.get("recipe"):
+        return saved["recipe"]
+    method = saved.get("method")
+    if method in FORMER_ALIASES:
+        return FORMER_ALIASES[method][0]
+    try:
+        return get_method(method).name
+    except KeyError:
+        return None
+
+
 def compare_identity(saved: Dict[str, Any], new: Dict[str, Any], where: str) -> None:
-    """Raise ``ValueError`` naming every identity field that differs between ``saved`` and ``new``."""
+    """Raise ``ValueError`` naming every identity field that differs between ``saved`` and ``new`` (the recipe too:
+    a method name whose meaning moved, ``dymoe_plus``, never resumes a folder of its former recipe)."""
     diffs = [f"{k}: {saved.get(k, IDENTITY_DEFAULTS.get(k))!r} in the folder, {new.get(k)!r} now"
              for k in IDENTITY_KEYS if saved.get(k, IDENTITY_DEFAULTS.get(k)) != new.get(k)]
+    old = saved_recipe(saved)
+    if new.get("recipe") and old != new["recipe"]:
+        diffs.append(f"recipe: {old!r} in the folder, {new['recipe']!r} now (--method {new.get('method')} names "
+                     f"{new['recipe']} today; a folder started as {saved.get('method')} holds {old}'s runs: keep it "
+                     "as a record and start a new --output-dir)")
     if diffs:
         raise ValueError(f"{where} belongs to another run; differences:\n  " + "\n  ".join(diffs) +
                          "\nRerun with the original options to resume it, or choose a new --output-dir.")

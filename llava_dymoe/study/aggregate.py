@@ -198,9 +198,10 @@ def group_note(group: str) -> str:
         return ("Opt-in recipes beyond the paper (`llava_dymoe.methods.VARIANTS`), each the paper's `dymoe` recipe "
                 "plus: " + "; ".join(f"`{name}`: " + ", ".join(f"{k}={v}" for k, v in cfg.items())
                                      for name, (cfg, _) in VARIANTS.items())
-                + f". The first round's best, `{best_variant()}`, was `dymoe_plus` until the third round; "
-                f"`dymoe_plus` is now `{get_method('dymoe_plus').name}` (groups routers and third_order). Same seeds, "
-                "batches and steps as the baselines.\n")
+                + f". The first round's best, `{best_variant()}`, was `dymoe_plus` until the third round; the third "
+                "round's recipe, `dymoe_seqbank` (groups routers and third_order), held the name until 2026-12-07, and "
+                f"`dymoe_plus` is now `{get_method('dymoe_plus').name}` (docs/beyond-the-paper.md section 8). Same "
+                "seeds, batches and steps as the baselines.\n")
     if group == "causes":
         return ("Each row changes one thing in a paper-rule run (d = 128): no specialisation loss (`c_spe=0`), or "
                 "the projector trained at every task as in LLaVA's and CoIN's recipes (with it trained, oracle "
@@ -214,19 +215,23 @@ def group_note(group: str) -> str:
                 "`bank_scope=sequence` (the mean of a sequence's token scores decides one bank per projection for all "
                 "its tokens), with the keys `refreshed` or `fitted` (also fitted through the model that trains "
                 "before the first step). Each block is one look: d = 128 in the suite's order, d = 256, d = 128 "
-                "reversed; the baselines and `dymoe_plus` are the runs of the groups above.\n")
+                "reversed; the baselines and `dymoe_seqbank` (then `dymoe_plus`) are the runs of the groups above.\n")
     if group == "harder":
         return ("CoIN's eight tasks with CoIN's instructions, image tokens at least two thirds of every prompt, shared "
                 "instructions and question forms (docs/suite.md). `oracle_bank` is told the true task id at "
                 "evaluation: an upper bound. `hide_selector` is a HiDe-LLaVA-style selector (image and text anchors "
                 "per task, a softmax over the banks); `prism_selector` takes the same anchors' argmax, as Prism's port "
-                "of HiDe-LLaVA does (added after seed 0). The drawn order was drawn before any run "
-                "(docs/beyond-the-paper.md section 8).\n")
+                "of HiDe-LLaVA does (added after seed 0). `key_selector` is `dymoe_plus` since the pre-registered rule "
+                "adopted it on seeds 0-2 of CoIN's order (2026-12-07); `dymoe_seqbank` is the recipe that held the "
+                "name before (the study's runs labelled `dymoe_plus` until then). The drawn order was drawn before any "
+                "run (docs/beyond-the-paper.md section 8).\n")
     if group == "harder_candidates":
         return ("Changes to `dymoe_plus` (issue 26 item 5), each pre-registered in docs/beyond-the-paper.md section 8 "
-                "before its first run. `key_selector`: `dymoe_plus`'s decision (one bank per sequence and projection "
-                "by the mean of the prompt's scores against keys fitted at the end of each task) over the banks of "
-                "`oracle_bank` and `hide_selector`, each trained on its own task alone; no task id at evaluation.\n")
+                "before its first run and judged against the recipe it would replace, `dymoe_seqbank`. "
+                "`key_selector`: `dymoe_seqbank`'s decision (one bank per sequence and projection by the mean of the "
+                "prompt's scores against keys fitted at the end of each task) over the banks of `oracle_bank` and "
+                "`hide_selector`, each trained on its own task alone; no task id at evaluation. Adopted: it is "
+                "`dymoe_plus` since 2026-12-07.\n")
     if group != "width":
         return ""
 
@@ -320,7 +325,7 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
 
     verdict = harder.markdown(by_key, plan)
     if verdict:
-        out.append("## The harder suite: `dymoe_plus` against every method\n")
+        out.append("## The harder suite: `dymoe_plus` (= `key_selector`) against every method\n")
         out.append(verdict)
     candidates = harder.candidates_markdown(by_key, plan)
     if candidates:

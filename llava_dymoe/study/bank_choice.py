@@ -23,7 +23,7 @@ from .plan import DEFAULT_WIDTH, HARDER_GROUPS, SEQUENCE_BANK, Experiment, best_
 MAX_QUESTIONS = 40
 #: In the harder suite's study every method that decides one bank per sequence is probed (issue 26: the selectors'
 #: bank-choice accuracy per task), and the paper's dymoe as the token-level reference.
-HARDER_SELECTORS = ("dymoe", "dymoe_plus", "hide_selector", "oracle_bank", "key_selector", "prism_selector")
+HARDER_SELECTORS = ("dymoe", "dymoe_seqbank", "key_selector", "hide_selector", "prism_selector", "oracle_bank")
 FOLDER = "bank_choice"
 
 
@@ -44,7 +44,7 @@ def targets(plan: Sequence[Experiment]) -> List[Experiment]:
 def label(e: Experiment) -> str:
     if e.group in HARDER_GROUPS:
         return e.method if e.order == "default" else f"{e.method}, {e.order} order"
-    name = "dymoe_plus" if e.dymoe_args == SEQUENCE_BANK else (e.method if e.method == "dymoe" else
+    name = "dymoe_seqbank" if e.dymoe_args == SEQUENCE_BANK else (e.method if e.method == "dymoe" else
                                                                  f"{e.method} (first round)")
     return name if e.order == "default" else f"{name}, {e.order} order"
 

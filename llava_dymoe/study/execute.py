@@ -171,10 +171,15 @@ def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True,
     """Run the jobs; returns ``{out_dir: wall seconds}``; raises ``RuntimeError`` listing failures.
 
     The bar counts finished runs, or with ``stages_per_run`` the finished stages of all runs (polled
-    from their ``stage.json`` files every 2 s, so a resumed run starts with its stages counted)."""
+    from their ``stage.json`` files every 2 s, so a resumed run starts with its stages counted).  With
+    ``stages_per_run``, a run whose stages all finished and that wrote its ``matrix.csv`` is not relaunched (wall 0):
+    a finished folder is a record, read as it is (the harder study's ``dymoe_seqbank`` folders were started under the
+    name ``dymoe_plus``, which ``cli run`` now refuses to resume)."""
     from tqdm import tqdm
 
     def one(job: RunJob):
+        if stages_per_run and finished(job.out_dir):
+            return job, 0, 0.0
         os.makedirs(os.path.dirname(job.out_dir), exist_ok=True)
         t0 = time.time()
         env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -183,6 +188,9 @@ def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True,
             f.flush()
             rc = subprocess.call(job.command, stdout=f, stderr=subprocess.STDOUT, env=env)
         return job, rc, time.time() - t0
+
+    def finished(out_dir: str) -> bool:
+        return finished_stages(out_dir) >= stages_per_run and os.path.isfile(os.path.join(out_dir, "matrix.csv"))
 
     def stages_done() -> int:
         return sum(min(stages_per_run, finished_stages(j.out_dir)) for j in jobs)

@@ -1,5 +1,8 @@
 """The harder suite's verdict (issue 26): ``dymoe_plus`` against every method, per task order, for the results doc.
 
+``dymoe_plus`` is ``key_selector`` since 2026-12-07, when the selection rule below adopted it over the recipe that
+held the name before, ``dymoe_seqbank`` (``RULE_BASELINE``, now one of the rivals); ``CANDIDATE`` names the runs.
+
 The goal, checked on the means over the seeds that finished, at each order of the ``harder`` group
 (docs/beyond-the-paper.md section 8, written before any run):
 
@@ -12,8 +15,9 @@ The goal, checked on the means over the seeds that finished, at each order of th
 
 Each condition needs its runs; a condition whose runs have not finished is reported as missing, never as met.
 
-Candidates (group ``harder_candidates``, item 5): each change to ``dymoe_plus`` is paired with it by seed in CoIN's
-order, and adopted when its mean MFN is higher and its mean BWT is not lower by more than ``BWT_TOLERANCE`` points,
+Candidates (group ``harder_candidates``, item 5): each change to ``dymoe_plus`` is paired by seed in CoIN's order with
+the recipe it would replace (``RULE_BASELINE``), and adopted when its mean MFN is higher and its mean BWT is not
+lower by more than ``BWT_TOLERANCE`` points,
 over all of ``DESIGN_SEEDS`` (fewer seeds: undecided); among several adopted the highest mean MFN wins
 (``candidates_markdown``).
 """
@@ -26,11 +30,14 @@ from .numbers import fmt_ms, paired_gap
 from .plan import HARDER_ORDERS, TOLD_THE_TASK, Experiment
 from .variants import MFT_SLACK
 
-CANDIDATE = "dymoe_plus"
+#: the recipe judged by the goal: ``dymoe_plus``, which is ``key_selector`` since the rule adopted it (2026-12-07)
+CANDIDATE = "key_selector"
+#: the recipe candidates are compared with (``dymoe_plus`` when the rule was written, now ``dymoe_seqbank``)
+RULE_BASELINE = "dymoe_seqbank"
 #: the share of the dymoe -> oracle_bank MFN gap the candidate must close
 GAP_SHARE = 0.5
 #: paired with the candidate in the doc's table
-PAIRED_WITH = ("dymoe", "incmoelora", "hide_selector", "prism_selector", "oracle_bank")
+PAIRED_WITH = ("dymoe", "incmoelora", "dymoe_seqbank", "hide_selector", "prism_selector", "oracle_bank")
 #: the selection rule for changes to ``dymoe_plus`` (docs/beyond-the-paper.md section 8)
 DESIGN_SEEDS = (0, 1, 2)
 BWT_TOLERANCE = 2.0
@@ -100,7 +107,8 @@ def markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> s
     orders = [o for o in HARDER_ORDERS if order_keys(plan, o)]
     if not orders:
         return ""
-    lines = [f"`{CANDIDATE}` minus each method, paired by seed (mean ± std over the seeds both finished). "
+    lines = [f"`dymoe_plus` (= `{CANDIDATE}`) minus each method, paired by seed (mean ± std over the seeds both "
+             "finished). "
              "`oracle_bank` is told the true task id at evaluation: an upper bound, not a competitor.\n",
              "| order | method | ΔMFN | ΔBWT | ΔMFT | seeds |", "|---|---|---|---|---|---|"]
     verdicts = []
@@ -128,9 +136,9 @@ def markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> s
 
 
 def candidate_verdicts(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> List[Dict[str, Any]]:
-    """Per candidate of ``harder_candidates``: its paired gaps to ``dymoe_plus`` (CoIN's order) and the rule's
+    """Per candidate of ``harder_candidates``: its paired gaps to ``RULE_BASELINE`` (CoIN's order) and the rule's
     answer, ``adopt`` True / False, or None while a design seed is missing from either run."""
-    plus = order_keys(plan, "default").get(CANDIDATE)
+    plus = order_keys(plan, "default").get(RULE_BASELINE)
     out = []
     for e in plan:
         if e.group != "harder_candidates" or e.order != "default":  # the drawn order of an adopted one: held out
@@ -149,8 +157,9 @@ def candidates_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experi
     rows = candidate_verdicts(by_key, plan)
     if not rows:
         return ""
-    lines = [f"Each candidate minus `{CANDIDATE}`, paired by seed in CoIN's order (mean ± std over the seeds both "
-             "finished). Rule, written before the runs (docs/beyond-the-paper.md section 8): adopted when the mean "
+    lines = [f"Each candidate minus `{RULE_BASELINE}` (`dymoe_plus` when the rule was written), paired by seed in "
+             "CoIN's order (mean ± std over the seeds both finished). Rule, written before the runs "
+             "(docs/beyond-the-paper.md section 8): adopted when the mean "
              f"MFN is higher and the mean BWT is not lower by more than {BWT_TOLERANCE:g} points, over seeds "
              f"{', '.join(map(str, DESIGN_SEEDS))}; among several, the highest mean MFN wins.\n",
              "| candidate | ΔMFN | ΔBWT | ΔMFT | seeds | rule |", "|---|---|---|---|---|---|"]
@@ -163,35 +172,6 @@ def candidates_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experi
     adopted = [r for r in rows if r["adopt"]]
     if adopted:
         best = max(adopted, key=lambda r: r["gaps"]["mfn"][0])
-        lines.append(f"\nAdopted: `{best['method']}`; the drawn order is run once for it and reported as it comes.")
-    held = adopted_markdown(by_key, plan)
-    return "\n".join(lines) + "\n" + ("\n" + held if held else "")
-
-
-def adopted_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> str:
-    """Each adopted candidate (a drawn-order run in ``harder_candidates``) judged by the goal in each order, in
-    ``dymoe_plus``'s place, with ``dymoe_plus`` (the recipe it replaces) among the rivals; "" without one."""
-    adopted = sorted({e.method for e in plan if e.group == "harder_candidates" and e.order != "default"})
-    lines = []
-    for method in adopted:
-        for order in HARDER_ORDERS:
-            run = [e for e in plan if e.group == "harder_candidates" and e.method == method and e.order == order]
-            keys = order_keys(plan, order)
-            if not run or not keys:
-                continue
-            keys = {**keys, method: run[0].key}
-            d = [paired_gap(by_key, keys[CANDIDATE], run[0].key, m) for m in ("mfn", "bwt", "mft")] \
-                if CANDIDATE in keys else None
-            conditions = goal(by_key, keys, candidate=method)
-            met = sum(1 for _, ok, _ in conditions if ok)
-            missing = sum(1 for _, ok, _ in conditions if ok is None)
-            look = "design look" if order == "default" else "held-out look"
-            vs = (f" Minus `{CANDIDATE}`, paired by seed: ΔMFN {fmt_ms(d[0][0], d[0][1])}, ΔBWT "
-                  f"{fmt_ms(d[1][0], d[1][1])}, ΔMFT {fmt_ms(d[2][0], d[2][1])} ({d[0][2]} seeds).") if d else ""
-            lines.append(f"* `{method}` (adopted), {order} order ({look}): {met} of {len(conditions)} goal conditions "
-                         "met" + (f" ({missing} not measurable yet)" if missing else "") + ": "
-                         + "; ".join(text for _, _, text in conditions) + "." + vs)
-    if not lines:
-        return ""
-    return ("The adopted recipe judged by issue 26's goal in `dymoe_plus`'s place, with today's `dymoe_plus` among "
-            "its rivals:\n\n" + "\n".join(lines) + "\n")
+        lines.append(f"\nAdopted: `{best['method']}`, now `dymoe_plus`; its drawn-order runs (in the table above) are "
+                     "the held-out look, reported as they come.")
+    return "\n".join(lines) + "\n"

@@ -39,18 +39,19 @@ DEFAULT_GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_wid
 GROUPS = DEFAULT_GROUPS + ("harder", "harder_candidates")
 #: The harder suite's study: every method on ``HARDER_SUITE`` in CoIN's order and the drawn order, including the
 #: baselines a task selector must face (``hide_selector`` and ``prism_selector``, two published selectors over the same
-#: banks and anchors, the second added 2026-12-07 after seed 0; ``oracle_bank``, the upper bound).
+#: banks and anchors, the second added 2026-12-07 after seed 0; ``oracle_bank``, the upper bound).  ``key_selector`` is
+#: ``dymoe_plus`` since the rule adopted it (2026-12-07); ``dymoe_seqbank`` is the recipe that held the name before
+#: (the study's earlier ``dymoe_plus`` runs).
 HARDER_SUITE = "coin_shaped"
-HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_plus", "hide_selector", "oracle_bank",
-                  "prism_selector")
+HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_seqbank", "key_selector", "hide_selector",
+                  "prism_selector", "oracle_bank")
 HARDER_ORDERS = ("default", "drawn")
-#: Item 5 of issue 26: changes to ``dymoe_plus`` on the harder suite, each compared with it paired by seed in CoIN's
-#: order only (the selection rule of docs/beyond-the-paper.md section 8, written before their runs); group
-#: ``harder_candidates``, beside ``harder`` in ``make results-harder``.
+#: Item 5 of issue 26: changes to ``dymoe_plus`` on the harder suite, each compared with the recipe it would replace
+#: (``harder.RULE_BASELINE``) paired by seed in CoIN's order only (the selection rule of docs/beyond-the-paper.md
+#: section 8, written before their runs); group ``harder_candidates``, beside ``harder`` in ``make results-harder``.
+#: ``key_selector`` was adopted (2026-12-07) and is now also a method of ``harder`` (the same runs): its drawn-order
+#: runs there are the rule's held-out look.
 HARDER_CANDIDATES = ("key_selector",)
-#: Candidates the rule adopted (``study/harder.py`` ``candidate_verdicts`` on seeds 0-2, 2026-12-07): each is then run
-#: once in the drawn order too, the held-out look, reported as it comes and never used to choose.
-ADOPTED_CANDIDATES = ("key_selector",)
 #: Every group that runs on ``HARDER_SUITE``.
 HARDER_GROUPS = ("harder", "harder_candidates")
 #: The methods of the harder study that are given the true task id: never "the best method given no task id".
@@ -232,8 +233,6 @@ def build_plan(groups: Sequence[str] = DEFAULT_GROUPS, widths: Sequence[int] = W
                      for o in HARDER_ORDERS for m in HARDER_METHODS]
         elif group == "harder_candidates":
             plan += [Experiment(group, f"{m} (candidate)", m, suite=HARDER_SUITE) for m in HARDER_CANDIDATES]
-            plan += [Experiment(group, f"{m} (adopted, drawn)", m, order="drawn", suite=HARDER_SUITE)
-                     for m in ADOPTED_CANDIDATES]
     return plan
 
 

@@ -1,7 +1,8 @@
 """Beyond the paper: the plasticity issue's comparisons, goal check and cause tests for the results doc.
 
 For each look (d = 128 in the suite's order, d = ``VARIANT_WIDTH``, the second and third task orders), the
-recommended recipe (``dymoe_plus``, the third round's) and the first round's recipe are paired by seed with
+third round's recipe (``dymoe_seqbank``, ``dymoe_plus`` until 2026-12-07) and the first round's recipe are
+paired by seed with
 ``incmoelora``, ``olora`` and ``dymoe``: ``metric(recipe) - metric(baseline)`` for MFN, BWT and MFT, mean ± std over
 the seeds both finished.
 The goal of the issue, checked on the means: MFN above every other method's, MFT within ``MFT_SLACK``
@@ -18,7 +19,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from .numbers import fmt_ms, mean_std, paired_gap
 from .execute import run_dir
-from llava_dymoe.methods import PLUS
+from llava_dymoe.methods import SEQBANK
 
 from .plan import SEQUENCE_BANK, VARIANT_BASELINES, Experiment, best_variant
 
@@ -36,7 +37,8 @@ def _look_keys(plan: Sequence[Experiment], group: str) -> Dict[str, str]:
 def _third_round_looks(plan: Sequence[Experiment]) -> List[Tuple[str, Dict[str, str], str]]:
     """``(label, {name: key}, candidate name)`` per look of the third round's recipe (``plan.SEQUENCE_BANK`` on the
     first round's recipe): every run of the plan at the look's width and order (the cause tests aside) is an other
-    method; the candidate is keyed ``dymoe_plus``, the first round's recipe ``dymoe_cascade_warm_spetag``."""
+    method; the candidate is keyed ``dymoe_seqbank`` (``dymoe_plus`` until 2026-12-07), the first round's recipe
+    ``dymoe_cascade_warm_spetag``."""
     first = best_variant()
     is_cand = lambda e: e.method == first and e.dymoe_args == SEQUENCE_BANK  # noqa: E731
     looks = []
@@ -48,19 +50,20 @@ def _third_round_looks(plan: Sequence[Experiment]) -> List[Tuple[str, Dict[str, 
         for e in plan:
             if (e.width, e.order) != c or e.group == "causes":
                 continue
-            name = "dymoe_plus" if is_cand(e) else "_".join([e.method] + [f"{k}={v}" for k, v in e.dymoe_args])
+            name = SEQBANK if is_cand(e) else "_".join([e.method] + [f"{k}={v}" for k, v in e.dymoe_args])
             keys.setdefault(name, e.key)
-        looks.append((label, keys, "dymoe_plus"))
+        looks.append((label, keys, SEQBANK))
     return looks
 
 
 def paired_markdown(by_key: Dict[str, Dict[str, Any]], plan: Sequence[Experiment]) -> str:
     """Paired gaps against each baseline and the goal check per look: the third round's recipe (today's
-    ``dymoe_plus``) at every look it ran, then the first round's recipe at its three looks."""
+    ``dymoe_seqbank``, ``dymoe_plus`` until 2026-12-07) at every look it ran, then the first round's recipe at its
+    three looks."""
     best = best_variant()
     first = [(label, _look_keys(plan, group), best) for group, label in LOOKS]
     sections = []
-    for title, looks in ((f"`dymoe_plus` (= `{PLUS}`: `{best}` + "
+    for title, looks in ((f"`{SEQBANK}` (the third round's recipe, `dymoe_plus` until 2026-12-07: `{best}` + "
                           + ", ".join(f"{k}={v}" for k, v in SEQUENCE_BANK) + ")", _third_round_looks(plan)),
                          (f"The first round's recipe (`{best}`, `dymoe_plus` before the third round)", first)):
         lines = [f"{title} minus each baseline, paired by seed (mean ± std over the seeds both finished). Goal of "

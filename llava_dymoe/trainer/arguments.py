@@ -21,20 +21,19 @@ _NOT_FLAGS = ("num_tasks", "format_version")
 def method_help(training_flag: bool = True) -> str:
     """The ``--dymoe_method`` help (``training_flag``; ``cli run --method`` otherwise): every recipe, and what
     ``dymoe_plus`` (beyond the paper) sets."""
-    from ..methods import METHODS, PLUS, TASK_BASELINES, VARIANTS, get_method
+    from ..methods import METHODS, PLUS, SEQBANK, TASK_BASELINES, VARIANTS
 
-    plus = get_method("dymoe_plus")
-    recipe = ", ".join(f"{k}={v}" for k, v in plus.config.items())
-    others = [n for n in METHODS.names() if n not in VARIANTS and n not in ("dymoe", PLUS, *TASK_BASELINES)]
+    others = [n for n in METHODS.names() if n not in VARIANTS and n not in ("dymoe", PLUS, SEQBANK, *TASK_BASELINES)]
     text = (f"Method recipe (llava_dymoe.methods): dymoe (the paper{', default' if training_flag else ''}); "
-            f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (dymoe + "
-            f"{recipe}; measured at two widths and three task orders on the easy synthetic suite; on the CoIN-shaped "
-            f"suite the pre-registered rule adopted key_selector over it: docs/beyond-the-paper.md section 8), and "
-            f"the earlier variants {', '.join(VARIANTS)}; "
-            "task-identity baselines for dymoe_plus (one bank per task): oracle_bank (an UPPER BOUND: told the "
-            "true task at evaluation), hide_selector (HiDe-LLaVA's selector: image and text anchors per task, a "
-            "softmax over the banks), prism_selector (Prism's port of it: the most similar task's bank alone) and "
-            "key_selector (dymoe_plus's key decision over the same banks; adopted by issue 26's rule)")
+            f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (one "
+            "bank per task, trained on its task alone; at inference one bank per sequence and projection, chosen by "
+            "keys fitted after each task; no task id; adopted on the CoIN-shaped suite by issue 26's pre-registered "
+            f"rule: docs/beyond-the-paper.md section 8), {SEQBANK} (dymoe_plus until 2026-12-07: the cascade, "
+            "warm-started fixed router rows, fitted keys, one bank per sequence) and the earlier variants "
+            f"{', '.join(VARIANTS)}; task-identity baselines for dymoe_plus (its banks, other choosers): "
+            "oracle_bank (an UPPER BOUND: told the true task at evaluation), hide_selector (HiDe-LLaVA's selector: "
+            "image and text anchors per task, a softmax over the banks) and prism_selector (Prism's port of it: the "
+            "most similar task's bank alone)")
     return text + ("; 'none' trains as upstream LLaVA" if training_flag else "")
 
 

@@ -108,9 +108,11 @@ def check_sequence(t: Any, prev_ckpt: Optional[str], method: str, saved: Optiona
     if saved_tasks != t - 1:
         raise ConfigError(f"--dymoe_prev_ckpt {prev_ckpt} holds {saved_tasks} task(s), so this run "
                           f"is task {saved_tasks + 1}, not --dymoe_task_id {t}")
-    if saved_method != get_method(method).name:
+    recipe = get_method(method).name
+    if saved_method != recipe:
+        named = f" (= {recipe})" if recipe != method else ""
         raise ConfigError(f"--dymoe_prev_ckpt was trained with --dymoe_method {saved_method}, this run asks for "
-                          f"{method}; one sequence uses one method")
+                          f"{method}{named}; one sequence uses one method")
 
 
 def check_sequence_flags(argv: Sequence[str]) -> None:

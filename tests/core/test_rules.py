@@ -34,8 +34,8 @@ def build(cfg, tasks, seed, dtype):
 
 
 RECIPES = [("dymoe", {}), ("incmoelora", {}), ("dymoe_cascade_warm_spetag", {}),
-           ("dymoe_cascade_warm_spetag", dict(bank_keys="refreshed")), ("dymoe_plus", {}),
-           ("dymoe_plus", dict(bank_keys="router"))]
+           ("dymoe_cascade_warm_spetag", dict(bank_keys="refreshed")), ("dymoe_seqbank", {}),
+           ("dymoe_seqbank", dict(bank_keys="router"))]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32])

@@ -171,7 +171,7 @@ def test_bank_choice_targets_rows_and_markdown(tmp_path, monkeypatch):
     assert (best_variant(), SEQUENCE_BANK, "default") in got and (best_variant(), SEQUENCE_BANK, "shuffled") in got
     assert all(e.width == 128 for e in bc.targets(plan)) and len(got) == len(set(got))
     plus = next(e for e in bc.targets(plan) if e.dymoe_args == SEQUENCE_BANK and e.order == "default")
-    assert bc.label(plus) == "dymoe_plus"
+    assert bc.label(plus) == "dymoe_seqbank"
     root = str(tmp_path)
     for seed, own in ((0, 1.0), (1, 0.5)):
         folder = os.path.join(run_dir(root, plus, seed), bc.FOLDER)
@@ -181,11 +181,11 @@ def test_bank_choice_targets_rows_and_markdown(tmp_path, monkeypatch):
                       "swapped": {"a": {"own": 0.0, "text": own}, "b": {"own": 0.5, "text": 0.5}}}
         json.dump({"tasks": ["a", "b"], "conditions": conditions}, open(os.path.join(folder, "bank_choice.json"), "w"))
     rows = bc.rows(root, plan, (0, 1, 2))  # seed 2 has no report: two seeds
-    assert [(r["label"], r["task"], r["seeds"]) for r in rows] == [("dymoe_plus", "a", 2), ("dymoe_plus", "b", 2)]
+    assert [(r["label"], r["task"], r["seeds"]) for r in rows] == [("dymoe_seqbank", "a", 2), ("dymoe_seqbank", "b", 2)]
     assert rows[0]["as_asked"] == (0.75, pytest.approx(math.sqrt(0.125)))
     text = bc.markdown(rows)
-    assert "| dymoe_plus | a | 75.0 ± 35.4 | 0.0 ± 0.0 | 0.0 ± 0.0 | 75.0 ± 35.4 | 2 |" in text
-    assert "| dymoe_plus | b | 100.0 ± 0.0 | 25.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 2 |" in text
+    assert "| dymoe_seqbank | a | 75.0 ± 35.4 | 0.0 ± 0.0 | 0.0 ± 0.0 | 75.0 ± 35.4 | 2 |" in text
+    assert "| dymoe_seqbank | b | 100.0 ± 0.0 | 25.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 2 |" in text
     assert bc.markdown([]) == ""
 
 
@@ -313,6 +313,16 @@ def test_run_jobs_counts_finished_stages_and_reports_failures(tmp_path, capsys):
     bad = _fake_job(tmp_path, "c", 1, rc=3)
     with pytest.raises(RuntimeError, match=r"exit 3, log .*c\.log"):
         run_jobs([bad], 1, stages_per_run=2, progress=False)
+    # a finished run (every stage recorded, matrix.csv written) is not relaunched: its failing command never runs
+    done = _fake_job(tmp_path, "a", 3, rc=5)
+    open(os.path.join(done.out_dir, "matrix.csv"), "w").write("stage\n")
+    logged = open(done.log).read()
+    assert run_jobs([done], 1, stages_per_run=3, progress=False) == {done.out_dir: 0.0}
+    assert open(done.log).read() == logged  # no command was logged
+    os.remove(os.path.join(done.out_dir, "matrix.csv"))  # no matrix: relaunched (this command fails on its folder)
+    with pytest.raises(RuntimeError, match="lora seed 0: exit"):
+        run_jobs([done], 1, stages_per_run=3, progress=False)
+    assert open(done.log).read() != logged
 
 
 def test_variant_groups_pair_the_best_variant_with_the_baselines_at_two_widths_and_two_orders(tmp_path):
@@ -322,9 +332,9 @@ def test_variant_groups_pair_the_best_variant_with_the_baselines_at_two_widths_a
     from llava_dymoe.study.plan import SEQUENCE_BANK, best_variant
 
     plan = build_plan(["variants", "variants_width", "order", "causes"])
-    best = best_variant()  # the first round's recipe; dymoe_plus is now the third round's, built on it
-    plus = get_method("dymoe_plus")
-    assert best == "dymoe_cascade_warm_spetag" and plus.name == "dymoe_seqbank"
+    best = best_variant()  # the first round's recipe; dymoe_seqbank (dymoe_plus until 2026-12-07) is built on it
+    plus = get_method("dymoe_seqbank")
+    assert best == "dymoe_cascade_warm_spetag" and get_method("dymoe_plus").name == "key_selector"
     from llava_dymoe import methods
 
     # the study's flags are the registered recipe's fields beyond the first round's, as the flags spell them
@@ -406,7 +416,8 @@ def test_third_round_recipe_is_paired_at_every_look_it_ran(tmp_path):
     # vs dymoe: MFN (83 - 65, 75 - 60) -> 16.5 ± 2.1; BWT (0 - -10, 0 - -10) -> 10; MFT (83 - 70, 75 - 65) -> 11.5
     assert "| d = 128, the shuffled order | dymoe | 16.5 ± 2.1 | 10.0 ± 0.0 | 11.5 ± 2.1 | 2 |" in text
     assert "* d = 128, the shuffled order: 3 of 3 conditions met" in text
-    assert text.startswith("`dymoe_plus` (= `dymoe_seqbank`") and "first round" not in text
+    assert text.startswith("`dymoe_seqbank` (the third round's recipe, `dymoe_plus` until 2026-12-07") and \
+        "first round" not in text
 
 
 def test_new_share_by_stage_phase_and_kind(tmp_path):
@@ -459,7 +470,7 @@ def test_harder_group_plans_every_method_in_both_orders_on_its_own_suite(tmp_pat
 
     plan = build_plan(["harder"])
     assert [(e.method, e.order) for e in plan] == [(m, o) for o in ("default", "drawn") for m in HARDER_METHODS]
-    assert {e.suite for e in plan} == {HARDER_SUITE} and len({e.key for e in plan}) == len(plan) == 18
+    assert {e.suite for e in plan} == {HARDER_SUITE} and len({e.key for e in plan}) == len(plan) == 20
     assert all(m in METHODS for m in HARDER_METHODS)  # every method is registered (oracle_bank, hide_selector too)
     coin = [t.name for t in get_suite(HARDER_SUITE).tasks]
     assert list(orders_for(HARDER_SUITE)["default"]) == coin and len(coin) == 8
@@ -490,14 +501,14 @@ def test_harder_goal_check_by_hand():
     runs = {"lora": [(10, -60, 70)], "moelora": [(12, -55, 66)], "olora": [(20, -30, 50)],
             "incmoelora": [(22, -40, 60), (26, -36, 64)], "dymoe": [(20, -30, 50), (24, -26, 50)],
             "hide_selector": [(30, -10, 40)], "prism_selector": [(36, -8, 44)], "oracle_bank": [(60, 0, 60)],
-            "dymoe_plus": [(42, -20, 58), (46, -16, 62)]}
+            "dymoe_seqbank": [(34, -12, 50)], "key_selector": [(42, -20, 58), (46, -16, 62)]}
     by_key = {keys[m]: _harder_row(v) for m, v in runs.items()}
     conditions = harder.goal(by_key, keys)
     # MFN 44 > prism 36; BWT -18 >= dymoe's -28; MFT 60 vs incmoelora 62: -2 within 3; (44 - 22) / (60 - 22) = 58 %
     assert [ok for _, ok, _ in conditions] == [True, True, True, True]
     assert "closes 58% of 38.0 points" in conditions[3][2]
     by_key[keys["hide_selector"]] = _harder_row([(45, -5, 50)])  # a selector with a better MFN: not the best
-    by_key[keys["dymoe_plus"]] = _harder_row([(40, -30, 60)])  # BWT -30 < -28; MFT -2; (40 - 22) / 38 = 47 %
+    by_key[keys["key_selector"]] = _harder_row([(40, -30, 60)])  # BWT -30 < -28; MFT -2; (40 - 22) / 38 = 47 %
     conditions = harder.goal(by_key, keys)
     assert [ok for _, ok, _ in conditions] == [False, False, True, False]
     assert "best other (hide_selector) 45.0" in conditions[0][2]
@@ -514,21 +525,23 @@ def test_harder_goal_check_by_hand():
 
 
 def test_harder_candidates_by_the_pre_registered_rule():
-    """Group harder_candidates: each candidate in CoIN's order only, on the harder suite, never a rival in the goal
-    check; adopted when its mean MFN (paired by seed with dymoe_plus) is higher and its mean BWT not lower by more
-    than 2 points, undecided until seeds 0-2 all finished, the highest MFN among the adopted wins."""
+    """Group harder_candidates: each candidate in CoIN's order only, on the harder suite, judged against the recipe it
+    would replace (dymoe_seqbank, dymoe_plus when the rule was written); adopted when its mean MFN (paired by seed) is
+    higher and its mean BWT not lower by more than 2 points, undecided until seeds 0-2 all finished, the highest MFN
+    among the adopted wins.  The adopted key_selector is dymoe_plus: a method of the harder group (the same runs)."""
+    from llava_dymoe.methods import get_method
     from llava_dymoe.study import harder
-    from llava_dymoe.study.plan import ADOPTED_CANDIDATES, HARDER_CANDIDATES, HARDER_SUITE
+    from llava_dymoe.study.plan import HARDER_CANDIDATES, HARDER_SUITE
 
     plan = build_plan(["harder", "harder_candidates"])
-    cands = [e for e in plan if e.group == "harder_candidates" and e.order == "default"]
+    cands = [e for e in plan if e.group == "harder_candidates"]
     assert [(e.method, e.order, e.suite) for e in cands] == [(m, "default", HARDER_SUITE) for m in HARDER_CANDIDATES]
-    held = [e for e in plan if e.group == "harder_candidates" and e.order != "default"]
-    assert [(e.method, e.order) for e in held] == [(m, "drawn") for m in ADOPTED_CANDIDATES]
-    assert set(ADOPTED_CANDIDATES) <= set(HARDER_CANDIDATES)
-    assert all(m in METHODS for m in HARDER_CANDIDATES) and len({e.key for e in plan}) == len(plan)
-    assert "key_selector" not in harder.order_keys(plan, "default")  # not a rival of dymoe_plus in the goal
-    plus = harder.order_keys(plan, "default")["dymoe_plus"]
+    assert all(m in METHODS for m in HARDER_CANDIDATES)
+    assert harder.CANDIDATE == get_method("dymoe_plus").name == "key_selector" and harder.RULE_BASELINE == \
+        get_method("dymoe_seqbank").name
+    assert harder.order_keys(plan, "default")["key_selector"] == cands[0].key  # one folder: the same runs
+    assert len({run_dir("r", e, 0) for e in plan}) == len(plan) - 1
+    plus = harder.order_keys(plan, "default")["dymoe_seqbank"]
     cand = cands[0].key
     by_key = {plus: _harder_row([(60, 0, 60), (62, 2, 61), (58, -2, 59)]),
               cand: _harder_row([(63, -3, 66), (61, -1, 64)])}
@@ -545,34 +558,3 @@ def test_harder_candidates_by_the_pre_registered_rule():
     by_key[cand] = _harder_row([(60, 0, 66), (62, 2, 64), (58, -2, 62)])  # ΔMFN 0: not higher
     assert harder.candidate_verdicts(by_key, plan)[0]["adopt"] is False
     assert harder.candidates_markdown(by_key, build_plan(["harder"])) == ""
-
-
-def test_adopted_candidate_is_judged_by_the_goal_in_dymoe_plus_place_in_both_orders():
-    """The adopted recipe's rows: the goal's four conditions with it as the judged method and dymoe_plus a rival, per
-    order (CoIN's: the design look; drawn: the held-out look), and its paired gaps to dymoe_plus."""
-    from llava_dymoe.study import harder
-
-    plan = build_plan(["harder", "harder_candidates"])
-    runs = {"lora": [(10, -60, 70)], "moelora": [(12, -55, 66)], "olora": [(20, -30, 50)],
-            "incmoelora": [(22, -40, 60)], "dymoe": [(20, -30, 50)], "hide_selector": [(30, -10, 40)],
-            "prism_selector": [(50, -4, 54)], "oracle_bank": [(60, 0, 60)], "dymoe_plus": [(48, -6, 55)]}
-    by_key = {}
-    for order in ("default", "drawn"):
-        keys = harder.order_keys(plan, order)
-        by_key.update({keys[m]: _harder_row(v) for m, v in runs.items()})
-    coin, drawn = (next(e.key for e in plan if e.group == "harder_candidates" and e.order == o)
-                   for o in ("default", "drawn"))
-    by_key[coin] = _harder_row([(55, -2, 58)])  # beats prism 50 and dymoe_plus 48; (55 - 20) / 40 = 88 %
-    early = harder.adopted_markdown(by_key, plan)
-    assert "drawn order (held-out look): 0 of 1 goal conditions met (1 not measurable yet): `key_selector` has no " \
-        "finished run" in early  # the drawn-order run has not finished: reported as missing, never as met
-    by_key[drawn] = _harder_row([(49, -3, 52)])  # under prism's 50; MFT 52 vs 60: -8
-    text = harder.adopted_markdown(by_key, plan)
-    lines = [line for line in text.splitlines() if line.startswith("* ")]
-    assert lines[0].startswith("* `key_selector` (adopted), default order (design look): 4 of 4 goal conditions met")
-    assert "ΔMFN 7.0" in lines[0] and "(1 seeds)" in lines[0]
-    assert lines[1].startswith("* `key_selector` (adopted), drawn order (held-out look): 2 of 4 goal conditions met")
-    assert "best other (prism_selector) 50.0" in lines[1] and "MFT -8.0 vs incmoelora" in lines[1]
-    assert "held-out look" in harder.candidates_markdown(by_key, plan)
-    conditions = harder.goal(by_key, {**harder.order_keys(plan, "default"), "key_selector": coin}, "key_selector")
-    assert "best other (prism_selector) 50.0" in conditions[0][2]  # dymoe_plus (48) is a rival, prism the best
