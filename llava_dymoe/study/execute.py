@@ -166,19 +166,38 @@ def finished_stages(out_dir: str) -> int:
     return len(glob.glob(os.path.join(glob.escape(out_dir), "stages", "*", STAGE_JSON)))
 
 
+def finished_under_former_name(out_dir: str, method: str, n_stages: int) -> bool:
+    """True for a finished run folder (``n_stages`` stage records and ``matrix.csv``) whose ``run.json`` names another
+    method than ``method`` for the same recipe: a name that moved (``methods.FORMER_ALIASES``; the harder study's
+    ``dymoe_seqbank`` folders were started as ``dymoe_plus``)."""
+    import json
+
+    from llava_dymoe.methods import get_method
+    from llava_dymoe.protocol.layout import RUN_JSON
+    from llava_dymoe.protocol.options import saved_recipe
+
+    path = os.path.join(out_dir, RUN_JSON)
+    if finished_stages(out_dir) < n_stages or not os.path.isfile(os.path.join(out_dir, "matrix.csv")) \
+            or not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    return saved.get("method") != method and saved_recipe(saved) == get_method(method).name
+
+
 def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True, stages_per_run: int = 0,
              desc: str = "results") -> Dict[str, float]:
     """Run the jobs; returns ``{out_dir: wall seconds}``; raises ``RuntimeError`` listing failures.
 
     The bar counts finished runs, or with ``stages_per_run`` the finished stages of all runs (polled
-    from their ``stage.json`` files every 2 s, so a resumed run starts with its stages counted).  With
-    ``stages_per_run``, a run whose stages all finished and that wrote its ``matrix.csv`` is not relaunched (wall 0):
-    a finished folder is a record, read as it is (the harder study's ``dymoe_seqbank`` folders were started under the
-    name ``dymoe_plus``, which ``cli run`` now refuses to resume)."""
+    from their ``stage.json`` files every 2 s, so a resumed run starts with its stages counted).  Every other run is
+    launched, and ``cli run`` checks its folder's identity, except a finished one recorded under a former name of the
+    very recipe the job asks for (``finished_under_former_name``), which ``cli run`` cannot resume by design: it is
+    read as it is (wall 0)."""
     from tqdm import tqdm
 
     def one(job: RunJob):
-        if stages_per_run and finished(job.out_dir):
+        if stages_per_run and finished_under_former_name(job.out_dir, job.experiment.method, stages_per_run):
             return job, 0, 0.0
         os.makedirs(os.path.dirname(job.out_dir), exist_ok=True)
         t0 = time.time()
@@ -188,9 +207,6 @@ def run_jobs(jobs: Sequence[RunJob], n_parallel: int = 2, progress: bool = True,
             f.flush()
             rc = subprocess.call(job.command, stdout=f, stderr=subprocess.STDOUT, env=env)
         return job, rc, time.time() - t0
-
-    def finished(out_dir: str) -> bool:
-        return finished_stages(out_dir) >= stages_per_run and os.path.isfile(os.path.join(out_dir, "matrix.csv"))
 
     def stages_done() -> int:
         return sum(min(stages_per_run, finished_stages(j.out_dir)) for j in jobs)

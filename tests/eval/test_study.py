@@ -1,5 +1,6 @@
 """``make results`` plumbing: the plan, the commands it would run, and the aggregation into docs/results.md
 (on hand-written run folders whose metrics are known, so means, spreads and gaps are checked by hand)."""
+import dataclasses
 import json
 import math
 import os
@@ -313,15 +314,29 @@ def test_run_jobs_counts_finished_stages_and_reports_failures(tmp_path, capsys):
     bad = _fake_job(tmp_path, "c", 1, rc=3)
     with pytest.raises(RuntimeError, match=r"exit 3, log .*c\.log"):
         run_jobs([bad], 1, stages_per_run=2, progress=False)
-    # a finished run (every stage recorded, matrix.csv written) is not relaunched: its failing command never runs
-    done = _fake_job(tmp_path, "a", 3, rc=5)
+    # a finished run recorded under a former name of its recipe (dymoe_plus, then dymoe_seqbank) is read, not
+    # relaunched: its failing command never runs; any other finished run is relaunched (cli run checks it)
+    from llava_dymoe.study.execute import finished_under_former_name
+
+    def as_method(job, method):
+        return dataclasses.replace(job, experiment=dataclasses.replace(job.experiment, method=method))
+
+    done = as_method(_fake_job(tmp_path, "a", 3, rc=5), "dymoe_seqbank")
     open(os.path.join(done.out_dir, "matrix.csv"), "w").write("stage\n")
+    open(os.path.join(done.out_dir, "run.json"), "w").write(json.dumps({"method": "dymoe_plus"}))
     logged = open(done.log).read()
+    assert finished_under_former_name(done.out_dir, "dymoe_seqbank", 3)
     assert run_jobs([done], 1, stages_per_run=3, progress=False) == {done.out_dir: 0.0}
     assert open(done.log).read() == logged  # no command was logged
-    os.remove(os.path.join(done.out_dir, "matrix.csv"))  # no matrix: relaunched (this command fails on its folder)
-    with pytest.raises(RuntimeError, match="lora seed 0: exit"):
-        run_jobs([done], 1, stages_per_run=3, progress=False)
+    for record, method in (({"method": "dymoe_plus", "recipe": "key_selector"}, "dymoe_seqbank"),  # another recipe
+                           ({"method": "dymoe_plus"}, "dymoe_plus"),  # today's dymoe_plus is key_selector: relaunch
+                           ({"method": "dymoe_seqbank"}, "dymoe_seqbank")):  # the same name: cli run checks it
+        open(os.path.join(done.out_dir, "run.json"), "w").write(json.dumps(record))
+        assert not finished_under_former_name(done.out_dir, method, 3), (record, method)
+    open(os.path.join(done.out_dir, "run.json"), "w").write(json.dumps({"method": "dymoe_plus"}))
+    assert not finished_under_former_name(done.out_dir, "dymoe_seqbank", 4)  # a stage missing
+    with pytest.raises(RuntimeError, match="seed 0: exit"):
+        run_jobs([as_method(done, "dymoe_plus")], 1, stages_per_run=3, progress=False)
     assert open(done.log).read() != logged
 
 
