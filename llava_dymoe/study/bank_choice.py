@@ -1,6 +1,6 @@
 """Which cue picks the bank (``cli bank-choice``) on the study's final checkpoints, for the results doc.
 
-For the paper's ``dymoe``, the first round's recipe and ``dymoe_plus`` at the default width, in every task order
+For the paper's ``dymoe``, the first round's recipe and ``dymoe_seqbank`` at the default width, in every task order
 of the plan and for every seed that finished, the last stage's checkpoint is probed with each task's test
 questions as asked, with one shared text instead of the question (``image_only``) and with the next task's
 question texts (``swapped``); cached per run in ``<run>/bank_choice/``.  The doc gets the own-bank share per
@@ -28,7 +28,7 @@ FOLDER = "bank_choice"
 
 
 def targets(plan: Sequence[Experiment]) -> List[Experiment]:
-    """``dymoe``, the first round's recipe and ``dymoe_plus`` (its flags on that recipe), default width, any
+    """``dymoe``, the first round's recipe and ``dymoe_seqbank`` (its flags on that recipe), default width, any
     order; one experiment per key."""
     out, seen = [], set()
     for e in plan:

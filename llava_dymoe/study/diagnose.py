@@ -38,7 +38,7 @@ def run_logged(cmd: Sequence[str], log_path: str) -> bool:
 
 
 def drift_targets(root: str, plan: Sequence[Experiment]) -> List[Experiment]:
-    """IncMoELoRA, DyMoE and ``dymoe_plus`` runs with no extra flags, in the suite's own task order."""
+    """IncMoELoRA, DyMoE and the first round's recipe with no extra flags, in the suite's own task order."""
     from .plan import best_variant
 
     wanted = ("incmoelora", "dymoe", best_variant())

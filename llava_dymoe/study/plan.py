@@ -9,11 +9,11 @@ LLM width); each is run for every seed.  Groups:
 * ``width``: ``incmoelora`` vs ``dymoe`` at other LLM hidden sizes, each from its own base model,
   with the paper's recipe unchanged (router temperature 0.01 and steps are **not** scaled with d);
 * ``variants``: the beyond-the-paper recipes (``methods.VARIANTS``) next to ``incmoelora``, ``olora`` and
-  ``dymoe`` (the plasticity issue); ``variants_width``: the same baselines and ``dymoe_plus`` at d = 256;
+  ``dymoe`` (the plasticity issue); ``variants_width``: the same baselines and the first round's recipe at d = 256;
   ``order``: them again on the second task order (``ORDERS["reversed"]``); ``causes``: the audit's cause tests
   (``dymoe`` without L_spe, and ``dymoe`` / ``incmoelora`` with the projector trained); ``routers``: the second
-  round, ``dymoe_plus`` with fixed router rows, re-centred rows or refreshed bank keys, and the third, those keys
-  deciding one bank per sequence, at all three looks;
+  round, the first round's recipe with fixed router rows, re-centred rows or refreshed bank keys, and the third,
+  those keys deciding one bank per sequence (``dymoe_seqbank``), at all three looks;
   ``third_order``: the baselines and the third round's recipe on a third task order (``ORDERS["shuffled"]``).
 
 The seed varies the training (new-bank init, data order); the base model and the suite are fixed
@@ -222,12 +222,12 @@ def build_plan(groups: Sequence[str] = DEFAULT_GROUPS, widths: Sequence[int] = W
                 plan += [Experiment(group, f"{'first-round dymoe_plus' if m == plus else m} ({look})", m, width=w,
                                     order=order) for m in VARIANT_BASELINES + (plus,)]
                 plan += [Experiment(group, f"first-round dymoe_plus + {name}"
-                                    + (" = dymoe_plus" if args == SEQUENCE_BANK else "") + f" ({look})", plus, args,
+                                    + (" = dymoe_seqbank" if args == SEQUENCE_BANK else "") + f" ({look})", plus, args,
                                     width=w, order=order) for name, args in ROUTER_VARIANTS]
         elif group == "third_order":
             plan += [Experiment(group, f"{m} ({THIRD_ORDER})", m, order=THIRD_ORDER) for m in VARIANT_BASELINES]
-            plan += [Experiment(group, f"dymoe_plus = first-round dymoe_plus + fixed rows + fitted keys, one bank per "
-                                f"sequence ({THIRD_ORDER})", best_variant(), SEQUENCE_BANK, order=THIRD_ORDER)]
+            plan += [Experiment(group, f"dymoe_seqbank = first-round dymoe_plus + fixed rows + fitted keys, one bank "
+                                f"per sequence ({THIRD_ORDER})", best_variant(), SEQUENCE_BANK, order=THIRD_ORDER)]
         elif group == "harder":
             plan += [Experiment(group, m if o == "default" else f"{m} ({o})", m, order=o, suite=HARDER_SUITE)
                      for o in HARDER_ORDERS for m in HARDER_METHODS]
@@ -245,7 +245,8 @@ def variant_methods() -> Tuple[str, ...]:
 
 def best_variant() -> str:
     """The first round's best recipe (``methods.FIRST_ROUND_PLUS``), which the study's later groups build on; it
-    was ``dymoe_plus`` until the third round's recipe (``methods.PLUS``) took that name."""
+    was ``dymoe_plus`` until the third round's recipe (``methods.SEQBANK``) took that name, which ``methods.PLUS``
+    holds since 2026-12-07."""
     return _methods.FIRST_ROUND_PLUS
 
 
