@@ -212,7 +212,8 @@ def run_identity(opts: RunOptions, suite: Suite, train_args: Dict[str, Optional[
 
     from llava_dymoe.methods import get_method
 
-    return {"method": opts.method, "recipe": get_method(opts.method).name, "suite": suite.name, "tasks": suite.task_names, "base": opts.base,
+    return {"method": opts.method, "recipe": get_method(opts.method).name, "suite": suite.name,
+            "tasks": suite.task_names, "base": opts.base,
             "vision_tower": opts.vision_tower, "pretrain_mm_mlp_adapter": opts.pretrain_mm_mlp_adapter,
             "train_args": dict(train_args), "dymoe_args": dict(opts.dymoe_args),
             "eval_max_new_tokens": opts.eval_max_new_tokens, "suite_file": os.path.abspath(suite.source or ""),

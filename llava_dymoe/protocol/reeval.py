@@ -73,6 +73,7 @@ def reevaluate(run_dir: str, assign_rule: Optional[str] = None, threads: Optiona
     layout = RunLayout(run_dir, record["method"])
     root = layout.path("reeval", folder)
     label = next(iter(override.values()))
+    how = {"assign_rule": assign_rule} if assign_rule is not None else {"task_selector": task_selector}
     env = {**launch.thread_env(threads, cuda_available())}
     matrix = AccuracyMatrix(suite.task_names)
     for t, task in enumerate(suite.tasks, start=1):
@@ -105,7 +106,6 @@ def reevaluate(run_dir: str, assign_rule: Optional[str] = None, threads: Optiona
         for spec, d in pending:
             result = score_file(spec.scorer, os.path.join(d, ANSWERS), spec.scoring_file,
                                 reference_key=spec.reference_key)
-            how = {"assign_rule": assign_rule} if assign_rule is not None else {"task_selector": task_selector}
             rec = write_score(d, spec.name, result, {**how, "checkpoint_marker_sha256": marker})
             matrix.set(row, spec.name, float(rec["score"]))
     matrix.to_csv(os.path.join(root, "matrix.csv"))

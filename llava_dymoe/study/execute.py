@@ -170,18 +170,15 @@ def finished_under_former_name(out_dir: str, method: str, n_stages: int) -> bool
     """True for a finished run folder (``n_stages`` stage records and ``matrix.csv``) whose ``run.json`` names another
     method than ``method`` for the same recipe: a name that moved (``methods.FORMER_ALIASES``; the harder study's
     ``dymoe_seqbank`` folders were started as ``dymoe_plus``)."""
-    import json
-
     from llava_dymoe.methods import get_method
     from llava_dymoe.protocol.layout import RUN_JSON
     from llava_dymoe.protocol.options import saved_recipe
+    from llava_dymoe.protocol.reeval import read_run_record
 
-    path = os.path.join(out_dir, RUN_JSON)
     if finished_stages(out_dir) < n_stages or not os.path.isfile(os.path.join(out_dir, "matrix.csv")) \
-            or not os.path.isfile(path):
+            or not os.path.isfile(os.path.join(out_dir, RUN_JSON)):
         return False
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+    saved = read_run_record(out_dir)
     return saved.get("method") != method and saved_recipe(saved) == get_method(method).name
 
 

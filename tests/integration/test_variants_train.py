@@ -256,7 +256,8 @@ def test_centroid_init_under_zero3_is_refused_with_the_alternative(monkeypatch):
 def test_variant_round_trip_same_logits_answers_and_rule(tiny, smoke_data, variant_sequences, tmp_path, method):
     """A variant's task 2 in memory -> saved -> reloaded by the eval loader: identical logits and greedy answers.
     dymoe_cascade_spetag: the reloaded layers route with the cascade (checked against the naive reference);
-    dymoe_seqbank (dymoe_plus until 2026-12-07: one bank per sequence on fitted keys): the keys come back as saved, and the rule."""
+    dymoe_seqbank (dymoe_plus until 2026-12-07: one bank per sequence on fitted keys): the keys come back as saved,
+    and the rule."""
     from llava_dymoe.integration.eval_loader import load_dymoe_for_eval
     from llava_dymoe.integration.inject import bank_state
     from llava_dymoe.trainer.prepare import prepare_model, run_args_record
