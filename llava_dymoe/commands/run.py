@@ -104,7 +104,7 @@ def _coin_cross_check(args: argparse.Namespace, result) -> int:
     layout = RunLayout(args.output_dir, args.method)
     cells = coin_repo.cross_check_run(
         args.coin_repo,
-        apply_task_order(load_suite(args.suite, data_root=args.data_root), getattr(args, "task_order", None)),
+        apply_task_order(load_suite(args.suite, data_root=args.data_root), args.task_order),
         result.records,
         lambda rec, task: os.path.join(layout.eval_dir(rec["stage"], rec["task"], task), ANSWERS),
         python=args.coin_python, cwd=args.coin_cwd)

@@ -167,7 +167,7 @@ def test_cli_run_coin_repo_checks_every_coin_cell_of_the_run(tmp_path, capsys, m
         with open(os.path.join(layout.eval_dir(rec["stage"], rec["task"], "VizWiz"), ANSWERS), "w") as f:
             f.write(open(ans).read())
     args = SimpleNamespace(output_dir=str(out), method="dymoe", coin_repo=repo, suite="s.yaml", data_root="d",
-                           coin_python=None, coin_cwd=None)
+                           task_order=None, coin_python=None, coin_cwd=None)
     assert _coin_cross_check(args, SimpleNamespace(records=records)) == 1
     cells = json.load(open(out / "coin_repo_check.json"))
     assert [(c["stage"], c["agree"], c["coin_repo"]) for c in cells] == [("1_VizWiz", True, 50.0),
