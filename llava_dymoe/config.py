@@ -43,9 +43,11 @@ BANK_KEYS = ("router", "refreshed", "fitted")
 #: What the cascade decides a bank for (``DyMoEConfig.bank_scope``); "token" is the cascade's.
 BANK_SCOPES = ("token", "sequence")
 #: Who sets the per-sequence bank weights of ``assign_rule="given"`` at inference (``DyMoEConfig.task_selector``).
-TASK_SELECTORS = ("none", "oracle", "hide", "prism")
-#: The selectors that compare an input with per-task anchors fitted after each task (``dymoe_anchors.safetensors``).
+TASK_SELECTORS = ("none", "oracle", "hide", "prism", "shortlist")
+#: The published selectors that pick the bank from per-task anchors alone (either answers the other's checkpoint).
 ANCHOR_SELECTORS = ("hide", "prism")
+#: Every selector that reads per-task anchors fitted after each task (``dymoe_anchors.safetensors``).
+FITS_ANCHORS = ANCHOR_SELECTORS + ("shortlist",)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -172,9 +174,16 @@ class DyMoEConfig:
                                     "text features to each task's anchors (mean features of its training samples, "
                                     "fitted at the end of the task and saved with the checkpoint). 'prism' (the "
                                     "prism_selector baseline, Prism's port of HiDe-LLaVA): the same anchors and "
-                                    "similarity, one-hot on the most similar task.")
+                                    "similarity, one-hot on the most similar task. 'shortlist' (the anchored_keys "
+                                    "candidate, beyond the papers; needs the key_selector layout: assign_rule given, "
+                                    "bank_scope sequence, bank_keys fitted): the same anchors name the "
+                                    "selector_shortlist most similar tasks, and the fitted keys choose one bank "
+                                    "among them per sequence and projection.")
     selector_temperature: float = _f(0.1, "Softmax temperature of task_selector='hide' over the tasks' similarities "
                                           "(HiDe-LLaVA's 0.1).")
+    selector_shortlist: int = _f(2, "task_selector='shortlist': how many of the most similar tasks (by the anchors) "
+                                    "the keys choose among (2, fixed before any run: docs/beyond-the-paper.md "
+                                    "section 8, candidate 2).")
     selector_samples: int = _f(512, "Training samples (a seeded draw) whose mean features make a task's anchors for "
                                     "task_selector='hide' or 'prism' (HiDe-LLaVA averages over every training "
                                     "sample; ours).")
@@ -199,6 +208,7 @@ class DyMoEConfig:
         _check_int("num_tasks", self.num_tasks, minimum=0)
         _check_int("router_init_batches", self.router_init_batches, minimum=1)
         _check_int("selector_samples", self.selector_samples, minimum=1)
+        _check_int("selector_shortlist", self.selector_shortlist, minimum=1)
         _check_int("format_version", self.format_version, minimum=1)
         if self.format_version > FORMAT_VERSION:
             raise ValueError(f"format_version {self.format_version} is newer than this llava_dymoe supports "
@@ -244,11 +254,16 @@ class DyMoEConfig:
             raise ValueError("router_init='centroids' sets cosine-router rows to centroids of the task's inputs: "
                              f"it needs --dymoe_router cosine, got {self.router!r}")
         key_selector = self.assign_rule == "given" and self.bank_scope == "sequence"
-        if key_selector and (self.bank_keys != "fitted" or self.task_selector != "none"):
+        if key_selector and (self.bank_keys != "fitted" or self.task_selector not in ("none", "shortlist")):
             raise ValueError("assign_rule='given' with bank_scope='sequence' (the key_selector method) picks each "
                              "sequence's bank by its fitted keys: it needs --dymoe_bank_keys fitted and "
-                             f"--dymoe_task_selector none, got bank_keys={self.bank_keys!r}, "
+                             f"--dymoe_task_selector none (or shortlist), got bank_keys={self.bank_keys!r}, "
                              f"task_selector={self.task_selector!r}")
+        if self.task_selector == "shortlist" and not key_selector:
+            raise ValueError("task_selector='shortlist' names the tasks among which the fitted keys choose one bank "
+                             "per sequence: it needs --dymoe_assign_rule given, --dymoe_bank_scope sequence and "
+                             f"--dymoe_bank_keys fitted (the key_selector layout), got assign_rule="
+                             f"{self.assign_rule!r}, bank_scope={self.bank_scope!r}")
         if (self.bank_keys != "router" and not key_selector
                 and (self.assign_rule != "cascade" or self.router_init != "centroids")):
             raise ValueError(f"bank_keys={self.bank_keys!r} keeps per-bank keys for the cascade's bank decision, set "

@@ -193,6 +193,17 @@ register_method(Method(
                 "to hide_selector's)"))
 TASK_BASELINES = TASK_BASELINES + ("prism_selector",)
 
+#: Candidate 2 of item 5 (docs/beyond-the-paper.md section 8, pre-registered 2026-12-07 before its first run): the two
+#: cues fail on different tasks, so the anchors (HiDe-LLaVA's, fitted as for ``prism_selector``) name each prompt's
+#: two most similar tasks and ``key_selector``'s fitted keys choose one bank among them, per sequence and projection.
+#: Banks and keys are ``key_selector``'s and anchors ``hide_selector``'s, bit for bit, for the same seed.
+ANCHORED_KEYS = {**KEY_SELECTOR, "task_selector": "shortlist"}
+register_method(Method(
+    "anchored_keys", config=ANCHORED_KEYS,
+    description="beyond the paper (issue 26, candidate 2): key_selector's banks and keys; at inference HiDe-LLaVA's "
+                "anchors shortlist each prompt's 2 most similar tasks and the keys choose one bank among them, per "
+                "sequence and projection; no task id at evaluation"))
+
 #: Recipes that are told what no deployed model knows (the task at evaluation): reports name them as upper bounds.
 UPPER_BOUNDS = ("oracle_bank",)
 

@@ -265,13 +265,15 @@ def cascade_from_bank_scores(c: Tensor, tau: float, gap: str = "similarity", sca
 @torch.no_grad()
 def sequence_cascade_assignment(logits: Tensor, batch: int, experts_per_bank: int, tau: float,
                                 gap: str = "similarity", scale: float = 1.0,
-                                valid: Optional[Tensor] = None) -> Tensor:
+                                valid: Optional[Tensor] = None, shortlist: Optional[Tensor] = None) -> Tensor:
     """The cascade's decision once per sequence (``bank_scope="sequence"``; beyond the paper).
 
     ``logits`` ``[batch * S, E]`` are the tokens of ``batch`` sequences of ``S`` tokens, row-major.  Each
     sequence's bank scores are the mean of its valid tokens' ``bank_scores`` (all its tokens when it has no
     valid one); the cascade's test (``cascade_from_bank_scores``) on these pooled scores gives one bank per
     sequence, int64 ``[batch]``.  ``valid``: bool with ``batch * S`` elements, or None = all valid.
+    ``shortlist``: int64 ``[batch, k]``, the banks each sequence may choose from, ascending (task order); the
+    cascade then runs on those ``k`` pooled scores alone (``anchored_keys``).  None = every bank.
     """
     c = bank_scores(logits, experts_per_bank)
     n, nb = c.shape
@@ -284,7 +286,18 @@ def sequence_cascade_assignment(logits: Tensor, batch: int, experts_per_bank: in
         w = valid.reshape(batch, n // batch, 1).to(c.dtype)
         count = w.sum(dim=1)
         pooled = torch.where(count > 0, (c * w).sum(dim=1) / count.clamp_min(1.0), c.mean(dim=1))
-    return cascade_from_bank_scores(pooled, tau, gap, scale)
+    if shortlist is None:
+        return cascade_from_bank_scores(pooled, tau, gap, scale)
+    if shortlist.dim() != 2 or shortlist.shape[0] != batch or shortlist.shape[1] < 1:
+        raise ValueError(f"sequence_cascade_assignment: shortlist must be [{batch}, k >= 1] bank indices, got "
+                         f"{tuple(shortlist.shape)}")
+    short = shortlist.to(device=pooled.device, dtype=torch.long)
+    ascending = short.shape[1] == 1 or bool((short.diff(dim=1) > 0).all())
+    if bool((short < 0).any()) or bool((short >= nb).any()) or not ascending:
+        raise ValueError(f"sequence_cascade_assignment: each shortlist row must hold distinct bank indices in "
+                         f"0..{nb - 1}, ascending; got {short.tolist()}")
+    pick = cascade_from_bank_scores(pooled.gather(1, short), tau, gap, scale)
+    return short.gather(1, pick[:, None]).squeeze(1)
 
 
 def banked_gate(logits: Tensor, experts_per_bank: int, top_k: int, temperature: float,

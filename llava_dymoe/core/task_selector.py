@@ -1,6 +1,6 @@
 """Task selectors (torch only): bank weights per sequence for ``assign_rule="given"``.
 
-Three selectors feed ``DyMoEContext.bank_weights`` (``[B, T]``, one row per sequence, one column per task bank):
+Four selectors feed ``DyMoEContext.bank_weights`` (``[B, T]``, one row per sequence, one column per task bank):
 
 * ``oracle``: the true task ``i`` of the evaluation, ``w[b] = one_hot(i)`` (an upper bound, not a method:
   no deployed model knows the task of its input).
@@ -12,6 +12,9 @@ Three selectors feed ``DyMoEContext.bank_weights`` (``[B, T]``, one row per sequ
 
 * ``prism`` (Prism's port of HiDe-LLaVA's selector): the same anchors and ``s``, one-hot on the most similar task,
   ``w = one_hot(argmax_t s_t)`` (the first such task on a tie).
+* ``shortlist`` (the ``anchored_keys`` candidate, beyond the papers): the same anchors and ``s``, weight 1 on the
+  ``k`` most similar tasks (earlier tasks first on a tie) and 0 elsewhere; the layers' fitted keys then choose one
+  bank among them (``core/rules/key_selector.py``).
 
 The features themselves (which model outputs, which tokens) are the host's business
 (``integration/task_features.py``); this module only sees tensors.
@@ -72,6 +75,16 @@ def argmax_weights(similarity: Tensor) -> Tensor:
     return torch.nn.functional.one_hot(idx, similarity.shape[-1]).to(torch.float32)
 
 
+def shortlist_weights(similarity: Tensor, k: int) -> Tensor:
+    """Weight 1 on the ``min(k, T)`` most similar tasks of each row (a stable sort: the earlier task first on a
+    tie), 0 elsewhere; ``[B, T]`` fp32."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"shortlist size must be a whole number >= 1, got {k!r}")
+    order = torch.sort(similarity.float(), dim=-1, descending=True, stable=True).indices
+    top = order[..., :min(k, similarity.shape[-1])]
+    return torch.zeros_like(similarity, dtype=torch.float32).scatter_(-1, top, 1.0)
+
+
 def one_hot_weights(task_index: int, num_tasks: int, batch: int, device=None) -> Tensor:
     """The oracle: every sequence of the batch uses bank ``task_index`` (0-based) alone, ``[batch, num_tasks]``."""
     if not 0 <= task_index < num_tasks:
@@ -117,6 +130,10 @@ class TaskAnchors:
     def choice(self, features: Mapping[str, Optional[Tensor]]) -> Tensor:
         """Prism's bank weights ``[B, T]``: one-hot on the task of the highest similarity (module docstring)."""
         return argmax_weights(task_similarity(features, self.anchors))
+
+    def shortlist(self, features: Mapping[str, Optional[Tensor]], k: int) -> Tensor:
+        """The ``k`` most similar tasks per row as 0/1 bank weights ``[B, T]`` (module docstring)."""
+        return shortlist_weights(task_similarity(features, self.anchors), k)
 
     def to_tensors(self) -> Dict[str, Tensor]:
         out = {f"anchor.{m}": v.contiguous() for m, v in self.anchors.items()}

@@ -9,6 +9,9 @@
   prompt's bank weights are ``softmax(mean cosine to each task's anchors / selector_temperature)``.
 * ``"prism"`` (``--dymoe_method prism_selector``, Prism's port of HiDe-LLaVA's selector): the same anchors, fitted
   the same way; at eval each prompt uses the bank of the most similar task alone (one-hot argmax).
+* ``"shortlist"`` (``--dymoe_method anchored_keys``, beyond the papers): the same anchors, fitted the same way; at
+  eval each prompt's ``selector_shortlist`` most similar tasks get weight 1 (0 elsewhere), and the layers' fitted keys
+  choose one bank among them (``core/rules/key_selector.py``).
 * ``"oracle"`` (``--dymoe_method oracle_bank``, an UPPER BOUND): the eval job names the true task,
   ``DYMOE_EVAL_TASK_ID=i`` (1-based, set by ``cli run`` for every job of this method), and every prompt uses
   bank ``t{i-1}`` alone.
@@ -48,7 +51,8 @@ TASK_SELECTOR_ENV = "DYMOE_EVAL_TASK_SELECTOR"
 def sample_batches(dataset, collator, batch_size: int, n_samples: int, seed: int):
     """Batches of ``min(n_samples, len(dataset))`` samples drawn with their own generator (no global RNG)."""
     if dataset is None or len(dataset) == 0:
-        raise ValueError("task_selector 'hide' / 'prism' fits the task's anchors on its training set; none was given")
+        raise ValueError("task_selector 'hide' / 'prism' / 'shortlist' fits the task's anchors on its training set; "
+                         "none was given")
     gen = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(len(dataset), generator=gen)[:n_samples].tolist()
     for s in range(0, len(order), batch_size):
@@ -117,7 +121,7 @@ def carry_anchors(prev_ckpt: Optional[str], new: Dict[str, Tensor], count: int, 
         raise CheckpointError(f"task_selector 'hide' / 'prism': {prev_ckpt} holds "
                               f"{0 if prev is None else prev.num_tasks} task anchor(s) in {ANCHORS}, task "
                               f"{task_index + 1} needs {task_index}; the previous task was not trained with "
-                              "--dymoe_method hide_selector or prism_selector")
+                              "--dymoe_method hide_selector, prism_selector or anchored_keys")
     return prev.append(new, count)
 
 
@@ -143,9 +147,9 @@ class TaskSelector:
     """Bank weights ``[B, T]`` for a batch: ``oracle`` (one task), ``hide`` or ``prism`` (anchors)."""
 
     def __init__(self, kind: str, num_tasks: int, temperature: float = 0.1, anchors: Optional[TaskAnchors] = None,
-                 task_index: Optional[int] = None):
+                 task_index: Optional[int] = None, shortlist: int = 2):
         self.kind, self.num_tasks, self.temperature = kind, num_tasks, temperature
-        self.anchors, self.task_index = anchors, task_index
+        self.anchors, self.task_index, self.shortlist = anchors, task_index, shortlist
 
     def __call__(self, model, input_ids: Tensor, images: Any = None, attention_mask: Optional[Tensor] = None,
                  labels: Optional[Tensor] = None) -> Tensor:
@@ -155,6 +159,8 @@ class TaskSelector:
                                        "labels": labels})
         if self.kind == "prism":
             return self.anchors.choice(feats).to(input_ids.device)
+        if self.kind == "shortlist":
+            return self.anchors.shortlist(feats, self.shortlist).to(input_ids.device)
         return self.anchors.weights(feats, self.temperature).to(input_ids.device)
 
 
@@ -192,7 +198,8 @@ def selector_for(cfg, model_path: str) -> Optional[TaskSelector]:
     if anchors is None or anchors.num_tasks < cfg.num_tasks:
         raise CheckpointError(f"{model_path}: task_selector={kind!r} needs one anchor per task bank in {ANCHORS} "
                               f"({cfg.num_tasks}), found {0 if anchors is None else anchors.num_tasks}")
-    return TaskSelector(kind, cfg.num_tasks, cfg.selector_temperature, anchors=anchors.head(cfg.num_tasks))
+    return TaskSelector(kind, cfg.num_tasks, cfg.selector_temperature, anchors=anchors.head(cfg.num_tasks),
+                        shortlist=cfg.selector_shortlist)
 
 
 def layer_context(model) -> DyMoEContext:

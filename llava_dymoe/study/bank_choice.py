@@ -23,7 +23,8 @@ from .plan import DEFAULT_WIDTH, HARDER_GROUPS, SEQUENCE_BANK, Experiment, best_
 MAX_QUESTIONS = 40
 #: In the harder suite's study every method that decides one bank per sequence is probed (issue 26: the selectors'
 #: bank-choice accuracy per task), and the paper's dymoe as the token-level reference.
-HARDER_SELECTORS = ("dymoe", "dymoe_seqbank", "key_selector", "hide_selector", "prism_selector", "oracle_bank")
+HARDER_SELECTORS = ("dymoe", "dymoe_seqbank", "key_selector", "anchored_keys", "hide_selector", "prism_selector",
+                    "oracle_bank")
 FOLDER = "bank_choice"
 
 

@@ -51,7 +51,9 @@ HARDER_ORDERS = ("default", "drawn")
 #: section 8, written before their runs); group ``harder_candidates``, beside ``harder`` in ``make results-harder``.
 #: ``key_selector`` was adopted (2026-12-07) and is now also a method of ``harder`` (the same runs): its drawn-order
 #: runs there are the rule's held-out look.
-HARDER_CANDIDATES = ("key_selector",)
+#: ``anchored_keys`` (candidate 2, pre-registered 2026-12-07) is judged against ``key_selector``, the ``dymoe_plus`` of
+#: its day (``harder.RULE_BASELINES``).
+HARDER_CANDIDATES = ("key_selector", "anchored_keys")
 #: Every group that runs on ``HARDER_SUITE``.
 HARDER_GROUPS = ("harder", "harder_candidates")
 #: The methods of the harder study that are given the true task id: never "the best method given no task id".

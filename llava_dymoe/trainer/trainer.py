@@ -26,7 +26,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, Optional
 
-from ..config import ANCHOR_SELECTORS
+from ..config import FITS_ANCHORS
 from ..core import RoutingStats, attach_stats, dymoe_layers, rsr_schedule
 from .arguments import NO_METHOD
 from .prepare import DyMoERun, prepare_model
@@ -161,7 +161,7 @@ class DyMoETrainerMixin:
             if cfg.bank_keys != "router":
                 self.dymoe_router_refresh["keys"] = _centroid_init(self.model, self.args, self.dymoe,
                                                                    self._dymoe_data, refresh="dymoe_key")
-        if cfg.task_selector in ANCHOR_SELECTORS:  # the task's anchors, after its training (the banks are not read)
+        if cfg.task_selector in FITS_ANCHORS:  # the task's anchors, after its training (the banks are not read)
             self.dymoe_anchors = _fit_anchors(self.model, self.args, self.dymoe, self._dymoe_data)
         return out
 
@@ -324,8 +324,9 @@ def _centroid_init(model, args, run: DyMoERun, kwargs, refresh: Optional[str] = 
 
 
 def _fit_anchors(model, args, run: DyMoERun, data):
-    """``task_selector`` "hide" or "prism": this task's image and text anchors appended to the previous checkpoint's
-    (``integration/selector.py``); the samples are a draw seeded by (seed, task), the same on every rank."""
+    """``task_selector`` "hide", "prism" or "shortlist": this task's image and text anchors appended to the previous
+    checkpoint's (``integration/selector.py``); the samples are a draw seeded by (seed, task), the same on every
+    rank."""
     from ..integration.selector import carry_anchors, fit_task_anchor, sample_batches
 
     batches = sample_batches(data.get("train_dataset"), data.get("data_collator"),

@@ -140,10 +140,12 @@ def cascade_bank(z_row, experts_per_bank, tau, gap_kind="similarity", scale=1.0)
     return 0
 
 
-def sequence_banks(x, key_rows, experts_per_bank, tau, gap_kind="similarity", scale=1.0, valid=None):
+def sequence_banks(x, key_rows, experts_per_bank, tau, gap_kind="similarity", scale=1.0, valid=None,
+                   shortlist=None):
     """``bank_scope="sequence"``, one token at a time: per sequence of ``x`` ``[B, S, in]``, the mean over its
     valid tokens (all when none is valid) of each bank's best cosine to ``key_rows``, then the cascade's walk
-    from the newest bank down on these means; returns the bank of every token, a list of B * S ints."""
+    from the newest bank down on these means; returns the bank of every token, a list of B * S ints.
+    ``shortlist``: per sequence, the banks it may take (the walk visits only those, the earliest is the fallback)."""
     out = []
     for b in range(x.shape[0]):
         rows = [s for s in range(x.shape[1]) if valid is None or bool(valid[b][s])] or list(range(x.shape[1]))
@@ -153,11 +155,12 @@ def sequence_banks(x, key_rows, experts_per_bank, tau, gap_kind="similarity", sc
             best = [max(z[k * experts_per_bank:(k + 1) * experts_per_bank]) for k in range(len(z) // experts_per_bank)]
             sums = best if sums is None else [p + q for p, q in zip(sums, best)]
         mean = [v / len(rows) for v in sums]
-        bank = 0
-        for k in range(len(mean) - 1, 0, -1):
-            before = max(mean[:k])
-            if rel_gap(mean[k], before, gap_kind, scale) > tau and mean[k] > before:
-                bank = k
+        banks = sorted(shortlist[b]) if shortlist is not None else list(range(len(mean)))
+        bank = banks[0]
+        for j in range(len(banks) - 1, 0, -1):
+            before = max(mean[i] for i in banks[:j])
+            if rel_gap(mean[banks[j]], before, gap_kind, scale) > tau and mean[banks[j]] > before:
+                bank = banks[j]
                 break
         out += [bank] * x.shape[1]
     return out

@@ -192,7 +192,10 @@ def test_given_rule_keeps_the_rows_while_decoding_and_refuses_without_them():
                                       (dict(bank_scope="sequence", bank_keys="refreshed"), "key_selector"),
                                       (dict(bank_scope="sequence", bank_keys="fitted", task_selector="hide"),
                                        "--dymoe_task_selector none"),
-                                      (dict(bank_keys="fitted"), "--dymoe_bank_scope sequence")])
+                                      (dict(bank_keys="fitted"), "--dymoe_bank_scope sequence"),
+                                      (dict(task_selector="shortlist"), "the key_selector layout"),
+                                      (dict(bank_scope="sequence", bank_keys="fitted", task_selector="shortlist",
+                                            selector_shortlist=0), "selector_shortlist")])
 def test_given_rule_config_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         DyMoEConfig(assign_rule="given", **kw)
@@ -258,3 +261,36 @@ def test_key_selector_with_one_bank_is_that_bank():
     attach_context(layer, DyMoEContext())
     ref.assert_close(layer(x), naive_given(layer, x, torch.ones(2, 1, dtype=torch.float64)), rtol=1e-9, atol=1e-11,
                      what="one bank")
+
+
+def test_anchored_keys_choose_only_among_the_shortlisted_banks():
+    """With a shortlist in ``ctx.bank_weights`` (anchored_keys): each sequence gets the naive decision walked over its
+    shortlisted banks only (values against the naive given rule on those one-hot rows); a shortlist of every bank is
+    key_selector's answer; a ragged or missized shortlist is refused."""
+    cfg = DyMoEConfig(**{**KEY_SELECTOR, "task_selector": "shortlist"})
+    layer = build(cfg, 4, 12, torch.float64).eval()
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(5, 6, 6, dtype=torch.float64, generator=g)
+    valid = torch.ones(5, 6, dtype=torch.bool)
+    valid[1, 4:] = False
+    short = [[0, 2], [1, 3], [2, 3], [0, 1], [1, 2]]
+    free = ref.sequence_banks(x, _key_rows(layer), 3, 0.0, valid=valid)[::6]
+    banks = ref.sequence_banks(x, _key_rows(layer), 3, 0.0, valid=valid, shortlist=short)[::6]
+    assert all(b in s for b, s in zip(banks, short)) and banks != free  # the shortlist changes some decisions
+    w = torch.zeros(5, 4, dtype=torch.float64)
+    for row, s in enumerate(short):
+        w[row, s] = 1.0
+    ctx = DyMoEContext(valid_mask=valid, bank_weights=w)
+    attach_context(layer, ctx)
+    want = torch.nn.functional.one_hot(torch.tensor(banks), 4).to(torch.float64)
+    ref.assert_close(layer(x), naive_given(layer, x, want), rtol=1e-9, atol=1e-11, what="shortlisted")
+    layer.train().eval()  # drop the kept decision
+    ctx.bank_weights = torch.ones(5, 4, dtype=torch.float64)
+    every = torch.nn.functional.one_hot(torch.tensor(free), 4).to(torch.float64)
+    ref.assert_close(layer(x), naive_given(layer, x, every), rtol=1e-9, atol=1e-11, what="every bank shortlisted")
+    for bad, message in ((torch.ones(5, 3), r"expected \[5, 4\]"), (w[:, :4] * 0, "same number"),
+                         (torch.cat([w[:4], torch.ones(1, 4, dtype=torch.float64)]), "same number")):
+        layer.train().eval()
+        ctx.bank_weights = bad
+        with pytest.raises(ValueError, match=message):
+            layer(x)

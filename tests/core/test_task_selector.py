@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from llava_dymoe.core.task_selector import (TaskAnchors, argmax_weights, cosine_to_anchors, mean_feature,
-                                            one_hot_weights, selector_weights, task_similarity)
+                                            one_hot_weights, selector_weights, shortlist_weights, task_similarity)
 
 
 def _naive_cos(a, b):
@@ -61,6 +61,27 @@ def test_prism_choice_is_the_naive_argmax_one_hot():
     assert len({int(i) for i in got.argmax(dim=1)}) > 1  # the draw exercises more than one bank
     tie = torch.tensor([[0.5, 0.9, 0.9, 0.1], [0.2, 0.2, 0.2, 0.2]])
     assert argmax_weights(tie).tolist() == [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]
+
+
+def test_shortlist_is_the_naive_k_most_similar_tasks():
+    """anchored_keys' shortlist: weight 1 on the k most similar tasks (earlier first on a tie), 0 elsewhere."""
+    g = torch.Generator().manual_seed(2)
+    anchors = {"image": torch.randn(5, 5, generator=g), "text": torch.randn(5, 7, generator=g)}
+    feats = {"image": torch.randn(6, 5, generator=g), "text": torch.randn(6, 7, generator=g)}
+    soft = _naive_weights(feats, anchors, 1.0)  # monotone in the similarity
+    for k in (1, 2, 5, 9):
+        got = TaskAnchors(anchors, torch.ones(5, dtype=torch.long)).shortlist(feats, k)
+        want = torch.zeros(6, 5)
+        for b in range(6):
+            row = soft[b].tolist()
+            for t in sorted(range(5), key=lambda t: -row[t])[:min(k, 5)]:
+                want[b, t] = 1.0
+        assert got.dtype == torch.float32 and torch.equal(got, want), k
+    tie = torch.tensor([[0.5, 0.9, 0.9, 0.9], [0.2, 0.2, 0.2, 0.2]])
+    assert shortlist_weights(tie, 2).tolist() == [[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]]
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="shortlist size"):
+            shortlist_weights(tie, bad)
 
 
 def test_cosine_and_similarity_pieces():

@@ -221,6 +221,16 @@ def test_sequence_cascade_matches_naive_mean_of_valid_tokens(banks, tau, seed, g
     assert torch.equal(sequence_cascade_assignment(z, 12, 3, 0.0), best)
     with pytest.raises(ValueError, match="not 5 sequences"):
         sequence_cascade_assignment(z, 5, 3, tau)
+    # a shortlist of every bank changes nothing; a bad one is refused
+    every = torch.arange(banks).expand(12, banks)
+    assert torch.equal(sequence_cascade_assignment(z, 12, 3, tau, gap, 1.0, valid, every), got)
+    pairs = torch.stack([torch.randperm(banks, generator=g)[:2].sort().values for _ in range(12)])
+    short = sequence_cascade_assignment(z, 12, 3, tau, gap, 1.0, valid, pairs)
+    assert short.repeat_interleave(9).tolist() == ref.sequence_banks(x, rows, 3, tau, gap, 1.0, valid.tolist(),
+                                                                     pairs.tolist())
+    for bad in (every[:5], every.flip(1), every + 1, every[:, :0]):
+        with pytest.raises(ValueError, match="shortlist"):
+            sequence_cascade_assignment(z, 12, 3, tau, gap, 1.0, valid, bad)
 
 
 @pytest.mark.parametrize("tasks,training,seed,keys,margin", [(2, True, 0, False, 0.0), (3, True, 1, True, 0.02),

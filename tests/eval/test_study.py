@@ -560,16 +560,29 @@ def test_harder_candidates_by_the_pre_registered_rule():
     cand = cands[0].key
     by_key = {plus: _harder_row([(60, 0, 60), (62, 2, 61), (58, -2, 59)]),
               cand: _harder_row([(63, -3, 66), (61, -1, 64)])}
-    (row,) = harder.candidate_verdicts(by_key, plan)
+    row, second = harder.candidate_verdicts(by_key, plan)
     assert row["adopt"] is None and row["seeds"] == [0, 1]  # seed 2 missing
+    assert second["method"] == "anchored_keys" and second["against"] == "key_selector" and second["adopt"] is None
     assert "undecided (2 of 3 seeds)" in harder.candidates_markdown(by_key, plan)
     by_key[cand] = _harder_row([(63, -2, 66), (61, 0, 64), (59, -3, 62)])  # ΔMFN +1, ΔBWT -1.67
-    (row,) = harder.candidate_verdicts(by_key, plan)
+    row = harder.candidate_verdicts(by_key, plan)[0]
     assert row["adopt"] is True and row["gaps"]["mfn"][0] == pytest.approx(1.0)
     text = harder.candidates_markdown(by_key, plan)
-    assert "| `key_selector` | 1.0 ± " in text and "| adopted |" in text and "Adopted: `key_selector`" in text
+    assert "| `key_selector` | `dymoe_seqbank` | 1.0 ± " in text and "| adopted |" in text
+    assert "Adopted: `key_selector`" in text
+    # candidate 2 is judged against key_selector, the dymoe_plus of its day, and replaces it only when adopted
+    anchored = cands[1].key
+    by_key[anchored] = _harder_row([(64, -1, 67), (62, -1, 65), (60, -4, 63)])  # ΔMFN +1, ΔBWT -0.33
+    second = harder.candidate_verdicts(by_key, plan)[1]
+    assert second["adopt"] is True and second["gaps"]["mfn"][0] == pytest.approx(1.0)
+    assert "Adopted: `anchored_keys`" in harder.candidates_markdown(by_key, plan)
+    by_key[anchored] = _harder_row([(62, -2, 67), (60, 0, 65), (58, -3, 63)])  # ΔMFN -1: rejected
+    assert harder.candidate_verdicts(by_key, plan)[1]["adopt"] is False
+    assert "Adopted: `key_selector`" in harder.candidates_markdown(by_key, plan)
     by_key[cand] = _harder_row([(63, -3, 66), (61, -1, 64), (59, -5, 62)])  # ΔBWT -3: more than 2 points lower
     assert harder.candidate_verdicts(by_key, plan)[0]["adopt"] is False
+    by_key[anchored] = _harder_row([(64, -1, 67), (62, -1, 65), (60, -4, 63)])
+    assert "Adopted:" not in harder.candidates_markdown(by_key, plan)  # its recipe of reference was never adopted
     by_key[cand] = _harder_row([(60, 0, 66), (62, 2, 64), (58, -2, 62)])  # ΔMFN 0: not higher
     assert harder.candidate_verdicts(by_key, plan)[0]["adopt"] is False
     assert harder.candidates_markdown(by_key, build_plan(["harder"])) == ""

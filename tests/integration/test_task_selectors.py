@@ -13,7 +13,9 @@ the same seed, 3 steps per task:
 * ``key_selector`` (dymoe_plus's key decision over the same banks) trains the same banks too, fits each task's keys
   after its training on the prompt tokens, and keeps a prompt's decision while decoding;
 * ``prism_selector`` (Prism's port of HiDe's selector) trains hide_selector's banks and anchors bit for bit and
-  answers as ``oracle_bank`` told the task its anchors are most similar to.
+  answers as ``oracle_bank`` told the task its anchors are most similar to;
+* ``anchored_keys`` (candidate 2: the anchors shortlist, the keys choose) trains key_selector's banks and keys and
+  hide_selector's anchors bit for bit; its shortlist of 2 of 2 banks answers as key_selector, of 1 as prism_selector.
 """
 import json
 import os
@@ -30,7 +32,7 @@ from llava_dymoe.integration.task_features import IGNORE_INDEX, IMAGE_TOKEN_INDE
 
 STEPS = 3
 TASKS = ("read", "classify")
-METHODS = ("oracle_bank", "hide_selector", "key_selector", "prism_selector")
+METHODS = ("oracle_bank", "hide_selector", "key_selector", "prism_selector", "anchored_keys")
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +161,31 @@ def test_both_methods_train_identical_banks_and_keep_task_one(selector_runs):
         block = ckpt.load_task_state(t2)["dymoe"]
         assert block["method"] == method and block["config"]["assign_rule"] == "given"
         assert block["config"]["task_selector"] == {"oracle_bank": "oracle", "hide_selector": "hide",
-                                                    "key_selector": "none", "prism_selector": "prism"}[method]
-    for h, p in ((h1, p1), (h2, p2)):  # the same anchors, byte for byte
+                                                    "key_selector": "none", "prism_selector": "prism",
+                                                    "anchored_keys": "shortlist"}[method]
+    a1, a2 = selector_runs["anchored_keys"]
+    for h, p in ((h1, p1), (h2, p2), (h1, a1), (h2, a2)):  # the same anchors, byte for byte
         assert open(os.path.join(h, ANCHORS), "rb").read() == open(os.path.join(p, ANCHORS), "rb").read()
+    for k, a in ((k1, a1), (k2, a2)):  # anchored_keys: key_selector's banks and keys, bit for bit
+        ek, ea = load_file(os.path.join(k, ckpt.EXPERTS)), load_file(os.path.join(a, ckpt.EXPERTS))
+        assert set(ek) == set(ea) and all(torch.equal(ek[n], ea[n]) for n in ek)
+
+
+def test_anchored_keys_answer_as_key_selector_with_every_bank_and_as_prism_with_one(selector_runs, tiny, two_tasks,
+                                                                                   monkeypatch):
+    """The shortlist (the anchors' k most similar tasks) restricts the keys' choice: k = 2 of 2 banks leaves it
+    free (key_selector's logits), k = 1 leaves the anchors' argmax alone (prism_selector's logits), bit for bit."""
+    data = _data(tiny, two_tasks["read"])
+    batch = data["data_collator"]([data["train_dataset"][i] for i in range(3)])
+    anchored = _load(selector_runs["anchored_keys"][1], tiny, monkeypatch)
+    assert anchored._dymoe_task_selector.kind == "shortlist" and anchored._dymoe_task_selector.shortlist == 2
+    with torch.no_grad():
+        got = anchored(**batch).logits
+        assert torch.equal(got, _load(selector_runs["key_selector"][1], tiny, monkeypatch)(**batch).logits)
+        anchored._dymoe_task_selector.shortlist = 1
+        one = anchored(**batch).logits
+        assert torch.equal(one, _load(selector_runs["prism_selector"][1], tiny, monkeypatch)(**batch).logits)
+    assert not torch.equal(got, one)  # the keys and the anchors disagree on some projection: the test can fail
 
 
 def test_key_selector_fits_each_tasks_keys_after_training_and_carries_them(selector_runs):

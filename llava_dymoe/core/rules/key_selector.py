@@ -11,8 +11,14 @@ the banks of ``oracle_bank`` and ``hide_selector``, chosen at inference by ``dym
 
 So ``oracle_bank`` minus ``key_selector`` is what choosing the bank by keys costs on identical banks, and
 ``key_selector`` against ``hide_selector`` compares two selectors and nothing else.
+
+``anchored_keys`` (``task_selector="shortlist"``, issue 26 candidate 2): a model-level selector puts a shortlist in
+``DyMoEContext.bank_weights`` (``[B, T]``, weight 1 on each sequence's ``k`` shortlisted banks, 0 elsewhere); the
+keys' decision then runs on those banks alone.  Without ``bank_weights`` the keys choose among every bank.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -39,6 +45,23 @@ class KeySelectorRule(SequenceBankRule):
         else:
             seq = self.decide(inp)
         return Assignment(bank_weights=one_hot_rows(seq, inp.num_tasks, inp.logits))
+
+    def shortlist(self, inp: RuleInput) -> Optional[Tensor]:
+        """The banks of positive weight in ``ctx.bank_weights`` per sequence (ascending), or None when unset."""
+        w = inp.ctx.bank_weights if inp.ctx is not None else None
+        if w is None:
+            return None
+        batch = inp.batch_shape[0]
+        if w.dim() != 2 or tuple(w.shape) != (batch, inp.num_tasks):
+            raise ValueError(f"key_selector: DyMoEContext.bank_weights (the shortlist) has shape {tuple(w.shape)}, "
+                             f"expected [{batch}, {inp.num_tasks}] (the batch x the layer's banks)")
+        allowed = w > 0
+        k = allowed.sum(dim=1)
+        if bool((k < 1).any()) or bool((k != k[0]).any()):
+            raise ValueError(f"key_selector: every sequence's shortlist must name the same number (>= 1) of banks; "
+                             f"the bank_weights rows name {k.tolist()}")
+        idx = torch.arange(inp.num_tasks, device=w.device).expand(batch, -1)
+        return idx[allowed].view(batch, int(k[0])).to(inp.logits.device)
 
 
 def one_hot_rows(seq: Tensor, num_tasks: int, logits: Tensor) -> Tensor:

@@ -43,6 +43,10 @@ class SequenceBankRule(Rule):
         seq = self.decide(inp)
         return _banked(inp, seq.repeat_interleave(inp.batch_shape[1]))
 
+    def shortlist(self, inp: RuleInput) -> Optional[Tensor]:
+        """int64 ``[B, k]``: the banks each sequence may choose from (ascending), or None = every bank."""
+        return None
+
     def decide(self, inp: RuleInput) -> Tensor:
         """int64 ``[B]``: each sequence's bank (the kept one for a KV-cache decoding step of the kept sequences)."""
         if len(inp.batch_shape) != 2:
@@ -60,7 +64,7 @@ class SequenceBankRule(Rule):
         n = inp.logits.shape[0]
         pool = ctx.token_prompt(n, inp.logits.device) if ctx is not None else None
         seq = sequence_cascade_assignment(self.scorer(inp), batch, inp.experts_per_task, cfg.sequence_tau,
-                                          cfg.tag_gap, cfg.router_scale, pool)
+                                          cfg.tag_gap, cfg.router_scale, pool, self.shortlist(inp))
         if inp.training:
             self.reset()
         else:
