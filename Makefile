@@ -100,7 +100,7 @@ results: $(STAMP)
 	$(PY) -m llava_dymoe.study --output-dir results_out --doc docs/results.md $(RESULTS_ARGS)
 
 # Not in CI: the harder suite (coin_shaped, issue 26): eight methods x two task orders x 3 seeds, then the candidate
-# changes to dymoe_plus (key_selector since 2026-12-07) in CoIN's order (docs/study.md says how long; resumable). Its base model and suite live
+# changes to dymoe_plus (anchored_keys since 2026-12-07) in CoIN's order (docs/study.md says how long; resumable). Its base model and suite live
 # beside the default's under results_out.
 results-harder: $(STAMP)
 	$(PY) -m llava_dymoe.study --groups harder harder_candidates --output-dir results_out --doc docs/results-harder.md $(RESULTS_ARGS)

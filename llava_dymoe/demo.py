@@ -5,7 +5,7 @@
 1. the base-model stage (``llava_dymoe.synthetic.base``: the tiny LLaVA fully trained on a base
    mixture over the image world; cached);
 2. the synthetic continual suite (``llava_dymoe.synthetic``: five CoIN-like tasks; cached);
-3. ``cli run`` with ``dymoe`` (the paper), ``incmoelora`` and ``dymoe_plus`` (= ``key_selector``, our opt-in variant
+3. ``cli run`` with ``dymoe`` (the paper), ``incmoelora`` and ``dymoe_plus`` (= ``anchored_keys``, our opt-in variant
    beyond the paper, docs/beyond-the-paper.md), side by side (train each task, evaluate all tasks seen so far with
    the upstream eval modules, accuracy matrix, MFN/MAA/BWT, heatmap; resumable); each run's log is
    ``runs/<method>.log``;

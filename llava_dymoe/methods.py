@@ -174,14 +174,14 @@ register_method(Method(
 #: three differ only in who picks the bank at inference, so ``oracle_bank`` minus ``key_selector`` is the cost of
 #: the keys' choice on the same banks.  No task id at evaluation.
 KEY_SELECTOR = {**GIVEN_BANK, "bank_scope": "sequence", "bank_keys": "fitted"}
-#: Adopted by that rule on seeds 0-2 of CoIN's order (2026-12-07): ``--dymoe_method dymoe_plus`` is this recipe.
-PLUS = "key_selector"
+#: Adopted by that rule on seeds 0-2 of CoIN's order (2026-12-07): ``--dymoe_method dymoe_plus`` was this recipe
+#: until candidate 2 (``anchored_keys``, below) was adopted over it the same day.
 register_method(Method(
-    PLUS, config=KEY_SELECTOR,
-    description="beyond the paper (issue 26; = dymoe_plus since 2026-12-07, adopted over dymoe_seqbank by the "
-                "pre-registered rule): one bank per task trained alone (the banks of oracle_bank / hide_selector), "
-                "chosen per sequence and projection by keys fitted after each task; no task id at evaluation"),
-    aliases=("dymoe_plus",))
+    "key_selector", config=KEY_SELECTOR,
+    description="beyond the paper (issue 26; dymoe_plus from its adoption over dymoe_seqbank until anchored_keys was "
+                "adopted over it, both 2026-12-07): one bank per task trained alone (the banks of oracle_bank / "
+                "hide_selector), chosen per sequence and projection by keys fitted after each task; no task id at "
+                "evaluation"))
 
 #: A second published selector over the same banks and anchors (added 2026-12-07, docs/beyond-the-paper.md section 8):
 #: Prism's port of HiDe-LLaVA takes the argmax of the same image/text similarity where HiDe-LLaVA mixes the banks by
@@ -197,12 +197,17 @@ TASK_BASELINES = TASK_BASELINES + ("prism_selector",)
 #: cues fail on different tasks, so the anchors (HiDe-LLaVA's, fitted as for ``prism_selector``) name each prompt's
 #: two most similar tasks and ``key_selector``'s fitted keys choose one bank among them, per sequence and projection.
 #: Banks and keys are ``key_selector``'s and anchors ``hide_selector``'s, bit for bit, for the same seed.
+#: Adopted by the rule over ``key_selector`` on seeds 0-2 of CoIN's order (2026-12-07): ``--dymoe_method dymoe_plus``
+#: is this recipe.
 ANCHORED_KEYS = {**KEY_SELECTOR, "task_selector": "shortlist"}
+PLUS = "anchored_keys"
 register_method(Method(
-    "anchored_keys", config=ANCHORED_KEYS,
-    description="beyond the paper (issue 26, candidate 2): key_selector's banks and keys; at inference HiDe-LLaVA's "
-                "anchors shortlist each prompt's 2 most similar tasks and the keys choose one bank among them, per "
-                "sequence and projection; no task id at evaluation"))
+    PLUS, config=ANCHORED_KEYS,
+    description="beyond the paper (issue 26, candidate 2; = dymoe_plus since 2026-12-07, adopted over key_selector by "
+                "the pre-registered rule): key_selector's banks and keys; at inference HiDe-LLaVA's anchors shortlist "
+                "each prompt's 2 most similar tasks and the keys choose one bank among them, per sequence and "
+                "projection; no task id at evaluation"),
+    aliases=("dymoe_plus",))
 
 #: Recipes that are told what no deployed model knows (the task at evaluation): reports name them as upper bounds.
 UPPER_BOUNDS = ("oracle_bank",)

@@ -221,17 +221,20 @@ def group_note(group: str) -> str:
                 "instructions and question forms (docs/suite.md). `oracle_bank` is told the true task id at "
                 "evaluation: an upper bound. `hide_selector` is a HiDe-LLaVA-style selector (image and text anchors "
                 "per task, a softmax over the banks); `prism_selector` takes the same anchors' argmax, as Prism's port "
-                "of HiDe-LLaVA does (added after seed 0). `key_selector` is `dymoe_plus` since the pre-registered rule "
-                "adopted it on seeds 0-2 of CoIN's order (2026-12-07); `dymoe_seqbank` is the recipe that held the "
-                "name before (the study's runs labelled `dymoe_plus` until then). The drawn order was drawn before any "
-                "run (docs/beyond-the-paper.md section 8).\n")
+                "of HiDe-LLaVA does (added after seed 0). `anchored_keys` is `dymoe_plus` since the pre-registered "
+                "rule adopted it over `key_selector` on seeds 0-2 of CoIN's order, and `key_selector` held the name "
+                "from its own adoption over `dymoe_seqbank` (the study's runs labelled `dymoe_plus` until then), both "
+                "on 2026-12-07. The drawn order was drawn before any run (docs/beyond-the-paper.md section 8).\n")
     if group == "harder_candidates":
         return ("Changes to `dymoe_plus` (issue 26 item 5), each pre-registered in docs/beyond-the-paper.md section 8 "
-                "before its first run and judged against the recipe it would replace, `dymoe_seqbank`. "
+                "before its first run and judged against the recipe it would replace (`dymoe_seqbank`, then "
+                "`key_selector`). "
                 "`key_selector`: `dymoe_seqbank`'s decision (one bank per sequence and projection by the mean of the "
                 "prompt's scores against keys fitted at the end of each task) over the banks of `oracle_bank` and "
                 "`hide_selector`, each trained on its own task alone; no task id at evaluation. Adopted: it is "
-                "`dymoe_plus` since 2026-12-07.\n")
+                "`dymoe_plus` from 2026-12-07. `anchored_keys` (candidate 2, judged against `key_selector`, adopted "
+                "the same day): the anchors of `prism_selector` shortlist each prompt's two most similar tasks and "
+                "`key_selector`'s keys choose one bank among them, per sequence and projection.\n")
     if group != "width":
         return ""
 
@@ -325,7 +328,7 @@ def write_results_doc(root: str, doc_path: str, plan: Sequence[Experiment], prof
 
     verdict = harder.markdown(by_key, plan)
     if verdict:
-        out.append("## The harder suite: `dymoe_plus` (= `key_selector`) against every method\n")
+        out.append(f"## The harder suite: `dymoe_plus` (= `{harder.CANDIDATE}`) against every method\n")
         out.append(verdict)
     candidates = harder.candidates_markdown(by_key, plan)
     if candidates:

@@ -39,12 +39,12 @@ DEFAULT_GROUPS = ("methods", "ladder", "tau", "width", "variants", "variants_wid
 GROUPS = DEFAULT_GROUPS + ("harder", "harder_candidates")
 #: The harder suite's study: every method on ``HARDER_SUITE`` in CoIN's order and the drawn order, including the
 #: baselines a task selector must face (``hide_selector`` and ``prism_selector``, two published selectors over the same
-#: banks and anchors, the second added 2026-12-07 after seed 0; ``oracle_bank``, the upper bound).  ``key_selector`` is
-#: ``dymoe_plus`` since the rule adopted it (2026-12-07); ``dymoe_seqbank`` is the recipe that held the name before
-#: (the study's earlier ``dymoe_plus`` runs).
+#: banks and anchors, the second added 2026-12-07 after seed 0; ``oracle_bank``, the upper bound).  ``anchored_keys`` is
+#: ``dymoe_plus`` since the rule adopted it over ``key_selector`` (2026-12-07), which the rule had adopted over
+#: ``dymoe_seqbank`` (the study's earlier ``dymoe_plus`` runs) the same day.
 HARDER_SUITE = "coin_shaped"
-HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_seqbank", "key_selector", "hide_selector",
-                  "prism_selector", "oracle_bank")
+HARDER_METHODS = ("lora", "moelora", "olora", "incmoelora", "dymoe", "dymoe_seqbank", "key_selector", "anchored_keys",
+                  "hide_selector", "prism_selector", "oracle_bank")
 HARDER_ORDERS = ("default", "drawn")
 #: Item 5 of issue 26: changes to ``dymoe_plus`` on the harder suite, each compared with the recipe it would replace
 #: (``harder.RULE_BASELINE``) paired by seed in CoIN's order only (the selection rule of docs/beyond-the-paper.md
@@ -52,7 +52,7 @@ HARDER_ORDERS = ("default", "drawn")
 #: ``key_selector`` was adopted (2026-12-07) and is now also a method of ``harder`` (the same runs): its drawn-order
 #: runs there are the rule's held-out look.
 #: ``anchored_keys`` (candidate 2, pre-registered 2026-12-07) is judged against ``key_selector``, the ``dymoe_plus`` of
-#: its day (``harder.RULE_BASELINES``).
+#: its day (``harder.RULE_BASELINES``); adopted, it is a method of ``harder`` too, with its drawn-order runs held out.
 HARDER_CANDIDATES = ("key_selector", "anchored_keys")
 #: Every group that runs on ``HARDER_SUITE``.
 HARDER_GROUPS = ("harder", "harder_candidates")

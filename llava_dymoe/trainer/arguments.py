@@ -23,12 +23,16 @@ def method_help(training_flag: bool = True) -> str:
     ``dymoe_plus`` (beyond the paper) sets."""
     from ..methods import METHODS, PLUS, SEQBANK, TASK_BASELINES, VARIANTS
 
-    others = [n for n in METHODS.names() if n not in VARIANTS and n not in ("dymoe", PLUS, SEQBANK, *TASK_BASELINES)]
+    former = ("key_selector",)
+    others = [n for n in METHODS.names()
+              if n not in VARIANTS and n not in ("dymoe", PLUS, SEQBANK, *former, *TASK_BASELINES)]
     text = (f"Method recipe (llava_dymoe.methods): dymoe (the paper{', default' if training_flag else ''}); "
             f"baselines and ablations: {', '.join(others)}; beyond the paper (opt-in): dymoe_plus = {PLUS} (one "
-            "bank per task, trained on its task alone; at inference one bank per sequence and projection, chosen by "
-            "keys fitted after each task; no task id; adopted on the CoIN-shaped suite by issue 26's pre-registered "
-            f"rule: docs/beyond-the-paper.md section 8), {SEQBANK} (dymoe_plus until 2026-12-07: the cascade, "
+            "bank per task, trained on its task alone; at inference HiDe-LLaVA's anchors shortlist each prompt's two "
+            "most similar tasks and keys fitted after each task choose one bank among them, per sequence and "
+            "projection; no task id; adopted on the CoIN-shaped suite by issue 26's pre-registered rule: "
+            f"docs/beyond-the-paper.md section 8), {', '.join(former)} (dymoe_plus before that: the keys choose "
+            f"among every bank), {SEQBANK} (dymoe_plus until key_selector's adoption: the cascade, "
             "warm-started fixed router rows, fitted keys, one bank per sequence) and the earlier variants "
             f"{', '.join(VARIANTS)}; task-identity baselines for dymoe_plus (its banks, other choosers): "
             "oracle_bank (an UPPER BOUND: told the true task at evaluation), hide_selector (HiDe-LLaVA's selector: "

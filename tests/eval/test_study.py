@@ -329,10 +329,14 @@ def test_run_jobs_counts_finished_stages_and_reports_failures(tmp_path, capsys):
     assert run_jobs([done], 1, stages_per_run=3, progress=False) == {done.out_dir: 0.0}
     assert open(done.log).read() == logged  # no command was logged
     for record, method in (({"method": "dymoe_plus", "recipe": "key_selector"}, "dymoe_seqbank"),  # another recipe
-                           ({"method": "dymoe_plus"}, "dymoe_plus"),  # today's dymoe_plus is key_selector: relaunch
+                           ({"method": "dymoe_plus"}, "dymoe_plus"),  # today's dymoe_plus is anchored_keys: relaunch
                            ({"method": "dymoe_seqbank"}, "dymoe_seqbank")):  # the same name: cli run checks it
         open(os.path.join(done.out_dir, "run.json"), "w").write(json.dumps(record))
         assert not finished_under_former_name(done.out_dir, method, 3), (record, method)
+    # started as dymoe_plus while that name meant key_selector (after its own adoption): read as key_selector's run
+    record = {"method": "dymoe_plus", "recipe": "key_selector"}
+    open(os.path.join(done.out_dir, "run.json"), "w").write(json.dumps(record))
+    assert finished_under_former_name(done.out_dir, "key_selector", 3)
     open(os.path.join(done.out_dir, "run.json"), "w").write(json.dumps({"method": "dymoe_plus"}))
     assert not finished_under_former_name(done.out_dir, "dymoe_seqbank", 4)  # a stage missing
     with pytest.raises(RuntimeError, match="seed 0: exit"):
@@ -349,7 +353,7 @@ def test_variant_groups_pair_the_best_variant_with_the_baselines_at_two_widths_a
     plan = build_plan(["variants", "variants_width", "order", "causes"])
     best = best_variant()  # the first round's recipe; dymoe_seqbank (dymoe_plus until 2026-12-07) is built on it
     plus = get_method("dymoe_seqbank")
-    assert best == "dymoe_cascade_warm_spetag" and get_method("dymoe_plus").name == "key_selector"
+    assert best == "dymoe_cascade_warm_spetag" and get_method("dymoe_plus").name == "anchored_keys"
     from llava_dymoe import methods
 
     # the study's flags are the registered recipe's fields beyond the first round's, as the flags spell them
@@ -485,7 +489,7 @@ def test_harder_group_plans_every_method_in_both_orders_on_its_own_suite(tmp_pat
 
     plan = build_plan(["harder"])
     assert [(e.method, e.order) for e in plan] == [(m, o) for o in ("default", "drawn") for m in HARDER_METHODS]
-    assert {e.suite for e in plan} == {HARDER_SUITE} and len({e.key for e in plan}) == len(plan) == 20
+    assert {e.suite for e in plan} == {HARDER_SUITE} and len({e.key for e in plan}) == len(plan) == 22
     assert all(m in METHODS for m in HARDER_METHODS)  # every method is registered (oracle_bank, hide_selector too)
     coin = [t.name for t in get_suite(HARDER_SUITE).tasks]
     assert list(orders_for(HARDER_SUITE)["default"]) == coin and len(coin) == 8
@@ -516,14 +520,15 @@ def test_harder_goal_check_by_hand():
     runs = {"lora": [(10, -60, 70)], "moelora": [(12, -55, 66)], "olora": [(20, -30, 50)],
             "incmoelora": [(22, -40, 60), (26, -36, 64)], "dymoe": [(20, -30, 50), (24, -26, 50)],
             "hide_selector": [(30, -10, 40)], "prism_selector": [(36, -8, 44)], "oracle_bank": [(60, 0, 60)],
-            "dymoe_seqbank": [(34, -12, 50)], "key_selector": [(42, -20, 58), (46, -16, 62)]}
+            "dymoe_seqbank": [(34, -12, 50)], "key_selector": [(34, -12, 50)],
+            "anchored_keys": [(42, -20, 58), (46, -16, 62)]}
     by_key = {keys[m]: _harder_row(v) for m, v in runs.items()}
     conditions = harder.goal(by_key, keys)
     # MFN 44 > prism 36; BWT -18 >= dymoe's -28; MFT 60 vs incmoelora 62: -2 within 3; (44 - 22) / (60 - 22) = 58 %
     assert [ok for _, ok, _ in conditions] == [True, True, True, True]
     assert "closes 58% of 38.0 points" in conditions[3][2]
     by_key[keys["hide_selector"]] = _harder_row([(45, -5, 50)])  # a selector with a better MFN: not the best
-    by_key[keys["key_selector"]] = _harder_row([(40, -30, 60)])  # BWT -30 < -28; MFT -2; (40 - 22) / 38 = 47 %
+    by_key[keys["anchored_keys"]] = _harder_row([(40, -30, 60)])  # BWT -30 < -28; MFT -2; (40 - 22) / 38 = 47 %
     conditions = harder.goal(by_key, keys)
     assert [ok for _, ok, _ in conditions] == [False, False, True, False]
     assert "best other (hide_selector) 45.0" in conditions[0][2]
@@ -543,7 +548,8 @@ def test_harder_candidates_by_the_pre_registered_rule():
     """Group harder_candidates: each candidate in CoIN's order only, on the harder suite, judged against the recipe it
     would replace (dymoe_seqbank, dymoe_plus when the rule was written); adopted when its mean MFN (paired by seed) is
     higher and its mean BWT not lower by more than 2 points, undecided until seeds 0-2 all finished, the highest MFN
-    among the adopted wins.  The adopted key_selector is dymoe_plus: a method of the harder group (the same runs)."""
+    among the adopted wins.  The adopted candidates are methods of the harder group (the same runs); anchored_keys,
+    adopted over key_selector, is dymoe_plus."""
     from llava_dymoe.methods import get_method
     from llava_dymoe.study import harder
     from llava_dymoe.study.plan import HARDER_CANDIDATES, HARDER_SUITE
@@ -552,10 +558,11 @@ def test_harder_candidates_by_the_pre_registered_rule():
     cands = [e for e in plan if e.group == "harder_candidates"]
     assert [(e.method, e.order, e.suite) for e in cands] == [(m, "default", HARDER_SUITE) for m in HARDER_CANDIDATES]
     assert all(m in METHODS for m in HARDER_CANDIDATES)
-    assert harder.CANDIDATE == get_method("dymoe_plus").name == "key_selector" and harder.RULE_BASELINE == \
+    assert harder.CANDIDATE == get_method("dymoe_plus").name == "anchored_keys" and harder.RULE_BASELINE == \
         get_method("dymoe_seqbank").name
     assert harder.order_keys(plan, "default")["key_selector"] == cands[0].key  # one folder: the same runs
-    assert len({run_dir("r", e, 0) for e in plan}) == len(plan) - 1
+    assert harder.order_keys(plan, "default")["anchored_keys"] == cands[1].key
+    assert len({run_dir("r", e, 0) for e in plan}) == len(plan) - 2
     plus = harder.order_keys(plan, "default")["dymoe_seqbank"]
     cand = cands[0].key
     by_key = {plus: _harder_row([(60, 0, 60), (62, 2, 61), (58, -2, 59)]),

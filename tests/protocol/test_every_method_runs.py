@@ -42,14 +42,14 @@ def test_every_registered_method_is_covered():
     """dymoe: test_runner.py; the beyond-the-paper variants: two tasks through train() for two of them
     (tests/integration/test_variants_train.py), every recipe's layer in process (tests/core/test_variants.py);
     dymoe_seqbank (the third round's recipe, dymoe_plus until 2026-12-07): two tasks through train() there and its
-    eval-time batching in tests/integration/test_sequence_batching.py; dymoe_plus (= key_selector since then) runs all
-    five stages through the runner in the demo test; the task-identity baselines oracle_bank, hide_selector and
-    prism_selector, key_selector and the candidate anchored_keys: two tasks through train() and back through the
-    eval loader (tests/integration/test_task_selectors.py), the
+    eval-time batching in tests/integration/test_sequence_batching.py; dymoe_plus (= anchored_keys since then) runs
+    all five stages through the runner in the demo test; the task-identity baselines oracle_bank, hide_selector and
+    prism_selector, key_selector (dymoe_plus in between) and anchored_keys: two tasks through train() and back
+    through the eval loader (tests/integration/test_task_selectors.py), the
     runner's task id for oracle_bank in test_oracle_jobs_are_told_their_task."""
     runner = {get_method(m).name for m in RUNNER_METHODS}
     assert runner | set(LADDER) | set(VARIANTS) | set(TASK_BASELINES) | {"dymoe", get_method("dymoe_plus").name,
-                                                                         "dymoe_seqbank", "anchored_keys"} \
+                                                                         "dymoe_seqbank", "key_selector"} \
         == set(METHODS.names())
 
 
