@@ -144,7 +144,8 @@ def requested_task_id(num_tasks: int, model_path: str) -> int:
 
 
 class TaskSelector:
-    """Bank weights ``[B, T]`` for a batch: ``oracle`` (one task), ``hide`` or ``prism`` (anchors)."""
+    """Bank weights ``[B, T]`` for a batch: ``oracle`` (one task), ``hide``, ``prism`` or ``shortlist`` (anchors;
+    ``shortlist`` is the ``shortlist`` most similar tasks, among which the layers' keys choose)."""
 
     def __init__(self, kind: str, num_tasks: int, temperature: float = 0.1, anchors: Optional[TaskAnchors] = None,
                  task_index: Optional[int] = None, shortlist: int = 2):

@@ -61,8 +61,8 @@ def routing_stats_file(trainer) -> Dict[str, str]:
 
 
 def anchors_file(trainer) -> Dict[str, bytes]:
-    """``{"dymoe_anchors.safetensors": ...}`` with every task's selector anchors (``task_selector`` "hide" or
-    "prism"), else ``{}``."""
+    """``{"dymoe_anchors.safetensors": ...}`` with every task's selector anchors (``task_selector`` "hide", "prism"
+    or "shortlist"), else ``{}``."""
     anchors = getattr(trainer, "dymoe_anchors", None)
     if anchors is None:
         return {}
