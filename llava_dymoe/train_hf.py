@@ -137,6 +137,28 @@ def resolve_host(host_args: HostArguments):
     return found[0]
 
 
+def refuse_anchor_selectors(train_args, host_name: str) -> None:
+    """The task selectors that fit per-task anchors (``hide_selector``, ``prism_selector``, ``anchored_keys`` =
+    ``dymoe_plus``) read LLaVA's vision tower and input embeddings (``integration/task_features.py``), which are not
+    ported to the HF-native hosts yet: refuse them before any model is loaded, naming what runs here instead."""
+    from .config import FITS_ANCHORS
+    from .errors import ConfigError
+    from .methods import get_method
+    from .trainer.arguments import NO_METHOD, config_overrides
+
+    method = getattr(train_args, "dymoe_method", NO_METHOD)
+    if method == NO_METHOD:
+        return
+    cfg = get_method(method).build_config(config_overrides(train_args))
+    if cfg.task_selector in FITS_ANCHORS:
+        raise ConfigError(f"--dymoe_method {method} (task_selector={cfg.task_selector!r}) fits per-task image and text "
+                         f"anchors from LLaVA's vision tower and input embeddings, which the HF-native host "
+                         f"{host_name!r} does not provide yet (integration/task_features.py reads upstream LLaVA's "
+                         "model only). On this host use --dymoe_method key_selector (the fitted keys alone choose the "
+                         "bank; dymoe_plus before anchored_keys) or train with upstream LLaVA (cli run --host llava, or "
+                         "python -m llava_dymoe.train)")
+
+
 def train(host_args: HostArguments, train_args):
     """Train one task and write its checkpoint into ``--output_dir``; returns the trainer (its model trained)."""
     import transformers
@@ -145,6 +167,7 @@ def train(host_args: HostArguments, train_args):
     from .trainer.trainer import make_dymoe_trainer
 
     host = resolve_host(host_args)
+    refuse_anchor_selectors(train_args, getattr(host, "name", None) or host_args.host)
     train_args.remove_unused_columns = False
     model = host.load_model(host_args.model_name_or_path, attn_implementation=host_args.attn_implementation)
     processor = host.load_processor(host_args.model_name_or_path)

@@ -77,3 +77,20 @@ def test_run_host_hf_llava_two_stages_then_resume(hf_tiny, hf_tasks, tmp_path):
     again = _run(argv)  # everything finished: nothing is trained or answered again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "training" not in again.stderr and before == {p: sha256_file(p) for p in before}
+
+
+def test_anchor_selectors_are_refused_on_the_hf_host_before_training(hf_tiny, hf_tasks, tmp_path):
+    """dymoe_plus (= anchored_keys) and the other anchor selectors read LLaVA's vision tower and embeddings, not ported
+    to the HF hosts: the stage fails at once with a message naming the host and what runs there instead."""
+    first, second = hf_tasks
+    root = os.path.dirname(first.root)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.format(a=os.path.basename(first.root), b=os.path.basename(second.root)))
+    out = tmp_path / "run"
+    proc = _run(["--host", "hf-llava", "--suite", str(suite), "--data-root", root, "--method", "dymoe_plus",
+                 "--output-dir", str(out), "--base", hf_tiny, "--no-plot"])
+    assert proc.returncode != 0
+    log = open(out / "stages" / "1_A" / "train.log").read()
+    assert "--dymoe_method dymoe_plus (task_selector='shortlist')" in log and "'hf-llava'" in log
+    assert "use --dymoe_method key_selector" in log and "Traceback" not in log.split("ConfigError")[-1]
+    assert not glob.glob(str(out / "checkpoints" / "*" / "dymoe_experts.safetensors"))
