@@ -143,13 +143,13 @@ def refuse_anchor_selectors(train_args, host_name: str) -> None:
     ported to the HF-native hosts yet: refuse them before any model is loaded, naming what runs here instead."""
     from .config import FITS_ANCHORS
     from .errors import ConfigError
-    from .methods import get_method
-    from .trainer.arguments import NO_METHOD, config_overrides
+    from .trainer.arguments import NO_METHOD
+    from .trainer.prepare import resolve_config
 
     method = getattr(train_args, "dymoe_method", NO_METHOD)
     if method == NO_METHOD:
         return
-    cfg = get_method(method).build_config(config_overrides(train_args))
+    cfg = resolve_config(train_args, None)  # the recipe and its flags, as prepare_model builds them
     if cfg.task_selector in FITS_ANCHORS:
         raise ConfigError(f"--dymoe_method {method} (task_selector={cfg.task_selector!r}) fits per-task image and text "
                          f"anchors from LLaVA's vision tower and input embeddings, which the HF-native host "
