@@ -283,7 +283,12 @@ def test_anchored_keys_choose_only_among_the_shortlisted_banks():
     ctx = DyMoEContext(valid_mask=valid, bank_weights=w)
     attach_context(layer, ctx)
     want = torch.nn.functional.one_hot(torch.tensor(banks), 4).to(torch.float64)
-    ref.assert_close(layer(x), naive_given(layer, x, want), rtol=1e-9, atol=1e-11, what="shortlisted")
+    xg = x.clone().requires_grad_(True)
+    y, y_ref = layer(xg), naive_given(layer, xg, want)
+    ref.assert_close(y, y_ref, rtol=1e-9, atol=1e-11, what="shortlisted")
+    go = torch.randn(y.shape, dtype=y.dtype, generator=g)
+    ref.assert_close(torch.autograd.grad(y, xg, go)[0], torch.autograd.grad(y_ref, xg, go)[0], rtol=1e-9, atol=1e-11,
+                     what="shortlisted input grad")
     layer.train().eval()  # drop the kept decision
     ctx.bank_weights = torch.ones(5, 4, dtype=torch.float64)
     every = torch.nn.functional.one_hot(torch.tensor(free), 4).to(torch.float64)
